@@ -1,0 +1,3 @@
+from naive_mcp.cli import main
+
+main()

@@ -1,0 +1,58 @@
+"""`naive-mcp`: read the settings (environment, then flags), set up logging, serve on stdio."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import CliApp, SettingsError
+
+from naive_mcp.redaction import Redactor, configure_logging
+from naive_mcp.settings import SANDBOX_API_KEY, SANDBOX_DEFAULT_MODEL, Settings
+
+logger = logging.getLogger("naive_mcp")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = CliApp.run(Settings, cli_args=list(sys.argv[1:] if argv is None else argv))
+    except (ValidationError, SettingsError) as exc:
+        # Field names and reasons only: a rejected value may be a secret.
+        problems = exc.errors(include_input=False) if isinstance(exc, ValidationError) else None
+        detail = (
+            "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems) if problems else str(exc)
+        )
+        print(f"naive-mcp: bad setting: {Redactor()(detail)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, Redactor(settings.secrets()))
+    if settings.sandbox:
+        _serve_with_sandbox(settings)
+    else:
+        _serve(settings)
+
+
+def _serve(settings: Settings) -> None:
+    from naive_mcp.server import create_server
+
+    if settings.api_key is None:
+        logger.warning("NAIVE_API_KEY is not set: tools are listed, but calls will ask for a key")
+    logger.info("naive-mcp serving on stdio; upstream %s", settings.base_url)
+    create_server(settings).run("stdio")
+
+
+def _serve_with_sandbox(settings: Settings) -> None:
+    from naive_mcp.sandbox import serve_in_thread
+
+    with serve_in_thread() as sandbox:
+        logger.info("sandbox upstream on %s (no network, no spend)", sandbox.url)
+        _serve(
+            settings.model_copy(
+                update={
+                    "base_url": sandbox.url,
+                    "api_key": settings.api_key or SecretStr(SANDBOX_API_KEY),
+                    "default_model": settings.default_model or SANDBOX_DEFAULT_MODEL,
+                }
+            )
+        )

@@ -1,0 +1,241 @@
+"""Every expected failure of naive-mcp, as one tree.
+
+    NaiveError                      kind, message, retryable, next_step
+    ├── ConfigurationError          the server is not set up for this call (no key, no model)
+    ├── ArgumentError               a tool argument is wrong; nothing was sent upstream
+    ├── UpstreamError               the upstream answered with an error status
+    ├── UpstreamUnreachable         no connection (refused, reset, DNS)
+    ├── UpstreamTimeout             connected, but no answer in time
+    └── UpstreamProtocolError       an answer that is not the documented API (not JSON, wrong shape)
+
+The status → error mapping lives in exactly one place, `error_from_response`. What each kind
+means and what to do next comes from the table in `naive-api.md`, kept in `_KINDS`.
+At the MCP boundary every `NaiveError` becomes a tool result with `isError: true` whose text
+is `describe()`; anything else is a bug and is left to surface as one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    retryable: bool
+    next_step: str
+
+
+# The upstream's error kinds (naive-api.md), and ours.
+_KINDS: dict[str, _Kind] = {
+    "invalid_input": _Kind(False, "Fix the call's arguments and send it again."),
+    "unauthorized": _Kind(
+        False, "The Naive API key is missing or invalid: set NAIVE_API_KEY to a valid key (nv_sk_...)."
+    ),
+    "insufficient_credits": _Kind(False, "The credit balance is exhausted: top up credits, then retry."),
+    "llm_routing_requires_payment": _Kind(
+        False, "Trial credit cannot pay for LLM routing: buy a credit pack or subscribe, then retry."
+    ),
+    "billing_blocked": _Kind(False, "Billing blocks this call: check the Billing page of the Naive dashboard."),
+    "forbidden": _Kind(
+        False, "The llm primitive is disabled for this account: enable it in the Account Kit (Primitives)."
+    ),
+    "key_subject_mismatch": _Kind(
+        False, "The API key is sealed to another user: call without user_id, or use that user's key."
+    ),
+    "not_found": _Kind(False, "Check the id (generation id, user_id) and try again."),
+    "rate_limited": _Kind(True, "Slow down and retry after the delay."),
+    "provider_error": _Kind(True, "The model's provider failed: retry, or use another model or a fallback chain."),
+    "not_configured": _Kind(
+        False, "The Naive deployment has no OpenRouter key: its operator must set OPENROUTER_API_KEY."
+    ),
+    "request_timeout": _Kind(True, "The upstream timed out: retry."),
+    "unavailable": _Kind(True, "No provider is available right now: retry shortly or use another model."),
+    "overloaded": _Kind(True, "The provider is overloaded: retry shortly or use another model."),
+    "upstream_error": _Kind(True, "The upstream failed: retry shortly."),
+    # Ours.
+    "no_api_key": _Kind(
+        False,
+        "Set NAIVE_API_KEY in the server's environment (the `env` block of the MCP client's config), "
+        "then restart the server. To try every tool without a key, start it with --sandbox.",
+    ),
+    "no_model": _Kind(
+        False, "Pass `model` (e.g. 'anthropic/claude-sonnet-4.6') or set NAIVE_DEFAULT_MODEL for the server."
+    ),
+    "invalid_arguments": _Kind(False, "Fix the arguments named above and call again."),
+    "connection_error": _Kind(
+        True, "Check NAIVE_BASE_URL and the network, then retry. Nothing was billed for this call."
+    ),
+    "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),
+    "bad_response": _Kind(True, "The upstream sent something that is not the Naive API: check NAIVE_BASE_URL."),
+}
+
+# When the body names no kind we know, the status decides.
+_KIND_BY_STATUS: dict[int, str] = {
+    400: "invalid_input",
+    401: "unauthorized",
+    402: "insufficient_credits",
+    403: "forbidden",
+    404: "not_found",
+    408: "request_timeout",
+    422: "invalid_input",
+    429: "rate_limited",
+    502: "provider_error",
+    503: "unavailable",
+    524: "request_timeout",
+    529: "overloaded",
+}
+
+_RETRY_AFTER_CAP_SECONDS = 300.0
+
+
+class NaiveError(Exception):
+    """An expected failure, with what a model or a person should do about it."""
+
+    default_kind = "upstream_error"
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind or self.default_kind
+
+    @property
+    def retryable(self) -> bool:
+        return _kind(self.kind).retryable
+
+    @property
+    def next_step(self) -> str:
+        return _kind(self.kind).next_step
+
+    def headline(self) -> str:
+        return self.kind
+
+    def describe(self) -> str:
+        """The text a model reads: what happened, and what to do next."""
+        return f"{self.headline()}: {self.message}\n{self.next_step}"
+
+
+class ConfigurationError(NaiveError):
+    default_kind = "no_api_key"
+
+
+class ArgumentError(NaiveError):
+    default_kind = "invalid_arguments"
+
+    def describe(self) -> str:
+        return f"{self.message}\nNothing was sent upstream and no credits were spent. {self.next_step}"
+
+
+class UpstreamError(NaiveError):
+    """The upstream answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        status: int,
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, kind=kind)
+        self.status = status
+        self.retry_after = retry_after
+        self.details = details or {}
+
+    @property
+    def retryable(self) -> bool:
+        return _kind(self.kind).retryable or self.status in (408, 429, 502, 503, 504, 524, 529)
+
+    @property
+    def next_step(self) -> str:
+        step = _kind(self.kind).next_step
+        if self.retry_after is not None:
+            step = f"{step} Retry after {_seconds(self.retry_after)}."
+        hint = self.details.get("hint")
+        if isinstance(hint, str) and hint:
+            step = f"{step} Upstream hint: {hint}"
+        return step
+
+    def headline(self) -> str:
+        return f"{self.kind} (HTTP {self.status})"
+
+
+class UpstreamUnreachable(NaiveError):
+    default_kind = "connection_error"
+
+
+class UpstreamTimeout(NaiveError):
+    default_kind = "timeout"
+
+
+class UpstreamProtocolError(NaiveError):
+    default_kind = "bad_response"
+
+
+def error_from_response(status: int, headers: dict[str, str], body: bytes) -> UpstreamError:
+    """Map one upstream error response to its error. The only place a status becomes an error."""
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    payload = _json_object(body)
+    error = payload.get("error") if payload is not None else None
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = error.get("message")
+        details = {key: value for key, value in error.items() if key not in ("code", "message")}
+        # Naive's codes are strings; OpenRouter's (through the proxy) are HTTP statuses.
+        kind = code if isinstance(code, str) and code in _KINDS else None
+        if kind == "billing_blocked" and error.get("block_reason") in _KINDS:
+            kind = str(error["block_reason"])
+        text = message if isinstance(message, str) and message else f"the upstream answered HTTP {status}"
+    else:
+        details = {}
+        kind = None
+        text = f"the upstream answered HTTP {status} with {_describe_body(body, headers)}"
+    if kind is None:
+        kind = _KIND_BY_STATUS.get(status, "provider_error" if status >= 500 else "invalid_input")
+    return UpstreamError(text, kind=kind, status=status, retry_after=retry_after, details=details)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait, from a `Retry-After` header (delta-seconds or HTTP date), capped."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), _RETRY_AFTER_CAP_SECONDS)
+
+
+def _kind(kind: str) -> _Kind:
+    return _KINDS.get(kind, _KINDS["upstream_error"])
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _describe_body(body: bytes, headers: dict[str, str]) -> str:
+    content_type = headers.get("content-type", "no content type").split(";")[0].strip()
+    if not body.strip():
+        return "an empty body"
+    snippet = " ".join(body[:160].decode("utf-8", "replace").split())
+    return f"a body that is not a Naive error ({content_type}): {snippet!r}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 1 else f"{value:.1f} s"

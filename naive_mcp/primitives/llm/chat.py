@@ -1,0 +1,404 @@
+"""`llm.chat`: one chat completion through Naive (OpenRouter's body, forwarded as-is)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Self
+
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field, WithJsonSchema, model_validator
+
+from naive_mcp.errors import ConfigurationError
+from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
+from naive_mcp.registry import Arguments, Method, MethodResult
+from naive_mcp.services import Services
+from naive_mcp.tenancy import TenantId
+from naive_mcp.wire import ChatCompletion
+
+# --- arguments ---------------------------------------------------------------------------------
+
+
+def _published(kind: str, description: str | None = None, *, also_object: bool = False) -> WithJsonSchema:
+    """A compact published schema for a nested argument.
+
+    Every agent reads tools/list into its context, so the nested objects of the chat body are
+    published by shape and described in a line; the models below still validate every field
+    and name the one that is wrong.
+    """
+    schema: dict[str, Any] = {"anyOf": [{"type": kind}, {"type": "object"}]} if also_object else {"type": kind}
+    if kind == "object":
+        schema["additionalProperties"] = True
+    if description:
+        schema["description"] = description
+    return WithJsonSchema(schema)
+
+
+
+class TextPart(Arguments):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(Arguments):
+    url: str = Field(pattern=r"^(https?://|data:image/)", description="https URL or data:image/... URL")
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(Arguments):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+class InputAudio(Arguments):
+    data: str = Field(min_length=1, description="base64 audio")
+    format: str = Field(pattern=r"^[a-z0-9]{2,8}$", description="e.g. wav, mp3")
+
+
+class AudioPart(Arguments):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FileData(Arguments):
+    filename: str = Field(min_length=1)
+    file_data: str = Field(pattern=r"^(https?://|data:)", description="data: URL or https URL")
+
+
+class FilePart(Arguments):
+    type: Literal["file"]
+    file: FileData
+
+
+ContentPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
+# Published compactly (every agent reads tools/list); the models above still validate each part.
+_CONTENT_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"type": {"enum": ["text", "image_url", "input_audio", "file"]}},
+                    "required": ["type"],
+                },
+            },
+        ],
+        "description": "text, or parts: {type:text,text} {type:image_url,image_url:{url}} "
+        "{type:input_audio,input_audio:{data,format}} {type:file,file:{filename,file_data}}",
+    }
+)
+
+
+class FunctionCallIn(Arguments):
+    name: str
+    arguments: str
+
+
+class ToolCallIn(Arguments):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class Message(Arguments):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Annotated[str | list[ContentPart] | None, _CONTENT_SCHEMA] = None
+    name: str | None = None
+    tool_calls: Annotated[list[ToolCallIn] | None, _published("array", "assistant only: [{id,function:{name,arguments}}]")] = None
+    tool_call_id: str | None = Field(default=None, description="tool only")
+
+    @model_validator(mode="after")
+    def _fits_role(self) -> Self:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id (the id of the call it answers)")
+        if self.role != "tool" and self.tool_call_id is not None:
+            raise ValueError("tool_call_id belongs on role 'tool' messages only")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls belong on role 'assistant' messages only")
+        if self.content is None and not self.tool_calls:
+            raise ValueError("content is required (text or a list of parts)")
+        return self
+
+
+class MaxPrice(Arguments):
+    prompt: float | None = Field(default=None, ge=0)
+    completion: float | None = Field(default=None, ge=0)
+    request: float | None = Field(default=None, ge=0)
+    image: float | None = Field(default=None, ge=0)
+
+
+class ProviderPreferences(Arguments):
+    order: list[ProviderSlug] | None = None
+    only: list[ProviderSlug] | None = None
+    ignore: list[ProviderSlug] | None = None
+    allow_fallbacks: bool | None = None
+    require_parameters: bool | None = None
+    data_collection: Literal["allow", "deny"] | None = None
+    zdr: bool | None = None
+    sort: Literal["price", "throughput", "latency"] | None = None
+    max_price: MaxPrice | None = None
+    quantizations: (
+        list[Literal["int4", "int8", "fp4", "fp6", "fp8", "fp16", "bf16", "fp32", "unknown"]] | None
+    ) = None
+
+
+class Reasoning(Arguments):
+    effort: Literal["xhigh", "high", "medium", "low", "minimal", "none"] | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    exclude: bool | None = None
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> Self:
+        if self.effort is not None and self.max_tokens is not None:
+            raise ValueError("give effort or max_tokens, not both")
+        return self
+
+
+class FunctionDefinition(Arguments):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(Arguments):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class FunctionName(Arguments):
+    name: str
+
+
+class NamedToolChoice(Arguments):
+    type: Literal["function"] = "function"
+    function: FunctionName
+
+
+class TextFormat(Arguments):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Arguments):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(Arguments):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class JsonSchemaFormat(Arguments):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
+class ChatArguments(Arguments):
+    messages: list[Message] | None = Field(default=None, min_length=1, description="or prompt")
+    prompt: str | None = Field(default=None, min_length=1, description="one user message; or messages")
+    system: str | None = None
+    model: ModelId | None = Field(default=None, description="e.g. anthropic/claude-sonnet-4.6")
+    models: list[ModelId] | None = Field(default=None, min_length=1, max_length=10, description="fallback chain")
+    provider: Annotated[
+        ProviderPreferences | None,
+        _published(
+            "object",
+            "routing: order/only/ignore [slugs], allow_fallbacks, require_parameters, data_collection allow|deny, "
+            "zdr, sort price|throughput|latency, max_price {prompt,completion}, quantizations",
+        ),
+    ] = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    top_a: float | None = Field(default=None, ge=0, le=1)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(default=None, gt=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    seed: Annotated[int | None, _published("integer")] = Field(default=None, ge=-(2**63), lt=2**63)
+    stop: str | list[str] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: Annotated[
+        ResponseFormat | None,
+        _published("object", "{type:json_object} or {type:json_schema,json_schema:{name,schema,strict}}"),
+    ] = None
+    reasoning: Annotated[
+        Reasoning | None,
+        _published("object", "{effort: xhigh|high|medium|low|minimal|none} or {max_tokens}; exclude, enabled"),
+    ] = None
+    tools: Annotated[
+        list[ToolDefinition] | None,
+        _published("array", "OpenAI function tools: [{type:function,function:{name,description,parameters}}]"),
+    ] = Field(default=None, min_length=1, max_length=128)
+    tool_choice: Annotated[
+        Literal["none", "auto", "required"] | NamedToolChoice | None,
+        _published("string", "none|auto|required, or {type:function,function:{name}}", also_object=True),
+    ] = None
+    parallel_tool_calls: bool | None = None
+    user_id: TenantId | None = Field(default=None, description="Naive user to call for")
+    project_id: TenantId | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of messages or prompt")
+        if isinstance(self.stop, list) and not 1 <= len(self.stop) <= 16:
+            raise ValueError("stop takes 1 to 16 sequences")
+        if self.tool_choice not in (None, "none") and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tools:
+            names = {tool.function.name for tool in self.tools}
+            if self.tool_choice.function.name not in names:
+                raise ValueError(f"tool_choice names {self.tool_choice.function.name!r}, which is not in tools")
+        return self
+
+    def request_body(self, default_model: str | None) -> dict[str, Any]:
+        """OpenRouter's chat body for this call."""
+        model = self.model or (self.models[0] if self.models else None) or default_model
+        if model is None:
+            raise ConfigurationError("no model was given and the server has no default model.", kind="no_model")
+        body = self.model_dump(
+            mode="json",
+            by_alias=True,
+            exclude_none=True,
+            exclude={"messages", "prompt", "system", "model", "user_id", "project_id"},
+        )
+        messages: list[dict[str, Any]] = []
+        if self.system is not None:
+            messages.append({"role": "system", "content": self.system})
+        if self.messages is not None:
+            messages.extend(message.model_dump(mode="json", exclude_none=True) for message in self.messages)
+        else:
+            messages.append({"role": "user", "content": self.prompt})
+        return {"model": model, "messages": messages, **body}
+
+
+# --- result ------------------------------------------------------------------------------------
+
+
+class ToolCallOut(BaseModel):
+    id: str | None = None
+    name: str
+    arguments: str = Field(description="JSON text, as the model wrote it")
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+    cost: float | None = Field(default=None, description="USD, as OpenRouter reports it")
+
+
+class ChatResult(MethodResult):
+    text: str = Field(description="the assistant's reply, unchanged")
+    id: str | None = Field(default=None, description="generation id, for naive_llm_generation")
+    model: str | None = Field(default=None, description="the model that answered")
+    provider: str | None = None
+    finish_reason: str | None = None
+    truncated: bool = Field(default=False, description="the answer hit max_tokens")
+    tool_calls: list[ToolCallOut] = Field(default_factory=list)
+    reasoning: str | None = None
+    usage: ChatUsage | None = None
+    credits_used: float | None = None
+    credits_remaining: float | None = None
+
+    @classmethod
+    def from_completion(cls, completion: ChatCompletion) -> ChatResult:
+        choice = completion.choices[0]
+        message = choice.message
+        usage = completion.usage
+        return cls(
+            text=message.content or "",
+            id=completion.id,
+            model=completion.model,
+            provider=completion.provider,
+            finish_reason=choice.finish_reason,
+            truncated=bool(completion.truncated) or choice.finish_reason == "length",
+            tool_calls=[
+                ToolCallOut(id=call.id, name=call.function.name, arguments=call.function.arguments)
+                for call in message.tool_calls or []
+            ],
+            reasoning=message.reasoning,
+            usage=None
+            if usage is None
+            else ChatUsage(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                reasoning_tokens=usage.completion_tokens_details.reasoning_tokens
+                if usage.completion_tokens_details
+                else None,
+                cached_tokens=usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else None,
+                cost=usage.cost,
+            ),
+            credits_used=completion.credits_used,
+            credits_remaining=completion.credits_remaining,
+        )
+
+    def content(self) -> list[str]:
+        blocks = [self.text] if self.text else []
+        if self.tool_calls:
+            calls = [call.model_dump(exclude_none=True) for call in self.tool_calls]
+            blocks.append("The model asks to call tools:\n" + json.dumps(calls, ensure_ascii=False))
+        blocks.append(self.summary())
+        return blocks
+
+    def summary(self) -> str:
+        """One line of metadata: who answered, why it stopped, tokens, cost, credits."""
+        parts = [f"model {self.model or 'unknown'}" + (f" via {self.provider}" if self.provider else "")]
+        parts.append(f"finish {self.finish_reason or 'unknown'}" + (" (truncated at max_tokens)" if self.truncated else ""))
+        if self.usage is not None and self.usage.prompt_tokens is not None:
+            parts.append(f"tokens {self.usage.prompt_tokens} in / {self.usage.completion_tokens or 0} out")
+        parts.append(f"cost {format_usd(self.usage.cost if self.usage else None)}")
+        if self.credits_used is None and self.credits_remaining is None:
+            parts.append("credits unknown")
+        else:
+            parts.append(
+                f"credits {format_credits(self.credits_used)} used, {format_credits(self.credits_remaining)} left"
+            )
+        if self.id:
+            parts.append(f"id {self.id}")
+        return "[" + " · ".join(parts) + "]"
+
+
+# --- the method --------------------------------------------------------------------------------
+
+
+async def chat(services: Services, arguments: ChatArguments) -> ChatResult:
+    body = arguments.request_body(services.settings.default_model)
+    tenancy = services.tenancy(arguments.user_id, arguments.project_id)
+    completion = await services.client.chat(body, tenancy)
+    return ChatResult.from_completion(completion)
+
+
+CHAT = Method(
+    primitive="llm",
+    name="chat",
+    description=(
+        "Ask another model: one chat completion through Naive's gateway to 300+ models. Give `prompt` "
+        "(or `messages`), optionally `system`, `model` (else the server's default), a `models` fallback "
+        "chain, `provider` routing, sampling, `response_format`, `reasoning`, `tools`. Costs credits "
+        "(per token); the result says the model that answered, tokens, cost, credits used and left."
+    ),
+    arguments=ChatArguments,
+    result=ChatResult,
+    annotations=ToolAnnotations(
+        title="Chat with a model (Naive)",
+        read_only_hint=False,
+        destructive_hint=False,
+        idempotent_hint=False,
+        open_world_hint=True,
+    ),
+    handler=chat,
+)

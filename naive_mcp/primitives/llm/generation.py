@@ -1,0 +1,97 @@
+"""`llm.generation`: what an earlier completion cost, and how it ran."""
+
+from __future__ import annotations
+
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from naive_mcp.primitives.llm.fields import format_usd
+from naive_mcp.registry import Arguments, Method, MethodResult
+from naive_mcp.services import Services
+from naive_mcp.tenancy import TenantId
+from naive_mcp.wire import Generation
+
+
+class GenerationArguments(Arguments):
+    id: str = Field(
+        min_length=1, max_length=200, pattern=r"^[\w.:\-]+$", description="generation id from a chat result (gen-…)"
+    )
+    user_id: TenantId | None = None
+    project_id: TenantId | None = None
+
+
+class GenerationResult(MethodResult):
+    id: str
+    model: str | None = None
+    provider: str | None = None
+    total_cost: float | None = Field(default=None, description="USD")
+    tokens_prompt: int | None = None
+    tokens_completion: int | None = None
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+    latency_ms: float | None = Field(default=None, description="time to first token")
+    generation_time_ms: float | None = None
+    finish_reason: str | None = None
+    streamed: bool | None = None
+    cancelled: bool | None = None
+    created_at: str | None = None
+
+    @classmethod
+    def from_generation(cls, requested_id: str, generation: Generation) -> GenerationResult:
+        return cls(
+            id=generation.id or requested_id,
+            model=generation.model,
+            provider=generation.provider_name,
+            total_cost=generation.total_cost,
+            tokens_prompt=generation.tokens_prompt,
+            tokens_completion=generation.tokens_completion,
+            reasoning_tokens=generation.native_tokens_reasoning,
+            cached_tokens=generation.native_tokens_cached,
+            latency_ms=generation.latency,
+            generation_time_ms=generation.generation_time,
+            finish_reason=generation.finish_reason,
+            streamed=generation.streamed,
+            cancelled=generation.cancelled,
+            created_at=generation.created_at,
+        )
+
+    def content(self) -> list[str]:
+        parts = [f"{self.id}: {self.model or 'unknown model'}" + (f" via {self.provider}" if self.provider else "")]
+        parts.append(f"cost {format_usd(self.total_cost)}")
+        if self.tokens_prompt is not None or self.tokens_completion is not None:
+            parts.append(f"tokens {self.tokens_prompt or 0} in / {self.tokens_completion or 0} out")
+        if self.latency_ms is not None:
+            parts.append(f"latency {self.latency_ms:.0f} ms")
+        if self.generation_time_ms is not None:
+            parts.append(f"generation {self.generation_time_ms:.0f} ms")
+        if self.finish_reason:
+            parts.append(f"finish {self.finish_reason}")
+        if self.cancelled:
+            parts.append("cancelled")
+        return [" · ".join(parts)]
+
+
+async def generation(services: Services, arguments: GenerationArguments) -> GenerationResult:
+    tenancy = services.tenancy(arguments.user_id, arguments.project_id)
+    stats = await services.client.generation(arguments.id, tenancy)
+    return GenerationResult.from_generation(arguments.id, stats)
+
+
+GENERATION = Method(
+    primitive="llm",
+    name="generation",
+    description=(
+        "Cost and usage of an earlier chat completion, by the id its result gave (gen-…): USD cost, "
+        "tokens, latency, finish reason. Free. Waits out the brief gap right after a completion."
+    ),
+    arguments=GenerationArguments,
+    result=GenerationResult,
+    annotations=ToolAnnotations(
+        title="Cost of an earlier call (Naive)",
+        read_only_hint=True,
+        destructive_hint=False,
+        idempotent_hint=True,
+        open_world_hint=False,
+    ),
+    handler=generation,
+)

@@ -1,0 +1,366 @@
+"""The sandbox upstream: an ASGI app that speaks the Naive API of naive-api.md.
+
+Chat (JSON and SSE), models (both list shapes), generation (with the brief 404 right after a
+completion), Bearer auth, tenancy headers and path mounts, a credits ledger that goes down,
+and every error kind on purpose (`faults.py`). Deterministic: the same request gets the same
+answer, tokens and cost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from naive_mcp.sandbox.catalogue import BY_ID, MODELS, SandboxModel
+from naive_mcp.sandbox.faults import Fault, fault_for
+from naive_mcp.sandbox.ledger import GenerationRecord, Ledger, RequestRecord
+from naive_mcp.sandbox.responder import Reply, respond
+
+_KEY_PREFIXES = ("nv_sk_live_", "nv_sk_test_", "nv_sess_")
+# Faults a fallback chain routes around, as OpenRouter does; the rest end the call.
+_FALLBACK_STATUSES = frozenset({408, 429, 502, 503, 524, 529})
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    initial_credits: float = 100.0
+    generation_delay: float = 0.5  # seconds before a generation's stats exist
+    latency: float = 0.0  # seconds before any answer
+    chunk_delay: float = 0.0  # seconds between streamed chunks
+    hang_seconds: float = 300.0
+    models_shape: Literal["naive", "openrouter"] = "naive"  # of /v1/llm/models
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str | int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"error": {"code": self.code, "message": self.message}}, status_code=self.status, headers=self.headers
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key: str
+    user_id: str | None
+    project_id: str | None
+    record: RequestRecord
+
+
+class Sandbox:
+    """One sandbox upstream: its config, its ledger and its ASGI app."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self.ledger = Ledger(self.config.initial_credits)
+        routes = [Route("/health", self._health)]
+        for prefix in ("/v1/llm", "/v1/users/{user_id}/llm", "/v1/proxy/openrouter"):
+            routes += [
+                Route(f"{prefix}/chat/completions", self._endpoint(self._chat), methods=["POST"]),
+                Route(f"{prefix}/models", self._endpoint(self._models), methods=["GET"]),
+                Route(f"{prefix}/generation", self._endpoint(self._generation), methods=["GET"]),
+            ]
+        self.app = Starlette(routes=routes)
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    def _endpoint(
+        self, handler: Callable[[Request, Caller], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                caller = await self._caller(request)
+                if self.config.latency:
+                    await anyio.sleep(self.config.latency)
+                return await handler(request, caller)
+            except ApiError as error:
+                return error.response()
+
+        return endpoint
+
+    async def _caller(self, request: Request) -> Caller:
+        body: Any = None
+        if request.method == "POST":
+            raw = await request.body()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
+        key = _bearer(request.headers.get("authorization"))
+        user_id = request.path_params.get("user_id") or request.headers.get("x-naive-user-id")
+        if user_id in ("default", "me"):
+            user_id = None
+        project_id = request.headers.get("x-naive-project-id")
+        record = self.ledger.record_request(
+            RequestRecord(request.method, request.url.path, key, user_id, project_id, body)
+        )
+        if key is None:
+            raise ApiError(401, "unauthorized", "Missing Authorization: Bearer <Naive API key>")
+        if not key.startswith(_KEY_PREFIXES) or "revoked" in key:
+            # Real services sometimes echo what they were sent; naive-mcp must never pass it on.
+            raise ApiError(401, "unauthorized", f"Invalid API key: {key}")
+        if request.url.path.startswith("/v1/proxy/") and user_id is not None:
+            raise ApiError(400, "invalid_input", "The proxy is not per-tenant; use /v1/llm routes")
+        if user_id is not None and user_id.startswith("unknown"):
+            raise ApiError(404, "not_found", f"User {user_id} not found")
+        if user_id is not None and user_id.startswith("foreign"):
+            raise ApiError(403, "key_subject_mismatch", "This key is sealed to another user")
+        return Caller(key, user_id, project_id, record)
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    async def _models(self, request: Request, caller: Caller) -> Response:
+        search = (request.query_params.get("search") or "").lower()
+        chosen = [model for model in MODELS if search in model.id.lower() or search in model.name.lower()]
+        if request.url.path.startswith("/v1/proxy/") or self.config.models_shape == "openrouter":
+            return JSONResponse({"data": [model.openrouter_shape() for model in chosen]})
+        return JSONResponse({"count": len(chosen), "models": [model.naive_shape() for model in chosen]})
+
+    async def _generation(self, request: Request, caller: Caller) -> Response:
+        generation_id = request.query_params.get("id")
+        if not generation_id:
+            raise ApiError(400, "invalid_input", "Query parameter id is required")
+        record = self.ledger.generation(generation_id)
+        visible = record is not None and time.monotonic() - record.created >= self.config.generation_delay
+        if record is None or not visible or record.key != caller.key:
+            raise ApiError(404, "not_found", f"Generation {generation_id} not found")
+        return JSONResponse({"data": record.as_openrouter()})
+
+    async def _chat(self, request: Request, caller: Caller) -> Response:
+        body = caller.record.body
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_input", "The body must be a JSON object")
+        if not body.get("messages") and not body.get("prompt"):
+            raise ApiError(400, "invalid_input", "Provide messages or prompt")
+        model, fault = self._route(body)
+        if fault is not None and fault.midstream is None:
+            return await self._fault_response(request, fault)
+        if self.ledger.balance(caller.key) <= 0:
+            raise ApiError(402, "insufficient_credits", "Not enough credits")
+        reply = respond(body, model)
+        generation = GenerationRecord(
+            id=self.ledger.new_generation_id(),
+            key=caller.key,
+            user_id=caller.user_id,
+            project_id=caller.project_id,
+            model=model.id,
+            provider=model.provider,
+            total_cost=reply.cost(model),
+            tokens_prompt=reply.prompt_tokens,
+            tokens_completion=reply.completion_tokens,
+            reasoning_tokens=reply.reasoning_tokens,
+            finish_reason=reply.finish_reason,
+            streamed=bool(body.get("stream")),
+        )
+        if body.get("stream"):
+            return StreamingResponse(
+                self._stream(request, caller, generation, reply, fault), media_type="text/event-stream"
+            )
+        if fault is not None:
+            return _dropped_or_failed(fault)
+        credits_used, credits_remaining = self.ledger.charge(caller.key, generation.total_cost)
+        self.ledger.record_generation(generation)
+        return JSONResponse(
+            {
+                "id": generation.id,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model.id,
+                "provider": model.provider,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": reply.finish_reason,
+                        "native_finish_reason": reply.finish_reason,
+                        "message": {
+                            "role": "assistant",
+                            "content": reply.content,
+                            "tool_calls": _tool_calls(reply) or None,
+                            "reasoning": reply.reasoning,
+                        },
+                    }
+                ],
+                "usage": _usage(reply, generation.total_cost),
+                **({"truncated": True} if reply.truncated else {}),
+                "credits_used": credits_used,
+                "credits_remaining": credits_remaining,
+            }
+        )
+
+    def _route(self, body: dict[str, Any]) -> tuple[SandboxModel, Fault | None]:
+        """The model that answers: the first of `model`, then `models`, that can (OpenRouter's fallback)."""
+        chain = [body.get("model"), *(body.get("models") or [])]
+        candidates = [name for name in dict.fromkeys(chain) if isinstance(name, str)]
+        if not candidates:
+            raise ApiError(400, "invalid_input", "model is required")
+        provider = body.get("provider") if isinstance(body.get("provider"), dict) else {}
+        last_error: ApiError | None = None
+        for index, name in enumerate(candidates):
+            fault = fault_for(name)
+            is_last = index == len(candidates) - 1
+            if fault is not None and fault.midstream is None:
+                if is_last or fault.status not in _FALLBACK_STATUSES:
+                    return BY_ID[name], fault
+                continue
+            model = BY_ID.get(name)
+            if model is None:
+                last_error = ApiError(400, "invalid_input", f"{name} is not a valid model ID")
+                continue
+            if not _provider_allowed(model, provider):
+                last_error = ApiError(
+                    400, "invalid_input", f"No allowed providers are available for the selected model ({name})"
+                )
+                continue
+            return model, fault
+        assert last_error is not None
+        raise last_error
+
+    async def _fault_response(self, request: Request, fault: Fault) -> Response:
+        if fault.hang:
+            deadline = time.monotonic() + self.config.hang_seconds
+            while time.monotonic() < deadline and not await request.is_disconnected():
+                await anyio.sleep(0.05)
+            return Response(status_code=504)
+        if fault.body is not None:
+            return Response(fault.body, status_code=fault.status, headers=fault.headers)
+        error: dict[str, Any] = {"code": fault.code, "message": fault.message, **fault.extra}
+        return JSONResponse({"error": error}, status_code=fault.status, headers=fault.headers)
+
+    async def _stream(
+        self, request: Request, caller: Caller, generation: GenerationRecord, reply: Reply, fault: Fault | None
+    ) -> AsyncIterator[str]:
+        base = {"id": generation.id, "object": "chat.completion.chunk", "model": generation.model}
+        finished = False
+        try:
+            yield ": OPENROUTER PROCESSING\n\n"
+            for delta in _deltas(reply):
+                await self._pause()
+                yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                if fault is not None and fault.midstream == "error":
+                    error = {"code": 502, "message": fault.message}
+                    yield _event({**base, "error": error, "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]})
+                    return
+                if fault is not None and fault.midstream == "drop":
+                    raise ConnectionAbortedError("sandbox: connection dropped on purpose")
+            await self._pause()
+            yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]})
+            credits_used, credits_remaining = self.ledger.charge(caller.key, generation.total_cost)
+            usage_chunk: dict[str, Any] = {
+                **base,
+                "provider": generation.provider,
+                "choices": [],
+                "usage": _usage(reply, generation.total_cost),
+                "credits_used": credits_used,
+                "credits_remaining": credits_remaining,
+            }
+            if reply.truncated:
+                usage_chunk["truncated"] = True
+            yield _event(usage_chunk)
+            yield "data: [DONE]\n\n"
+            finished = True
+        finally:
+            if not finished:
+                caller.record.disconnected_at = time.monotonic()
+                generation.cancelled = True
+            self.ledger.record_generation(generation)
+
+    async def _pause(self) -> None:
+        if self.config.chunk_delay:
+            await anyio.sleep(self.config.chunk_delay)
+
+
+def create_app(config: SandboxConfig | None = None) -> Starlette:
+    return Sandbox(config).app
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header or not header.lower().startswith("bearer "):
+        return None
+    return header[7:].strip() or None
+
+
+def _provider_allowed(model: SandboxModel, provider: dict[str, Any]) -> bool:
+    slug = model.provider.lower()
+    only = [str(name).lower() for name in provider.get("only") or []]
+    ignore = [str(name).lower() for name in provider.get("ignore") or []]
+    return (not only or slug in only) and slug not in ignore
+
+
+def _tool_calls(reply: Reply) -> list[dict[str, Any]]:
+    return [
+        {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        for call in reply.tool_calls
+    ]
+
+
+def _usage(reply: Reply, cost: float) -> dict[str, Any]:
+    completion = reply.completion_tokens + reply.reasoning_tokens
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": reply.prompt_tokens + completion,
+        "cost": cost,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
+    }
+
+
+def _deltas(reply: Reply) -> list[dict[str, Any]]:
+    """The answer as a stream of deltas: reasoning, then text in pieces, then tool calls in pieces."""
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    if reply.reasoning:
+        deltas += [{"reasoning": piece} for piece in _pieces(reply.reasoning)]
+    deltas += [{"content": piece} for piece in _pieces(reply.content)]
+    for index, call in enumerate(reply.tool_calls):
+        head, tail = call.arguments[: len(call.arguments) // 2], call.arguments[len(call.arguments) // 2 :]
+        deltas.append(
+            {
+                "tool_calls": [
+                    {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": head}}
+                ]
+            }
+        )
+        deltas.append({"tool_calls": [{"index": index, "function": {"arguments": tail}}]})
+    return deltas
+
+
+def _pieces(text: str, words_per_piece: int = 3) -> list[str]:
+    words = text.split(" ")
+    return [
+        " ".join(words[start : start + words_per_piece]) + (" " if start + words_per_piece < len(words) else "")
+        for start in range(0, len(words), words_per_piece)
+        if text
+    ]
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def _dropped_or_failed(fault: Fault) -> Response:
+    if fault.midstream == "error":
+        return JSONResponse({"error": {"code": "provider_error", "message": fault.message}}, status_code=502)
+
+    async def cut() -> AsyncIterator[bytes]:
+        yield b'{"id": "gen-cut", "choices": [{"message": {"content": "Half an ans'
+        raise ConnectionAbortedError("sandbox: connection dropped on purpose")
+
+    return StreamingResponse(cut(), media_type="application/json")

@@ -1,0 +1,166 @@
+"""The sandbox's models: a fixed, deterministic catalogue with real-looking prices.
+
+Prices are USD per token, as the wire carries them. `sandbox/fail-*` models provoke each error
+kind of the Naive API on purpose (see `faults.py`); they are listed too, so an agent exploring
+the sandbox can find them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from naive_mcp.sandbox.faults import FAULTS
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxModel:
+    id: str
+    name: str
+    provider: str
+    context_length: int
+    prompt_price: float  # USD per token
+    completion_price: float
+    created: int
+    reasoning: bool = False
+    input_modalities: tuple[str, ...] = ("text",)
+    supported_parameters: tuple[str, ...] = field(
+        default=("max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format")
+    )
+
+    def naive_shape(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "context_length": self.context_length,
+            "pricing": {"prompt": _decimal(self.prompt_price), "completion": _decimal(self.completion_price)},
+        }
+
+    def openrouter_shape(self) -> dict[str, object]:
+        return {
+            **self.naive_shape(),
+            "created": self.created,
+            "description": f"{self.name}, served by the naive-mcp sandbox.",
+            "architecture": {
+                "input_modalities": list(self.input_modalities),
+                "output_modalities": ["text"],
+                "tokenizer": "sandbox",
+            },
+            "top_provider": {"context_length": self.context_length, "max_completion_tokens": 16384},
+            "supported_parameters": list(self.supported_parameters)
+            + (["reasoning", "include_reasoning"] if self.reasoning else []),
+        }
+
+
+def _decimal(price: float) -> str:
+    return f"{price:.10f}".rstrip("0").rstrip(".") or "0"
+
+
+_M = 1_000_000
+
+MODELS: tuple[SandboxModel, ...] = (
+    SandboxModel(
+        "anthropic/claude-sonnet-4.6",
+        "Anthropic: Claude Sonnet 4.6",
+        "Anthropic",
+        200_000,
+        3 / _M,
+        15 / _M,
+        1_760_000_000,
+        reasoning=True,
+        input_modalities=("text", "image", "file"),
+    ),
+    SandboxModel(
+        "anthropic/claude-haiku-4.5",
+        "Anthropic: Claude Haiku 4.5",
+        "Anthropic",
+        200_000,
+        1 / _M,
+        5 / _M,
+        1_755_000_000,
+        input_modalities=("text", "image"),
+    ),
+    SandboxModel(
+        "openai/gpt-5.2",
+        "OpenAI: GPT-5.2",
+        "OpenAI",
+        400_000,
+        1.25 / _M,
+        10 / _M,
+        1_765_000_000,
+        reasoning=True,
+        input_modalities=("text", "image", "file"),
+    ),
+    SandboxModel("openai/gpt-5-mini", "OpenAI: GPT-5 Mini", "OpenAI", 400_000, 0.25 / _M, 2 / _M, 1_754_000_000),
+    SandboxModel(
+        "google/gemini-2.5-pro",
+        "Google: Gemini 2.5 Pro",
+        "Google",
+        1_048_576,
+        1.25 / _M,
+        10 / _M,
+        1_750_000_000,
+        reasoning=True,
+        input_modalities=("text", "image", "audio", "file"),
+    ),
+    SandboxModel(
+        "google/gemini-2.5-flash",
+        "Google: Gemini 2.5 Flash",
+        "Google",
+        1_048_576,
+        0.3 / _M,
+        2.5 / _M,
+        1_750_000_000,
+        input_modalities=("text", "image", "audio"),
+    ),
+    SandboxModel(
+        "meta-llama/llama-3.3-70b-instruct",
+        "Meta: Llama 3.3 70B Instruct",
+        "DeepInfra",
+        131_072,
+        0.13 / _M,
+        0.4 / _M,
+        1_733_000_000,
+    ),
+    SandboxModel(
+        "meta-llama/llama-3.3-70b-instruct:free",
+        "Meta: Llama 3.3 70B Instruct (free)",
+        "Together",
+        65_536,
+        0.0,
+        0.0,
+        1_733_000_000,
+    ),
+    SandboxModel(
+        "mistralai/mistral-small-3.2",
+        "Mistral: Mistral Small 3.2",
+        "Mistral",
+        131_072,
+        0.1 / _M,
+        0.3 / _M,
+        1_750_000_000,
+    ),
+    SandboxModel(
+        "deepseek/deepseek-r1",
+        "DeepSeek: R1",
+        "DeepSeek",
+        163_840,
+        0.55 / _M,
+        2.19 / _M,
+        1_737_000_000,
+        reasoning=True,
+    ),
+    *(
+        SandboxModel(
+            fault.model_id,
+            f"Sandbox: provokes {fault.describe()}",
+            "Sandbox",
+            8_192,
+            0.0,
+            0.0,
+            1_700_000_000,
+        )
+        for fault in FAULTS.values()
+    ),
+)
+
+BY_ID: dict[str, SandboxModel] = {model.id: model for model in MODELS}

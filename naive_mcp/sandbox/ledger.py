@@ -1,0 +1,132 @@
+"""The sandbox's memory: credit balances per API key, generation records, and every request seen.
+
+The sandbox app runs on its own thread (or process); tests read this from theirs, so every
+access takes the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# The sandbox's own billing rule: Naive bills `usage.cost` × a markup, converted to credits.
+MARKUP = 1.05
+USD_PER_CREDIT = 0.5
+
+
+@dataclass
+class Account:
+    key: str
+    credits: float
+    spent_usd: float = 0.0
+
+
+@dataclass
+class GenerationRecord:
+    id: str
+    key: str
+    user_id: str | None
+    project_id: str | None
+    model: str
+    provider: str
+    total_cost: float
+    tokens_prompt: int
+    tokens_completion: int
+    reasoning_tokens: int
+    finish_reason: str
+    streamed: bool
+    cancelled: bool = False
+    created: float = field(default_factory=time.monotonic)
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def as_openrouter(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "model": self.model,
+            "provider_name": self.provider,
+            "total_cost": self.total_cost,
+            "created_at": self.created_at,
+            "latency": 12,
+            "generation_time": 34,
+            "finish_reason": self.finish_reason,
+            "native_finish_reason": self.finish_reason,
+            "tokens_prompt": self.tokens_prompt,
+            "tokens_completion": self.tokens_completion,
+            "native_tokens_reasoning": self.reasoning_tokens,
+            "native_tokens_cached": 0,
+            "streamed": self.streamed,
+            "cancelled": self.cancelled,
+            "usage": self.total_cost,
+            "app_id": None,
+        }
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    path: str
+    key: str | None
+    user_id: str | None
+    project_id: str | None
+    body: Any = None
+    disconnected_at: float | None = None  # when the client went away before the end (monotonic)
+    received_at: float = field(default_factory=time.monotonic)
+
+
+class Ledger:
+    def __init__(self, initial_credits: float) -> None:
+        self._initial_credits = initial_credits
+        self._lock = threading.Lock()
+        self._accounts: dict[str, Account] = {}
+        self._generations: dict[str, GenerationRecord] = {}
+        self._requests: list[RequestRecord] = []
+        self._next_id = 0
+
+    def balance(self, key: str) -> float:
+        with self._lock:
+            return self._account(key).credits
+
+    def set_balance(self, key: str, credits: float) -> None:
+        with self._lock:
+            self._account(key).credits = credits
+
+    def charge(self, key: str, cost_usd: float) -> tuple[float, float]:
+        """Bill `cost_usd`; returns (credits used, credits remaining)."""
+        credits = round(cost_usd * MARKUP / USD_PER_CREDIT, 8)
+        with self._lock:
+            account = self._account(key)
+            account.credits = round(account.credits - credits, 8)
+            account.spent_usd += cost_usd
+            return credits, account.credits
+
+    def new_generation_id(self) -> str:
+        with self._lock:
+            self._next_id += 1
+            return f"gen-sandbox-{self._next_id:06d}"
+
+    def record_generation(self, record: GenerationRecord) -> None:
+        with self._lock:
+            self._generations[record.id] = record
+
+    def generation(self, generation_id: str) -> GenerationRecord | None:
+        with self._lock:
+            return self._generations.get(generation_id)
+
+    def record_request(self, record: RequestRecord) -> RequestRecord:
+        with self._lock:
+            self._requests.append(record)
+        return record
+
+    def requests(self, key: str | None = None) -> list[RequestRecord]:
+        """Requests seen, oldest first; only those made with `key` when given."""
+        with self._lock:
+            return [record for record in self._requests if key is None or record.key == key]
+
+    def _account(self, key: str) -> Account:
+        account = self._accounts.get(key)
+        if account is None:
+            account = self._accounts[key] = Account(key=key, credits=self._initial_credits)
+        return account

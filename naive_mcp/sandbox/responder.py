@@ -1,0 +1,149 @@
+"""The sandbox's "model": a deterministic answer to a chat request, with token counts.
+
+It honours what changes the shape of an answer: tools and tool_choice, response_format,
+reasoning, max_tokens (truncation) and stop sequences.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from naive_mcp.sandbox.catalogue import SandboxModel
+
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    content: str
+    reasoning: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+    def cost(self, model: SandboxModel) -> float:
+        return round(
+            self.prompt_tokens * model.prompt_price
+            + (self.completion_tokens + self.reasoning_tokens) * model.completion_price,
+            10,
+        )
+
+
+def respond(body: dict[str, Any], model: SandboxModel) -> Reply:
+    messages = _messages(body)
+    question = _last_user_text(messages)
+    prompt_tokens = sum(_tokens(_text_of(message.get("content"))) for message in messages)
+    reasoning = _reasoning(body, model, question)
+    reasoning_tokens = _tokens(reasoning) if reasoning else 0
+
+    tool = _chosen_tool(body)
+    if tool is not None:
+        call = ToolCall(id="call_sandbox_1", name=tool, arguments=json.dumps({"query": question}))
+        return Reply(
+            content="",
+            reasoning=reasoning,
+            tool_calls=[call],
+            finish_reason="tool_calls",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=_tokens(call.arguments),
+            reasoning_tokens=reasoning_tokens,
+        )
+
+    answer = f"Sandbox reply from {model.id}: {question}" if question else f"Sandbox reply from {model.id}."
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") in ("json_object", "json_schema"):
+        answer = json.dumps({"answer": answer})
+
+    finish_reason = "stop"
+    for stop in _stops(body):
+        if stop and stop in answer:
+            answer = answer[: answer.index(stop)]
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, int) and _tokens(answer) > max_tokens:
+        answer = answer[: max_tokens * CHARS_PER_TOKEN]
+        finish_reason = "length"
+    return Reply(
+        content=answer,
+        reasoning=reasoning,
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=_tokens(answer),
+        reasoning_tokens=reasoning_tokens,
+    )
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        return [message for message in messages if isinstance(message, dict)]
+    return [{"role": "user", "content": body.get("prompt", "")}]
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return _text_of(message.get("content"))
+    return ""
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    texts: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(str(part.get("text", "")))
+        elif kind in ("image_url", "input_audio", "file"):
+            texts.append(f"[{kind}]")
+    return " ".join(texts)
+
+
+def _tokens(text: str) -> int:
+    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def _reasoning(body: dict[str, Any], model: SandboxModel, question: str) -> str | None:
+    settings = body.get("reasoning")
+    if not model.reasoning or not isinstance(settings, dict):
+        return None
+    if settings.get("exclude") or settings.get("enabled") is False or settings.get("effort") == "none":
+        return None
+    return f"The user asks: {question[:80]}. A short, direct answer fits."
+
+
+def _chosen_tool(body: dict[str, Any]) -> str | None:
+    tools = body.get("tools")
+    choice = body.get("tool_choice", "auto")
+    if not isinstance(tools, list) or not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        return str(choice.get("function", {}).get("name"))
+    first = tools[0]
+    return str(first.get("function", {}).get("name")) if isinstance(first, dict) else None
+
+
+def _stops(body: dict[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        return [stop]
+    return [item for item in stop if isinstance(item, str)] if isinstance(stop, list) else []

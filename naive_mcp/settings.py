@@ -1,0 +1,80 @@
+"""The server's one settings object: environment first (what MCP clients' configs set), flags mirror it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
+
+from naive_mcp.tenancy import TenantId
+
+DEFAULT_BASE_URL = "https://api.usenaive.ai"
+# The key `--sandbox` uses when none is set: the sandbox accepts any well-formed test key.
+SANDBOX_API_KEY = "nv_sk_test_sandbox"
+SANDBOX_DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
+
+
+class Settings(BaseSettings):
+    """naive-mcp settings. Every field reads `NAIVE_<FIELD>` from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NAIVE_",
+        extra="ignore",
+        frozen=True,
+        cli_prog_name="naive-mcp",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_hide_none_type=True,
+        cli_avoid_json=True,
+    )
+
+    # Environment only: a key on the command line is visible to every user of the machine.
+    api_key: CliSuppress[SecretStr | None] = Field(
+        default=None, description="Naive API key (nv_sk_live_…, nv_sk_test_…). Environment only."
+    )
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL,
+        description="Base URL of the Naive API (or of any server that speaks it).",
+    )
+    default_model: str | None = Field(
+        default=None, description="Model used when a chat call names none, e.g. anthropic/claude-sonnet-4.6."
+    )
+    default_user_id: TenantId | None = Field(
+        default=None, description="Naive user id for calls that name none (sent as X-Naive-User-Id)."
+    )
+    default_project_id: TenantId | None = Field(
+        default=None, description="Naive project id for calls that name none (sent as X-Naive-Project-Id)."
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open a connection upstream.")
+    read_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds to wait for the upstream's answer (long: reasoning models think for minutes).",
+    )
+    models_cache_ttl: float = Field(
+        default=300.0, ge=0, description="Seconds a model listing is reused before it is fetched again."
+    )
+    generation_wait: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds to keep asking for a generation's stats that the upstream does not have yet.",
+    )
+    sandbox: bool = Field(
+        default=False,
+        description="Serve the built-in sandbox upstream on loopback and use it: no key, no network, no spend.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level (logs go to stderr)."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. https://api.usenaive.ai")
+        return value.rstrip("/")
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in output, logs or errors."""
+        return [self.api_key.get_secret_value()] if self.api_key is not None else []

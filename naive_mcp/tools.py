@@ -1,0 +1,200 @@
+"""MCP tools, generated from the primitive registry: the typed tools and the generic pair.
+
+Each tool validates its own arguments with the method's model (so a bad value gets an error
+that names the field and what is allowed), runs the method, and turns an expected failure
+into a tool result with `isError: true`. Nothing here touches HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from naive_mcp.errors import NaiveError
+from naive_mcp.registry import Arguments, Method, MethodResult, Registry, parse_arguments
+from naive_mcp.schema import input_schema, output_schema
+from naive_mcp.services import Services
+
+logger = logging.getLogger(__name__)
+
+SEARCH_TOOL = "naive_search_primitives"
+RUN_TOOL = "naive_run_primitive"
+
+_Invoke = Callable[[Services, Mapping[str, Any]], Awaitable[MethodResult]]
+
+
+class RegistryTool(Tool):
+    """An MCP tool whose arguments are validated by a registry model, not by a function signature."""
+
+    invoke: _Invoke = Field(exclude=True)
+
+    async def run(
+        self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
+    ) -> CallToolResult:
+        services: Services = context.request_context.lifespan_context
+        try:
+            result = await self.invoke(services, arguments)
+        except NaiveError as error:
+            logger.info("%s failed: %s", self.name, error.kind)
+            return CallToolResult(
+                content=[TextContent(type="text", text=services.redact(error.describe()))], is_error=True
+            )
+        return CallToolResult(
+            content=[TextContent(type="text", text=text) for text in result.content()],
+            structured_content=result.model_dump(mode="json", by_alias=True, exclude_none=True),
+        )
+
+
+def build_tools(registry: Registry) -> list[Tool]:
+    return [*(_method_tool(method) for method in registry.methods), *_generic_pair(registry)]
+
+
+def _method_tool(method: Method[Any, Any]) -> Tool:
+    async def invoke(services: Services, arguments: Mapping[str, Any]) -> MethodResult:
+        return await method.invoke(services, arguments)
+
+    return _tool(
+        name=method.tool_name,
+        description=method.description,
+        parameters=method.input_schema,
+        output=method.output_schema,
+        annotations=method.annotations,
+        invoke=invoke,
+    )
+
+
+# --- the generic pair, as Naive's agent toolset has it ------------------------------------------
+
+
+class SearchArguments(Arguments):
+    query: str | None = Field(default=None, max_length=100, description="filter by words in a name or description")
+
+
+class MethodInfo(BaseModel):
+    method: str
+    tool: str = Field(description="the typed tool that runs the same method")
+    description: str
+    read_only: bool
+    arguments_schema: dict[str, Any]
+
+
+class PrimitiveInfo(BaseModel):
+    primitive: str
+    methods: list[MethodInfo]
+
+
+class SearchResult(MethodResult):
+    primitives: list[PrimitiveInfo]
+
+    def content(self) -> list[str]:
+        if not self.primitives:
+            return ["No primitive method matches that query. Call again without `query` to list them all."]
+        hint = 'Run one with naive_run_primitive(primitive, method, arguments), e.g. primitive="llm", method="chat".'
+        return [json.dumps(self.model_dump(mode="json"), separators=(",", ":")), hint]
+
+
+class RunArguments(Arguments):
+    primitive: str = Field(min_length=1, max_length=60, description='e.g. "llm"')
+    method: str = Field(min_length=1, max_length=60, description='e.g. "chat", "models", "generation"')
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, description="the method's arguments (see naive_search_primitives)"
+    )
+
+
+def _generic_pair(registry: Registry) -> list[Tool]:
+    async def search(services: Services, raw: Mapping[str, Any]) -> MethodResult:
+        return _search(registry, parse_arguments(SearchArguments, raw, tool=SEARCH_TOOL))
+
+    async def run(services: Services, raw: Mapping[str, Any]) -> MethodResult:
+        arguments = parse_arguments(RunArguments, raw, tool=RUN_TOOL)
+        method = registry.find(arguments.primitive, arguments.method)
+        result: MethodResult = await method.invoke(services, arguments.arguments, where="arguments")
+        return result
+
+    return [
+        _tool(
+            name=SEARCH_TOOL,
+            description=(
+                "List the Naive primitives this server can run, their methods and each method's argument "
+                "JSON Schema. Free. Then call naive_run_primitive."
+            ),
+            parameters=input_schema(SearchArguments),
+            output=output_schema(SearchResult),
+            annotations=ToolAnnotations(
+                title="Search Naive primitives", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+            ),
+            invoke=search,
+        ),
+        _tool(
+            name=RUN_TOOL,
+            description=(
+                'Run any Naive primitive method by name, e.g. primitive="llm", method="chat", '
+                'arguments={"prompt": "..."}. Same validation and results as the typed tools '
+                "(naive_llm_chat, ...). Costs what the method costs (llm.chat spends credits)."
+            ),
+            parameters=input_schema(RunArguments),
+            # Its structured content is the named method's, so no one schema describes it.
+            output=None,
+            annotations=ToolAnnotations(
+                title="Run a Naive primitive",
+                read_only_hint=False,
+                destructive_hint=False,
+                idempotent_hint=False,
+                open_world_hint=True,
+            ),
+            invoke=run,
+        ),
+    ]
+
+
+def _search(registry: Registry, arguments: SearchArguments) -> SearchResult:
+    words = (arguments.query or "").lower().split()
+    primitives: list[PrimitiveInfo] = []
+    for primitive in registry.primitives():
+        methods = [
+            MethodInfo(
+                method=method.name,
+                tool=method.tool_name,
+                description=method.description,
+                read_only=bool(method.annotations.read_only_hint),
+                arguments_schema=method.input_schema,
+            )
+            for method in registry.methods
+            if method.primitive == primitive
+            and all(word in f"{method.qualified_name} {method.description}".lower() for word in words)
+        ]
+        if methods:
+            primitives.append(PrimitiveInfo(primitive=primitive, methods=methods))
+    return SearchResult(primitives=primitives)
+
+
+def _tool(
+    *,
+    name: str,
+    description: str,
+    parameters: dict[str, Any],
+    output: dict[str, Any] | None,
+    annotations: ToolAnnotations,
+    invoke: _Invoke,
+) -> Tool:
+    return RegistryTool(
+        fn=invoke,
+        name=name,
+        title=annotations.title,
+        description=description,
+        parameters=parameters,
+        fn_metadata=FuncMetadata(arg_model=ArgModelBase, output_schema=output),
+        is_async=True,
+        annotations=annotations,
+        invoke=invoke,
+    )
+
+

@@ -1,0 +1,127 @@
+"""The upstream's answers, as the Naive API sends them (naive-api.md).
+
+Tolerant by design: unknown fields are ignored, documented ones may be null, and the two
+model-list shapes (Naive's typed route and OpenRouter's) both read into `ModelEntry`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class FunctionCall(_Wire):
+    name: str = ""
+    arguments: str = ""
+
+
+class ToolCall(_Wire):
+    id: str | None = None
+    type: str = "function"
+    function: FunctionCall = Field(default_factory=FunctionCall)
+
+
+class AssistantMessage(_Wire):
+    role: str = "assistant"
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    reasoning: str | None = None
+
+
+class Choice(_Wire):
+    index: int = 0
+    finish_reason: str | None = None
+    native_finish_reason: str | None = None
+    message: AssistantMessage = Field(default_factory=AssistantMessage)
+
+
+class PromptTokensDetails(_Wire):
+    cached_tokens: int | None = None
+
+
+class CompletionTokensDetails(_Wire):
+    reasoning_tokens: int | None = None
+
+
+class Usage(_Wire):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: float | None = None
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+
+
+class ChatCompletion(_Wire):
+    id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    choices: list[Choice] = Field(min_length=1)
+    usage: Usage | None = None
+    truncated: bool | None = None
+    credits_used: float | None = None
+    credits_remaining: float | None = None
+
+
+class Pricing(_Wire):
+    prompt: float | None = None
+    completion: float | None = None
+
+
+class Architecture(_Wire):
+    input_modalities: list[str] | None = None
+    output_modalities: list[str] | None = None
+
+
+class ModelEntry(_Wire):
+    """One routable model. Prices are USD per token (the wire sends decimal strings)."""
+
+    id: str
+    name: str | None = None
+    context_length: int | None = None
+    pricing: Pricing = Field(default_factory=Pricing)
+    architecture: Architecture | None = None
+    supported_parameters: list[str] | None = None
+    created: int | None = None
+
+
+class ModelList(_Wire):
+    """Naive's `{"count", "models": [...]}` or OpenRouter's `{"data": [...]}`."""
+
+    models: list[ModelEntry]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _either_shape(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "models" not in value and isinstance(value.get("data"), list):
+            return {"models": value["data"]}
+        return value
+
+
+class Generation(_Wire):
+    """OpenRouter's generation stats (`{"data": {...}}`); any field may be null."""
+
+    id: str | None = None
+    model: str | None = None
+    provider_name: str | None = None
+    total_cost: float | None = None
+    created_at: str | None = None
+    latency: float | None = None
+    generation_time: float | None = None
+    finish_reason: str | None = None
+    native_finish_reason: str | None = None
+    tokens_prompt: int | None = None
+    tokens_completion: int | None = None
+    native_tokens_reasoning: int | None = None
+    native_tokens_cached: int | None = None
+    streamed: bool | None = None
+    cancelled: bool | None = None
+
+
+class GenerationEnvelope(_Wire):
+    data: Generation

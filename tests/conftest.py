@@ -1,0 +1,63 @@
+"""Shared fixtures: one sandbox upstream on loopback for the session, a fresh account per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from mcp import Client
+from pydantic import SecretStr
+
+from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
+from naive_mcp.server import create_server
+from naive_mcp.settings import Settings
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _no_naive_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests pass settings as arguments; the developer's own NAIVE_* variables must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("NAIVE_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[RunningSandbox]:
+    with serve_in_thread(SandboxConfig(generation_delay=0.2)) as running:
+        yield running
+
+
+@pytest.fixture
+def api_key() -> str:
+    """A key nobody else uses: the sandbox opens a fresh account (100 credits) for it."""
+    return f"nv_sk_test_{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def settings(sandbox: RunningSandbox, api_key: str) -> Settings:
+    return make_settings(sandbox, api_key)
+
+
+def make_settings(sandbox: RunningSandbox, api_key: str | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "base_url": sandbox.url,
+        "api_key": SecretStr(api_key) if api_key else None,
+        "default_model": "anthropic/claude-sonnet-4.6",
+        "generation_wait": 3.0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Client]:
+    async with Client(create_server(settings)) as connected:
+        yield connected
