@@ -22,9 +22,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Field names and reasons only: a rejected value may be a secret.
         problems = exc.errors(include_input=False) if isinstance(exc, ValidationError) else None
         detail = (
-            "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems) if problems else str(exc)
+            "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
+            if problems
+            else str(exc)
         )
-        print(f"naive-mcp: bad setting: {Redactor()(detail)}", file=sys.stderr)
+        sys.stderr.write(f"naive-mcp: bad setting: {Redactor()(detail)}\n")
         raise SystemExit(2) from None
     configure_logging(settings.log_level, Redactor(settings.secrets()))
     if settings.sandbox:

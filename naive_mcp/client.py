@@ -71,12 +71,16 @@ class NaiveClient:
         backoff = _GENERATION_FIRST_BACKOFF
         while True:
             try:
-                payload = await self._request("GET", "/v1/llm/generation", tenancy, params={"id": generation_id})
+                payload = await self._request(
+                    "GET", "/v1/llm/generation", tenancy, params={"id": generation_id}
+                )
             except UpstreamError as error:
                 not_there_yet = error.status == 404 or error.kind == "provider_error"
                 if not not_there_yet or time.monotonic() + backoff > deadline:
                     raise
-                logger.debug("generation %s not available yet; asking again in %.2f s", generation_id, backoff)
+                logger.debug(
+                    "generation %s not available yet; asking again in %.2f s", generation_id, backoff
+                )
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, _GENERATION_MAX_BACKOFF)
                 continue
@@ -123,9 +127,12 @@ def _parse(model: type[_WireT], payload: object, what: str) -> _WireT:
         return model.model_validate(payload)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}" for error in exc.errors()[:3]
+            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors()[:3]
         )
-        raise UpstreamProtocolError(f"the upstream's {what} is not in the documented shape ({problems})") from exc
+        raise UpstreamProtocolError(
+            f"the upstream's {what} is not in the documented shape ({problems})"
+        ) from exc
 
 
 def _reason(exc: httpx2.TransportError) -> str:

@@ -40,7 +40,9 @@ _KINDS: dict[str, _Kind] = {
     "llm_routing_requires_payment": _Kind(
         False, "Trial credit cannot pay for LLM routing: buy a credit pack or subscribe, then retry."
     ),
-    "billing_blocked": _Kind(False, "Billing blocks this call: check the Billing page of the Naive dashboard."),
+    "billing_blocked": _Kind(
+        False, "Billing blocks this call: check the Billing page of the Naive dashboard."
+    ),
     "forbidden": _Kind(
         False, "The llm primitive is disabled for this account: enable it in the Account Kit (Primitives)."
     ),
@@ -49,7 +51,9 @@ _KINDS: dict[str, _Kind] = {
     ),
     "not_found": _Kind(False, "Check the id (generation id, user_id) and try again."),
     "rate_limited": _Kind(True, "Slow down and retry after the delay."),
-    "provider_error": _Kind(True, "The model's provider failed: retry, or use another model or a fallback chain."),
+    "provider_error": _Kind(
+        True, "The model's provider failed: retry, or use another model or a fallback chain."
+    ),
     "not_configured": _Kind(
         False, "The Naive deployment has no OpenRouter key: its operator must set OPENROUTER_API_KEY."
     ),
@@ -71,7 +75,9 @@ _KINDS: dict[str, _Kind] = {
         True, "Check NAIVE_BASE_URL and the network, then retry. Nothing was billed for this call."
     ),
     "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),
-    "bad_response": _Kind(True, "The upstream sent something that is not the Naive API: check NAIVE_BASE_URL."),
+    "bad_response": _Kind(
+        True, "The upstream sent something that is not the Naive API: check NAIVE_BASE_URL."
+    ),
 }
 
 # When the body names no kind we know, the status decides.

@@ -70,7 +70,9 @@ class Method(Generic[ArgsT, ResultT]):
 
     async def invoke(self, services: Services, raw: Mapping[str, Any], *, where: str = "") -> ResultT:
         """Validate `raw` arguments and run the method."""
-        return await self.handler(services, parse_arguments(self.arguments, raw, tool=self.tool_name, where=where))
+        return await self.handler(
+            services, parse_arguments(self.arguments, raw, tool=self.tool_name, where=where)
+        )
 
 
 @dataclass(frozen=True)

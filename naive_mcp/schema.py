@@ -30,13 +30,17 @@ class _CompactSchema(GenerateJsonSchema):
 @cache
 def input_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The `inputSchema` of a tool whose arguments are `model`."""
-    return _compact(model.model_json_schema(by_alias=True, schema_generator=_CompactSchema))
+    schema: dict[str, Any] = _compact(model.model_json_schema(by_alias=True, schema_generator=_CompactSchema))
+    return schema
 
 
 @cache
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The `outputSchema` of a tool whose structured content is `model`, dumped without None values."""
-    return _compact(model.model_json_schema(by_alias=True, mode="serialization", schema_generator=_CompactSchema))
+    schema: dict[str, Any] = _compact(
+        model.model_json_schema(by_alias=True, mode="serialization", schema_generator=_CompactSchema)
+    )
+    return schema
 
 
 # Generated titles repeat the property names; `discriminator` is OpenAPI, not JSON Schema.
@@ -46,7 +50,11 @@ _DROPPED_KEYS = frozenset({"title", "discriminator"})
 def _compact(node: Any) -> Any:
     if isinstance(node, dict):
         return {
-            key: ({name: _compact(sub) for name, sub in value.items()} if key == "properties" else _compact(value))
+            key: (
+                {name: _compact(sub) for name, sub in value.items()}
+                if key == "properties"
+                else _compact(value)
+            )
             for key, value in node.items()
             if key not in _DROPPED_KEYS
         }

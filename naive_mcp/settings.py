@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     )
     sandbox: bool = Field(
         default=False,
-        description="Serve the built-in sandbox upstream on loopback and use it: no key, no network, no spend.",
+        description="Serve the built-in sandbox upstream on loopback and use it: no key, no network.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level (logs go to stderr)."

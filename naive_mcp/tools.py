@@ -59,7 +59,8 @@ def build_tools(registry: Registry) -> list[Tool]:
 
 def _method_tool(method: Method[Any, Any]) -> Tool:
     async def invoke(services: Services, arguments: Mapping[str, Any]) -> MethodResult:
-        return await method.invoke(services, arguments)
+        result: MethodResult = await method.invoke(services, arguments)
+        return result
 
     return _tool(
         name=method.tool_name,
@@ -75,7 +76,9 @@ def _method_tool(method: Method[Any, Any]) -> Tool:
 
 
 class SearchArguments(Arguments):
-    query: str | None = Field(default=None, max_length=100, description="filter by words in a name or description")
+    query: str | None = Field(
+        default=None, max_length=100, description="filter by words in a name or description"
+    )
 
 
 class MethodInfo(BaseModel):
@@ -97,7 +100,7 @@ class SearchResult(MethodResult):
     def content(self) -> list[str]:
         if not self.primitives:
             return ["No primitive method matches that query. Call again without `query` to list them all."]
-        hint = 'Run one with naive_run_primitive(primitive, method, arguments), e.g. primitive="llm", method="chat".'
+        hint = 'Run one with naive_run_primitive(primitive, method, arguments), e.g. primitive="llm".'
         return [json.dumps(self.model_dump(mode="json"), separators=(",", ":")), hint]
 
 
@@ -129,7 +132,10 @@ def _generic_pair(registry: Registry) -> list[Tool]:
             parameters=input_schema(SearchArguments),
             output=output_schema(SearchResult),
             annotations=ToolAnnotations(
-                title="Search Naive primitives", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+                title="Search Naive primitives",
+                read_only_hint=True,
+                idempotent_hint=True,
+                open_world_hint=False,
             ),
             invoke=search,
         ),
@@ -193,8 +199,7 @@ def _tool(
         parameters=parameters,
         fn_metadata=FuncMetadata(arg_model=ArgModelBase, output_schema=output),
         is_async=True,
+        context_kwarg=None,
         annotations=annotations,
         invoke=invoke,
     )
-
-

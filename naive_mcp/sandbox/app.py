@@ -41,7 +41,9 @@ class SandboxConfig:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str | int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str | int, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -50,7 +52,9 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(
-            {"error": {"code": self.code, "message": self.message}}, status_code=self.status, headers=self.headers
+            {"error": {"code": self.code, "message": self.message}},
+            status_code=self.status,
+            headers=self.headers,
         )
 
 
@@ -211,7 +215,7 @@ class Sandbox:
         candidates = [name for name in dict.fromkeys(chain) if isinstance(name, str)]
         if not candidates:
             raise ApiError(400, "invalid_input", "model is required")
-        provider = body.get("provider") if isinstance(body.get("provider"), dict) else {}
+        provider: dict[str, Any] = body["provider"] if isinstance(body.get("provider"), dict) else {}
         last_error: ApiError | None = None
         for index, name in enumerate(candidates):
             fault = fault_for(name)
@@ -226,7 +230,9 @@ class Sandbox:
                 continue
             if not _provider_allowed(model, provider):
                 last_error = ApiError(
-                    400, "invalid_input", f"No allowed providers are available for the selected model ({name})"
+                    400,
+                    "invalid_input",
+                    f"No allowed providers are available for the selected model ({name})",
                 )
                 continue
             return model, fault
@@ -236,7 +242,7 @@ class Sandbox:
     async def _fault_response(self, request: Request, fault: Fault) -> Response:
         if fault.hang:
             deadline = time.monotonic() + self.config.hang_seconds
-            while time.monotonic() < deadline and not await request.is_disconnected():
+            while time.monotonic() < deadline and not await request.is_disconnected():  # noqa: ASYNC110
                 await anyio.sleep(0.05)
             return Response(status_code=504)
         if fault.body is not None:
@@ -245,7 +251,12 @@ class Sandbox:
         return JSONResponse({"error": error}, status_code=fault.status, headers=fault.headers)
 
     async def _stream(
-        self, request: Request, caller: Caller, generation: GenerationRecord, reply: Reply, fault: Fault | None
+        self,
+        request: Request,
+        caller: Caller,
+        generation: GenerationRecord,
+        reply: Reply,
+        fault: Fault | None,
     ) -> AsyncIterator[str]:
         base = {"id": generation.id, "object": "chat.completion.chunk", "model": generation.model}
         finished = False
@@ -256,12 +267,20 @@ class Sandbox:
                 yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
                 if fault is not None and fault.midstream == "error":
                     error = {"code": 502, "message": fault.message}
-                    yield _event({**base, "error": error, "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]})
+                    yield _event(
+                        {
+                            **base,
+                            "error": error,
+                            "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
+                        }
+                    )
                     return
                 if fault is not None and fault.midstream == "drop":
                     raise ConnectionAbortedError("sandbox: connection dropped on purpose")
             await self._pause()
-            yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]})
+            yield _event(
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]}
+            )
             credits_used, credits_remaining = self.ledger.charge(caller.key, generation.total_cost)
             usage_chunk: dict[str, Any] = {
                 **base,
@@ -334,7 +353,12 @@ def _deltas(reply: Reply) -> list[dict[str, Any]]:
         deltas.append(
             {
                 "tool_calls": [
-                    {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": head}}
+                    {
+                        "index": index,
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": head},
+                    }
                 ]
             }
         )
@@ -345,7 +369,8 @@ def _deltas(reply: Reply) -> list[dict[str, Any]]:
 def _pieces(text: str, words_per_piece: int = 3) -> list[str]:
     words = text.split(" ")
     return [
-        " ".join(words[start : start + words_per_piece]) + (" " if start + words_per_piece < len(words) else "")
+        " ".join(words[start : start + words_per_piece])
+        + (" " if start + words_per_piece < len(words) else "")
         for start in range(0, len(words), words_per_piece)
         if text
     ]

@@ -24,7 +24,16 @@ class SandboxModel:
     reasoning: bool = False
     input_modalities: tuple[str, ...] = ("text",)
     supported_parameters: tuple[str, ...] = field(
-        default=("max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format")
+        default=(
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "tools",
+            "tool_choice",
+            "response_format",
+        )
     )
 
     def naive_shape(self) -> dict[str, object]:
@@ -90,7 +99,9 @@ MODELS: tuple[SandboxModel, ...] = (
         reasoning=True,
         input_modalities=("text", "image", "file"),
     ),
-    SandboxModel("openai/gpt-5-mini", "OpenAI: GPT-5 Mini", "OpenAI", 400_000, 0.25 / _M, 2 / _M, 1_754_000_000),
+    SandboxModel(
+        "openai/gpt-5-mini", "OpenAI: GPT-5 Mini", "OpenAI", 400_000, 0.25 / _M, 2 / _M, 1_754_000_000
+    ),
     SandboxModel(
         "google/gemini-2.5-pro",
         "Google: Gemini 2.5 Pro",

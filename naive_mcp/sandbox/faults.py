@@ -23,7 +23,6 @@ class Fault:
     hang: bool = False  # never answer (until the client gives up)
     midstream: str | None = None  # "error": an error chunk after some text; "drop": the connection is cut
 
-
     @property
     def model_id(self) -> str:
         return f"{FAULT_PREFIX}{self.name}"
@@ -72,7 +71,9 @@ FAULTS: dict[str, Fault] = {
         ),
         Fault("not-json", 200, None, "", headers={"Content-Type": "application/json"}, body="{'not': json"),
         Fault("hang", 200, None, "", hang=True),
-        Fault("midstream-error", 200, "provider_error", "Provider disconnected mid-answer", midstream="error"),
+        Fault(
+            "midstream-error", 200, "provider_error", "Provider disconnected mid-answer", midstream="error"
+        ),
         Fault("drop", 200, None, "", midstream="drop"),
     )
 }

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-# The sandbox's own billing rule: Naive bills `usage.cost` × a markup, converted to credits.
+# The sandbox's own billing rule: Naive bills `usage.cost` times a markup, converted to credits.
 MARKUP = 1.05
 USD_PER_CREDIT = 0.5
 

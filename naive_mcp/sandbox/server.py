@@ -38,7 +38,9 @@ def serve_in_thread(
             timeout_graceful_shutdown=1,
         )
     )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="naive-sandbox", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="naive-sandbox", daemon=True
+    )
     thread.start()
     try:
         while not server.started:

@@ -25,13 +25,14 @@ def _published(kind: str, description: str | None = None, *, also_object: bool =
     published by shape and described in a line; the models below still validate every field
     and name the one that is wrong.
     """
-    schema: dict[str, Any] = {"anyOf": [{"type": kind}, {"type": "object"}]} if also_object else {"type": kind}
+    schema: dict[str, Any] = (
+        {"anyOf": [{"type": kind}, {"type": "object"}]} if also_object else {"type": kind}
+    )
     if kind == "object":
         schema["additionalProperties"] = True
     if description:
         schema["description"] = description
     return WithJsonSchema(schema)
-
 
 
 class TextPart(Arguments):
@@ -105,7 +106,9 @@ class Message(Arguments):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Annotated[str | list[ContentPart] | None, _CONTENT_SCHEMA] = None
     name: str | None = None
-    tool_calls: Annotated[list[ToolCallIn] | None, _published("array", "assistant only: [{id,function:{name,arguments}}]")] = None
+    tool_calls: Annotated[
+        list[ToolCallIn] | None, _published("array", "assistant only: [{id,function:{name,arguments}}]")
+    ] = None
     tool_call_id: str | None = Field(default=None, description="tool only")
 
     @model_validator(mode="after")
@@ -205,13 +208,16 @@ class ChatArguments(Arguments):
     prompt: str | None = Field(default=None, min_length=1, description="one user message; or messages")
     system: str | None = None
     model: ModelId | None = Field(default=None, description="e.g. anthropic/claude-sonnet-4.6")
-    models: list[ModelId] | None = Field(default=None, min_length=1, max_length=10, description="fallback chain")
+    models: list[ModelId] | None = Field(
+        default=None, min_length=1, max_length=10, description="fallback chain"
+    )
     provider: Annotated[
         ProviderPreferences | None,
         _published(
             "object",
-            "routing: order/only/ignore [slugs], allow_fallbacks, require_parameters, data_collection allow|deny, "
-            "zdr, sort price|throughput|latency, max_price {prompt,completion}, quantizations",
+            "routing: order/only/ignore [slugs], allow_fallbacks, require_parameters, "
+            "data_collection allow|deny, zdr, sort price|throughput|latency, max_price {prompt,completion}, "
+            "quantizations",
         ),
     ] = None
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -233,11 +239,15 @@ class ChatArguments(Arguments):
     ] = None
     reasoning: Annotated[
         Reasoning | None,
-        _published("object", "{effort: xhigh|high|medium|low|minimal|none} or {max_tokens}; exclude, enabled"),
+        _published(
+            "object", "{effort: xhigh|high|medium|low|minimal|none} or {max_tokens}; exclude, enabled"
+        ),
     ] = None
     tools: Annotated[
         list[ToolDefinition] | None,
-        _published("array", "OpenAI function tools: [{type:function,function:{name,description,parameters}}]"),
+        _published(
+            "array", "OpenAI function tools: [{type:function,function:{name,description,parameters}}]"
+        ),
     ] = Field(default=None, min_length=1, max_length=128)
     tool_choice: Annotated[
         Literal["none", "auto", "required"] | NamedToolChoice | None,
@@ -258,14 +268,18 @@ class ChatArguments(Arguments):
         if isinstance(self.tool_choice, NamedToolChoice) and self.tools:
             names = {tool.function.name for tool in self.tools}
             if self.tool_choice.function.name not in names:
-                raise ValueError(f"tool_choice names {self.tool_choice.function.name!r}, which is not in tools")
+                raise ValueError(
+                    f"tool_choice names {self.tool_choice.function.name!r}, which is not in tools"
+                )
         return self
 
     def request_body(self, default_model: str | None) -> dict[str, Any]:
         """OpenRouter's chat body for this call."""
         model = self.model or (self.models[0] if self.models else None) or default_model
         if model is None:
-            raise ConfigurationError("no model was given and the server has no default model.", kind="no_model")
+            raise ConfigurationError(
+                "no model was given and the server has no default model.", kind="no_model"
+            )
         body = self.model_dump(
             mode="json",
             by_alias=True,
@@ -339,7 +353,9 @@ class ChatResult(MethodResult):
                 reasoning_tokens=usage.completion_tokens_details.reasoning_tokens
                 if usage.completion_tokens_details
                 else None,
-                cached_tokens=usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else None,
+                cached_tokens=usage.prompt_tokens_details.cached_tokens
+                if usage.prompt_tokens_details
+                else None,
                 cost=usage.cost,
             ),
             credits_used=completion.credits_used,
@@ -357,16 +373,18 @@ class ChatResult(MethodResult):
     def summary(self) -> str:
         """One line of metadata: who answered, why it stopped, tokens, cost, credits."""
         parts = [f"model {self.model or 'unknown'}" + (f" via {self.provider}" if self.provider else "")]
-        parts.append(f"finish {self.finish_reason or 'unknown'}" + (" (truncated at max_tokens)" if self.truncated else ""))
+        parts.append(
+            f"finish {self.finish_reason or 'unknown'}"
+            + (" (truncated at max_tokens)" if self.truncated else "")
+        )
         if self.usage is not None and self.usage.prompt_tokens is not None:
             parts.append(f"tokens {self.usage.prompt_tokens} in / {self.usage.completion_tokens or 0} out")
         parts.append(f"cost {format_usd(self.usage.cost if self.usage else None)}")
         if self.credits_used is None and self.credits_remaining is None:
             parts.append("credits unknown")
         else:
-            parts.append(
-                f"credits {format_credits(self.credits_used)} used, {format_credits(self.credits_remaining)} left"
-            )
+            used, left = format_credits(self.credits_used), format_credits(self.credits_remaining)
+            parts.append(f"credits {used} used, {left} left")
         if self.id:
             parts.append(f"id {self.id}")
         return "[" + " · ".join(parts) + "]"

@@ -14,7 +14,10 @@ from naive_mcp.wire import Generation
 
 class GenerationArguments(Arguments):
     id: str = Field(
-        min_length=1, max_length=200, pattern=r"^[\w.:\-]+$", description="generation id from a chat result (gen-…)"
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\w.:\-]+$",
+        description="generation id from a chat result (gen-…)",
     )
     user_id: TenantId | None = None
     project_id: TenantId | None = None
@@ -56,7 +59,9 @@ class GenerationResult(MethodResult):
         )
 
     def content(self) -> list[str]:
-        parts = [f"{self.id}: {self.model or 'unknown model'}" + (f" via {self.provider}" if self.provider else "")]
+        parts = [
+            f"{self.id}: {self.model or 'unknown model'}" + (f" via {self.provider}" if self.provider else "")
+        ]
         parts.append(f"cost {format_usd(self.total_cost)}")
         if self.tokens_prompt is not None or self.tokens_completion is not None:
             parts.append(f"tokens {self.tokens_prompt or 0} in / {self.tokens_completion or 0} out")

@@ -15,13 +15,17 @@ from naive_mcp.wire import ModelEntry
 
 
 class ModelsArguments(Arguments):
-    search: str | None = Field(default=None, max_length=100, description="words that must all appear in id or name")
+    search: str | None = Field(
+        default=None, max_length=100, description="words that must all appear in id or name"
+    )
     author: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9][\w.\-]*$", max_length=60, description="e.g. anthropic, openai"
     )
     min_context: int | None = Field(default=None, ge=1, description="minimum context length, in tokens")
     max_prompt_price: float | None = Field(default=None, ge=0, description="USD per million input tokens")
-    max_completion_price: float | None = Field(default=None, ge=0, description="USD per million output tokens")
+    max_completion_price: float | None = Field(
+        default=None, ge=0, description="USD per million output tokens"
+    )
     sort: Literal["id", "price", "context", "newest"] = Field(
         default="id", description="price: cheapest first; context: largest first"
     )
@@ -66,7 +70,8 @@ class ModelsResult(MethodResult):
             return [f"No model matches ({self.total} models upstream). Loosen the filters."]
         first = self.offset + 1
         head = (
-            f"Models {first}-{self.offset + len(self.models)} of {self.matched} matching ({self.total} in all). "
+            f"Models {first}-{self.offset + len(self.models)} of {self.matched} matching "
+            f"({self.total} in all). "
             "id | context | USD per 1M tokens in/out"
         )
         more = [f"More: offset={self.next_offset}"] if self.next_offset is not None else []
