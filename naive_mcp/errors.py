@@ -71,6 +71,7 @@ _KINDS: dict[str, _Kind] = {
         False, "Pass `model` (e.g. 'anthropic/claude-sonnet-4.6') or set NAIVE_DEFAULT_MODEL for the server."
     ),
     "invalid_arguments": _Kind(False, "Fix the arguments named above and call again."),
+    "unknown_method": _Kind(False, "Call naive_search_primitives to see every method and its arguments."),
     "connection_error": _Kind(
         True, "Check NAIVE_BASE_URL and the network, then retry. Nothing was billed for this call."
     ),
@@ -152,10 +153,6 @@ class UpstreamError(NaiveError):
         self.status = status
         self.retry_after = retry_after
         self.details = details or {}
-
-    @property
-    def retryable(self) -> bool:
-        return _kind(self.kind).retryable or self.status in (408, 429, 502, 503, 504, 524, 529)
 
     @property
     def next_step(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from pydantic import Field
@@ -18,13 +19,15 @@ TOKENS_PER_MILLION = 1_000_000
 
 
 def format_usd(value: float | None) -> str:
+    """Dollars to the cent, and sub-cent amounts (most single calls) to four significant digits."""
     if value is None:
         return "unknown"
     if value == 0:
         return "$0"
-    if value >= 0.01:
+    if abs(value) >= 0.01:
         return f"${value:.2f}".rstrip("0").rstrip(".")
-    return f"${value:.6f}".rstrip("0")
+    decimals = 3 - math.floor(math.log10(abs(value)))
+    return f"${value:.{decimals}f}".rstrip("0")
 
 
 def format_credits(value: float | None) -> str:

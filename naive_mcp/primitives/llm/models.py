@@ -26,7 +26,7 @@ class ModelsArguments(Arguments):
     max_completion_price: float | None = Field(
         default=None, ge=0, description="USD per million output tokens"
     )
-    sort: Literal["id", "price", "context", "newest"] = Field(
+    sort: Literal["id", "price", "context"] = Field(
         default="id", description="price: cheapest first; context: largest first"
     )
     limit: int = Field(default=20, ge=1, le=100)
@@ -82,7 +82,7 @@ def select(entries: list[ModelEntry], arguments: ModelsArguments) -> ModelsResul
     """Filter, sort and page `entries` as `arguments` ask."""
     words = (arguments.search or "").lower().split()
     author = arguments.author.lower() if arguments.author else None
-    summaries: list[tuple[ModelEntry, ModelSummary]] = []
+    summaries: list[ModelSummary] = []
     for entry in entries:
         haystack = f"{entry.id} {entry.name or ''}".lower()
         if any(word not in haystack for word in words):
@@ -96,19 +96,17 @@ def select(entries: list[ModelEntry], arguments: ModelsArguments) -> ModelsResul
             continue
         if not _within(summary.completion_price, arguments.max_completion_price):
             continue
-        summaries.append((entry, summary))
+        summaries.append(summary)
 
     if arguments.sort == "price":
-        summaries.sort(key=lambda pair: (_total_price(pair[1]), pair[1].id))
+        summaries.sort(key=lambda summary: (_total_price(summary), summary.id))
     elif arguments.sort == "context":
-        summaries.sort(key=lambda pair: (-(pair[1].context_length or 0), pair[1].id))
-    elif arguments.sort == "newest":
-        summaries.sort(key=lambda pair: (-(pair[0].created or 0), pair[1].id))
+        summaries.sort(key=lambda summary: (-(summary.context_length or 0), summary.id))
     else:
-        summaries.sort(key=lambda pair: pair[1].id)
+        summaries.sort(key=lambda summary: summary.id)
 
     end = arguments.offset + arguments.limit
-    page = [summary for _, summary in summaries[arguments.offset : end]]
+    page = summaries[arguments.offset : end]
     return ModelsResult(
         total=len(entries),
         matched=len(summaries),
@@ -153,7 +151,7 @@ MODELS = Method(
     name="models",
     description=(
         "Find a model to use with naive_llm_chat: search text and filters (author, minimum context, "
-        "maximum USD per million tokens), sorted (id, price, context, newest) and paged. Free."
+        "maximum USD per million tokens), sorted (id, price, context) and paged. Free."
     ),
     arguments=ModelsArguments,
     result=ModelsResult,

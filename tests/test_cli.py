@@ -1,0 +1,89 @@
+"""Settings: environment first, flags mirror it, a bad setting is a clear startup error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic_settings import CliApp
+
+from naive_mcp.settings import Settings
+
+
+def test_environment_configures_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAIVE_API_KEY", "nv_sk_test_env")
+    monkeypatch.setenv("NAIVE_BASE_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("NAIVE_DEFAULT_MODEL", "openai/gpt-5.2")
+    monkeypatch.setenv("NAIVE_DEFAULT_USER_ID", "usr_env")
+    monkeypatch.setenv("NAIVE_READ_TIMEOUT", "42")
+
+    settings = CliApp.run(Settings, cli_args=[])
+
+    assert settings.secrets() == ["nv_sk_test_env"]
+    assert settings.base_url == "http://127.0.0.1:9"
+    assert (settings.default_model, settings.default_user_id, settings.read_timeout) == (
+        "openai/gpt-5.2",
+        "usr_env",
+        42,
+    )
+
+
+def test_flags_mirror_the_environment_and_win_over_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAIVE_DEFAULT_MODEL", "openai/gpt-5.2")
+    settings = CliApp.run(
+        Settings,
+        cli_args=[
+            "--default-model",
+            "google/gemini-2.5-pro",
+            "--sandbox",
+            "--models-cache-ttl",
+            "5",
+            "--log-level",
+            "DEBUG",
+        ],
+    )
+    assert (settings.default_model, settings.sandbox, settings.models_cache_ttl) == (
+        "google/gemini-2.5-pro",
+        True,
+        5,
+    )
+    assert settings.log_level == "DEBUG"
+
+
+def test_help_lists_the_flags_but_not_the_key() -> None:
+    help_text = subprocess.run(
+        [sys.executable, "-m", "naive_mcp", "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    for flag in ("--base-url", "--default-model", "--default-user-id", "--read-timeout", "--sandbox"):
+        assert flag in help_text
+    assert "--api-key" not in help_text
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected"),
+    [
+        (
+            {"NAIVE_BASE_URL": "api.usenaive.ai"},
+            [],
+            "base_url: Value error, must start with http:// or https://",
+        ),
+        ({}, ["--read-timeout", "-1"], "read_timeout: Input should be greater than 0"),
+        ({"NAIVE_DEFAULT_USER_ID": "a b"}, [], "default_user_id: String should match pattern"),
+    ],
+)
+def test_a_bad_setting_stops_startup_with_a_clear_message(
+    env: dict[str, str], args: list[str], expected: str
+) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "naive_mcp", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **env},
+        stdin=subprocess.DEVNULL,
+    )
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert completed.stderr.startswith("naive-mcp: bad setting: ")
+    assert expected in completed.stderr

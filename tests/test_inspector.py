@@ -1,0 +1,127 @@
+"""The stdio server as the official MCP Inspector CLI sees it: a client this project did not write.
+
+The Inspector is installed by `scripts/bootstrap --dev` into tests/interop/node_modules. Each
+test runs it once, with the `naive-mcp` console script as its stdio target and the settings
+passed with `-e`; HOME is a temporary directory so the Inspector's own files land there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from naive_mcp.sandbox import RunningSandbox
+
+pytestmark = [pytest.mark.interop]
+
+INTEROP = Path(__file__).parent / "interop"
+INSPECTOR = INTEROP / "node_modules" / ".bin" / "mcp-inspector"
+NAIVE_MCP = Path(sys.executable).with_name("naive-mcp")
+DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
+TOOLS = {
+    "naive_llm_chat",
+    "naive_llm_models",
+    "naive_llm_generation",
+    "naive_search_primitives",
+    "naive_run_primitive",
+}
+EXIT_TOOL_ERROR = 5  # the Inspector's exit code for a result with isError: true
+
+Inspect = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def inspect(sandbox: RunningSandbox, api_key: str, tmp_path: Path) -> Inspect:
+    """Run the Inspector CLI against `naive-mcp`, pointed at the sandbox with a fresh key."""
+    if not INSPECTOR.exists():
+        pytest.fail(f"{INSPECTOR} is missing: run `scripts/bootstrap --dev` to install the MCP Inspector")
+    settings = {
+        "NAIVE_API_KEY": api_key,
+        "NAIVE_BASE_URL": sandbox.url,
+        "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL,
+    }
+
+    def run(*options: str) -> subprocess.CompletedProcess[str]:
+        command = [str(INSPECTOR), "--cli", "--format", "json"]
+        for name, value in settings.items():
+            command += ["-e", f"{name}={value}"]
+        return subprocess.run(
+            [*command, *options, str(NAIVE_MCP)],
+            cwd=INTEROP,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    return run
+
+
+def call_tool(inspect: Inspect, tool: str, arguments: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return inspect("--method", "tools/call", "--tool-name", tool, "--tool-args-json", json.dumps(arguments))
+
+
+def result_of(run: subprocess.CompletedProcess[str], *, exit_code: int = 0) -> dict[str, Any]:
+    """The `result` of the Inspector's one JSON object on stdout, after checking its exit code."""
+    assert run.returncode == exit_code, f"exit {run.returncode}\nstdout: {run.stdout}\nstderr: {run.stderr}"
+    envelope: dict[str, Any] = json.loads(run.stdout)
+    result: dict[str, Any] = envelope["result"]
+    return result
+
+
+def test_strict_tools_list_has_the_five_tools_and_no_portability_findings(inspect: Inspect) -> None:
+    run = inspect("--method", "tools/list", "--strict")
+
+    result = result_of(run)
+    assert {tool["name"] for tool in result["tools"]} == TOOLS
+    assert len(result["tools"]) == len(TOOLS)
+    assert "schemaFindings" not in json.loads(run.stdout)
+    assert "portability" not in run.stderr.lower()
+    assert "Error: tool" not in run.stderr
+    assert "Warning: tool" not in run.stderr
+
+
+def test_chat_call_returns_reply_text_and_structured_content(
+    inspect: Inspect, sandbox: RunningSandbox, api_key: str
+) -> None:
+    result = result_of(call_tool(inspect, "naive_llm_chat", {"prompt": "hi"}))
+
+    assert result["isError"] is False
+    assert result["content"][0] == {
+        "type": "text",
+        "text": f"Sandbox reply from {DEFAULT_MODEL}: hi",
+    }
+    structured = result["structuredContent"]
+    assert structured["text"] == result["content"][0]["text"]
+    assert structured["id"].startswith("gen-")
+    assert structured["usage"]["cost"] > 0
+    assert [record.path for record in sandbox.sandbox.ledger.requests(api_key)] == [
+        "/v1/llm/chat/completions"
+    ]
+
+
+def test_failing_call_exits_with_tool_error_code_and_names_the_error_kind(inspect: Inspect) -> None:
+    run = call_tool(inspect, "naive_llm_chat", {"prompt": "hi", "model": "sandbox/fail-insufficient-credits"})
+
+    result = result_of(run, exit_code=EXIT_TOOL_ERROR)
+    assert result["isError"] is True
+    assert "insufficient_credits (HTTP 402)" in result["content"][0]["text"]
+    assert "tool_is_error" in run.stderr
+
+
+def test_run_primitive_runs_llm_models(inspect: Inspect) -> None:
+    run = call_tool(inspect, "naive_run_primitive", {"primitive": "llm", "method": "models"})
+
+    result = result_of(run)
+    assert result["isError"] is False
+    assert result["content"][0]["text"].startswith("Models 1-20 of ")
+    models = [model["id"] for model in result["structuredContent"]["models"]]
+    assert DEFAULT_MODEL in models

@@ -1,0 +1,57 @@
+"""What a client sees in tools/list: five tools, honest annotations, small schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mcp import Client
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_five_tools_with_their_annotations(client: Client) -> None:
+    tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+
+    assert list(tools) == [
+        "naive_llm_chat",
+        "naive_llm_models",
+        "naive_llm_generation",
+        "naive_search_primitives",
+        "naive_run_primitive",
+    ]
+    chat = tools["naive_llm_chat"].annotations
+    assert chat is not None
+    assert (chat.read_only_hint, chat.idempotent_hint, chat.open_world_hint) == (False, False, True)
+    for free in ("naive_llm_models", "naive_llm_generation", "naive_search_primitives"):
+        annotations = tools[free].annotations
+        assert annotations is not None
+        assert (annotations.read_only_hint, annotations.idempotent_hint) == (True, True)
+        assert "Free" in (tools[free].description or "")
+    assert "credits" in (tools["naive_llm_chat"].description or "")
+    assert tools["naive_run_primitive"].output_schema is None
+    assert all(tools[name].output_schema for name in list(tools)[:4])
+
+
+def schema_keys(node: Any) -> set[str]:
+    """Every keyword used in a JSON Schema, property names excluded."""
+    if isinstance(node, list):
+        return set().union(*(schema_keys(item) for item in node))
+    if not isinstance(node, dict):
+        return set()
+    keys = set(node) - {"properties"}
+    for key, value in node.items():
+        children = value.values() if key in ("properties", "$defs") else [value]
+        keys |= set().union(*(schema_keys(child) for child in children))
+    return keys
+
+
+async def test_schemas_are_compact_and_carry_no_generated_titles(client: Client) -> None:
+    tools = (await client.list_tools()).tools
+
+    for tool in tools:
+        keywords = schema_keys(tool.input_schema) | schema_keys(tool.output_schema)
+        assert not keywords & {"title", "discriminator"}, tool.name
+    chat = tools[0].input_schema
+    assert chat["properties"]["temperature"] == {"maximum": 2, "minimum": 0, "type": "number"}
+    assert chat["additionalProperties"] is False
