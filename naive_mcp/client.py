@@ -106,6 +106,8 @@ class NaiveClient:
             ) from exc
         except httpx2.TransportError as exc:
             raise UpstreamUnreachable(f"could not reach {self._base_url}: {_reason(exc)}") from exc
+        except httpx2.RequestError as exc:  # undecodable body, redirect loop
+            raise UpstreamProtocolError(f"{method} {path} failed: {_reason(exc)}") from exc
         if response.status_code >= 400:
             raise error_from_response(response.status_code, dict(response.headers), response.content)
         try:
@@ -135,6 +137,6 @@ def _parse(model: type[_WireT], payload: object, what: str) -> _WireT:
         ) from exc
 
 
-def _reason(exc: httpx2.TransportError) -> str:
+def _reason(exc: httpx2.RequestError) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from naive_mcp.server import create_server
+from naive_mcp.settings import Settings
+
 pytestmark = pytest.mark.anyio
 
 
@@ -55,3 +58,11 @@ async def test_schemas_are_compact_and_carry_no_generated_titles(client: Client)
     chat = tools[0].input_schema
     assert chat["properties"]["temperature"] == {"maximum": 2, "minimum": 0, "type": "number"}
     assert chat["additionalProperties"] is False
+
+
+async def test_a_2025_era_client_with_the_initialize_handshake_is_served_too(settings: Settings) -> None:
+    async with Client(create_server(settings), mode="legacy") as legacy:
+        assert legacy.protocol_version == "2025-11-25"
+        assert len((await legacy.list_tools()).tools) == 5
+        result = await legacy.call_tool("naive_llm_chat", {"prompt": "hi"})
+    assert not result.is_error
