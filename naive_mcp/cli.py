@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import CliApp, SettingsError
@@ -16,23 +17,33 @@ logger = logging.getLogger("naive_mcp")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(arg.split("=", 1)[0] in ("--api-key", "--api_key") for arg in args):
+        _refuse(
+            "api_key is read from the environment only (NAIVE_API_KEY): "
+            "on the command line it is visible to every user of the machine"
+        )
     try:
-        settings = CliApp.run(Settings, cli_args=list(sys.argv[1:] if argv is None else argv))
+        settings = CliApp.run(Settings, cli_args=args)
     except (ValidationError, SettingsError) as exc:
-        # Field names and reasons only: a rejected value may be a secret.
         problems = exc.errors(include_input=False) if isinstance(exc, ValidationError) else None
         detail = (
             "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
             if problems
             else str(exc)
         )
-        sys.stderr.write(f"naive-mcp: bad setting: {Redactor()(detail)}\n")
-        raise SystemExit(2) from None
+        _refuse(detail)
     configure_logging(settings.log_level, Redactor(settings.secrets()))
     if settings.sandbox:
         _serve_with_sandbox(settings)
     else:
         _serve(settings)
+
+
+def _refuse(problem: str) -> NoReturn:
+    # Field names and reasons only, redacted: a rejected value may be a secret.
+    sys.stderr.write(f"naive-mcp: bad setting: {Redactor()(problem)}\n")
+    raise SystemExit(2)
 
 
 def _serve(settings: Settings) -> None:

@@ -9,14 +9,16 @@ from collections.abc import Iterable
 
 _REDACTED = "[redacted]"
 # Anything shaped like a Naive credential or a bearer token, whoever's it is.
-_SECRET_SHAPES = re.compile(r"nv_(?:sk_(?:live|test)|sess)_[A-Za-z0-9_\-]+|(?<=Bearer )\S+", re.IGNORECASE)
+_SECRET_SHAPES = re.compile(
+    r"nv_(?:sk_(?:live|test)|sess)_[A-Za-z0-9_\-]+|(?<=Bearer )[^\s'\"]+", re.IGNORECASE
+)
 
 
 class Redactor:
     """Replaces the configured secrets, and anything shaped like one, with `[redacted]`."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+        self._secrets = sorted({secret for secret in secrets if secret.strip()}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

@@ -68,6 +68,21 @@ class Settings(BaseSettings):
         default="INFO", description="Log level (logs go to stderr)."
     )
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_is_no_key(cls, value: object) -> object:
+        # Client configs often ship "NAIVE_API_KEY": "" as a placeholder: that is no key.
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:

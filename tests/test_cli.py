@@ -70,6 +70,8 @@ def test_help_lists_the_flags_but_not_the_key() -> None:
         ),
         ({}, ["--read-timeout", "-1"], "read_timeout: Input should be greater than 0"),
         ({"NAIVE_DEFAULT_USER_ID": "a b"}, [], "default_user_id: String should match pattern"),
+        ({}, ["--api-key", "nv_sk_test_on_the_command_line"], "api_key is read from the environment only"),
+        ({}, ["--api-key=nv_sk_test_on_the_command_line"], "api_key is read from the environment only"),
     ],
 )
 def test_a_bad_setting_stops_startup_with_a_clear_message(
@@ -87,3 +89,17 @@ def test_a_bad_setting_stops_startup_with_a_clear_message(
     assert completed.stdout == ""
     assert completed.stderr.startswith("naive-mcp: bad setting: ")
     assert expected in completed.stderr
+    assert "nv_sk_test_on_the_command_line" not in completed.stderr
+
+
+@pytest.mark.parametrize("placeholder", ["", "   "])
+def test_a_blank_key_is_no_key(monkeypatch: pytest.MonkeyPatch, placeholder: str) -> None:
+    monkeypatch.setenv("NAIVE_API_KEY", placeholder)
+    settings = CliApp.run(Settings, cli_args=[])
+    assert settings.api_key is None
+    assert settings.secrets() == []
+
+
+def test_the_log_level_takes_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAIVE_LOG_LEVEL", "debug")
+    assert CliApp.run(Settings, cli_args=[]).log_level == "DEBUG"

@@ -95,3 +95,9 @@ async def test_a_call_without_a_key_explains_how_to_set_one_and_sends_nothing(
         assert block.text.startswith("no_api_key: no Naive API key is configured, so no call was sent.")
         assert "Set NAIVE_API_KEY" in block.text and "--sandbox" in block.text
     assert len(sandbox.sandbox.ledger.requests()) == seen_before
+
+
+def test_redaction_keeps_the_text_around_a_bearer_token() -> None:
+    redact = Redactor(["   "])
+    assert redact("header 'Bearer abc.def' sent") == "header 'Bearer [redacted]' sent"
+    assert redact("three   spaces stay") == "three   spaces stay"
