@@ -1,8 +1,8 @@
 """Every input a client can send, with a bad value: a clear error that names the field and the fix,
 no upstream call, no credits spent, the server still up.
 
-`xfail(strict=True)` cases are known bugs in the error text: they assert what the text should
-say, and fail loudly (XPASS) once the bug is fixed so the marker can go.
+`xfail(strict=True)` cases are known bugs: they assert what the server should do,
+and fail loudly (XPASS) once the bug is fixed so the marker can go.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ INITIAL_CREDITS = 100.0
 SONNET, HAIKU = "anthropic/claude-sonnet-4.6", "anthropic/claude-haiku-4.5"
 TOOLS = [{"type": "function", "function": {"name": "lookup"}}]
 
-# Known bugs in the error text, as xfail reasons.
+# Known bugs, as xfail reasons.
 DOUBLED_TAG = "the discriminated-union tag is kept in the path (registry._path), e.g. image_url.image_url.url"
 LAX_BOOL = "pydantic's lax mode turns true into 1 / 1.0, and the call is sent and billed"
 DASHED_KEY = "registry._is_type_tag drops any key containing '-' from the path, so the bad key is not named"
