@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import Field
+from naive_mcp.validation import matching
 
 # Sent as an HTTP header, so no spaces or control characters; Naive's ids look like `usr_…`.
 TenantId = Annotated[
     str,
-    Field(
+    matching(
+        r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$",
+        "a Naive id such as usr_123: letters, digits and _ . : @ -, no spaces",
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$",
     ),
 ]
 

@@ -19,9 +19,10 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from naive_mcp.errors import NaiveError
-from naive_mcp.registry import Arguments, Method, MethodResult, Registry, parse_arguments
+from naive_mcp.registry import Method, MethodResult, Registry
 from naive_mcp.schema import input_schema, output_schema
 from naive_mcp.services import Services
+from naive_mcp.validation import Arguments, parse_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def _generic_pair(registry: Registry) -> list[Tool]:
     async def run(services: Services, raw: Mapping[str, Any]) -> MethodResult:
         arguments = parse_arguments(RunArguments, raw, tool=RUN_TOOL)
         method = registry.find(arguments.primitive, arguments.method)
-        result: MethodResult = await method.invoke(services, arguments.arguments, where="arguments")
+        result: MethodResult = await method.invoke(services, arguments.arguments, via=RUN_TOOL)
         return result
 
     return [

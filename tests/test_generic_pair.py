@@ -99,6 +99,6 @@ async def test_run_primitive_validates_with_the_methods_own_model(client: Client
     block = result.content[0]
     assert isinstance(block, TextContent)
     assert (
-        "Invalid arguments for naive_llm_chat:\n- arguments.temperature: Input should be less than or equal to 2"
+        "Invalid arguments for naive_run_primitive (llm.chat):\n- arguments.temperature: should be less than or equal to 2"
         in (block.text)
     )

@@ -6,16 +6,19 @@ import json
 from typing import Annotated, Any, Literal, Self
 
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
-from naive_mcp.registry import Arguments, Method, MethodResult
+from naive_mcp.registry import Method, MethodResult
 from naive_mcp.services import Services
 from naive_mcp.tenancy import TenantId
+from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import ChatCompletion
 
 # --- arguments ---------------------------------------------------------------------------------
+
+_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 def _published(kind: str, description: str | None = None, *, also_object: bool = False) -> WithJsonSchema:
@@ -41,7 +44,7 @@ class TextPart(Arguments):
 
 
 class ImageUrl(Arguments):
-    url: str = Field(pattern=r"^(https?://|data:image/)", description="https URL or data:image/... URL")
+    url: str = matching(r"^(https?://|data:image/)", "an https:// URL or a data:image/... URL")
     detail: Literal["auto", "low", "high"] | None = None
 
 
@@ -52,7 +55,7 @@ class ImagePart(Arguments):
 
 class InputAudio(Arguments):
     data: str = Field(min_length=1, description="base64 audio")
-    format: str = Field(pattern=r"^[a-z0-9]{2,8}$", description="e.g. wav, mp3")
+    format: str = matching(r"^[a-z0-9]{2,8}$", "an audio format such as wav or mp3")
 
 
 class AudioPart(Arguments):
@@ -62,7 +65,7 @@ class AudioPart(Arguments):
 
 class FileData(Arguments):
     filename: str = Field(min_length=1)
-    file_data: str = Field(pattern=r"^(https?://|data:)", description="data: URL or https URL")
+    file_data: str = matching(r"^(https?://|data:)", "a data: URL (base64) or an https:// URL")
 
 
 class FilePart(Arguments):
@@ -160,7 +163,7 @@ class Reasoning(Arguments):
 
 
 class FunctionDefinition(Arguments):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = matching(_NAME, "1 to 64 letters, digits, _ or -")
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
@@ -189,7 +192,7 @@ class JsonObjectFormat(Arguments):
 
 
 class JsonSchemaSpec(Arguments):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = matching(_NAME, "1 to 64 letters, digits, _ or -")
     schema_: dict[str, Any] = Field(alias="schema")
     strict: bool | None = None
     description: str | None = None
@@ -228,9 +231,9 @@ class ChatArguments(Arguments):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     repetition_penalty: float | None = Field(default=None, gt=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=2_000_000)
     seed: Annotated[int | None, _published("integer")] = Field(default=None, ge=-(2**63), lt=2**63)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(min_length=1, max_length=16)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: Annotated[
@@ -257,20 +260,24 @@ class ChatArguments(Arguments):
     user_id: TenantId | None = Field(default=None, description="Naive user to call for")
     project_id: TenantId | None = None
 
-    @model_validator(mode="after")
-    def _coherent(self) -> Self:
-        if (self.messages is None) == (self.prompt is None):
-            raise ValueError("give exactly one of messages or prompt")
-        if isinstance(self.stop, list) and not 1 <= len(self.stop) <= 16:
-            raise ValueError("stop takes 1 to 16 sequences")
-        if self.tool_choice not in (None, "none") and not self.tools:
-            raise ValueError("tool_choice needs tools")
-        if isinstance(self.tool_choice, NamedToolChoice) and self.tools:
-            names = {tool.function.name for tool in self.tools}
-            if self.tool_choice.function.name not in names:
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_among_tools(cls, choice: object, info: ValidationInfo) -> object:
+        tools: list[ToolDefinition] | None = info.data.get("tools")
+        if choice not in (None, "none") and not tools:
+            raise ValueError("needs tools: give the tools the model may call")
+        if isinstance(choice, NamedToolChoice) and tools:
+            names = [tool.function.name for tool in tools]
+            if choice.function.name not in names:
                 raise ValueError(
-                    f"tool_choice names {self.tool_choice.function.name!r}, which is not in tools"
+                    f"names {choice.function.name!r}, which is not one of the tools: {', '.join(names)}"
                 )
+        return choice
+
+    @model_validator(mode="after")
+    def _one_conversation(self) -> Self:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of `messages` or `prompt`")
         return self
 
     def request_body(self, default_model: str | None) -> dict[str, Any]:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from pydantic import Field
+from naive_mcp.validation import matching
 
 ModelId = Annotated[
     str,
-    Field(
+    matching(
+        r"^[A-Za-z0-9][\w.\-]*/[\w.\-:~@+]+$",
+        "a provider-prefixed model id such as anthropic/claude-sonnet-4.6 (see naive_llm_models)",
         max_length=200,
-        pattern=r"^[A-Za-z0-9][\w.\-]*/[\w.\-:~@+]+$",
     ),
 ]
-ProviderSlug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.\-/]*$", max_length=100)]
+ProviderSlug = Annotated[
+    str, matching(r"^[A-Za-z0-9][\w.\-/]*$", "a provider slug such as anthropic or openai", max_length=100)
+]
 TOKENS_PER_MILLION = 1_000_000
 
 

@@ -6,17 +6,19 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from naive_mcp.primitives.llm.fields import format_usd
-from naive_mcp.registry import Arguments, Method, MethodResult
+from naive_mcp.registry import Method, MethodResult
 from naive_mcp.services import Services
 from naive_mcp.tenancy import TenantId
+from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import Generation
 
 
 class GenerationArguments(Arguments):
-    id: str = Field(
+    id: str = matching(
+        r"^[\w.:\-]+$",
+        "a generation id from a chat result, such as gen-abc123",
         min_length=1,
         max_length=200,
-        pattern=r"^[\w.:\-]+$",
         description="generation id from a chat result (gen-…)",
     )
     user_id: TenantId | None = None

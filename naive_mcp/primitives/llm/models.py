@@ -8,9 +8,10 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from naive_mcp.primitives.llm.fields import TOKENS_PER_MILLION, format_usd
-from naive_mcp.registry import Arguments, Method, MethodResult
+from naive_mcp.registry import Method, MethodResult
 from naive_mcp.services import Services
 from naive_mcp.tenancy import TenantId
+from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import ModelEntry
 
 
@@ -18,8 +19,12 @@ class ModelsArguments(Arguments):
     search: str | None = Field(
         default=None, max_length=100, description="words that must all appear in id or name"
     )
-    author: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9][\w.\-]*$", max_length=60, description="e.g. anthropic, openai"
+    author: str | None = matching(
+        r"^[A-Za-z0-9][\w.\-]*$",
+        "the part of a model id before the slash, such as anthropic or openai",
+        default=None,
+        max_length=60,
+        description="e.g. anthropic, openai",
     )
     min_context: int | None = Field(default=None, ge=1, description="minimum context length, in tokens")
     max_prompt_price: float | None = Field(default=None, ge=0, description="USD per million input tokens")
