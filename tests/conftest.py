@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,17 @@ from pydantic import SecretStr
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
+
+# The console script an MCP client would launch.
+NAIVE_MCP = Path(sys.executable).with_name("naive-mcp")
+DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
+TOOL_NAMES = {
+    "naive_llm_chat",
+    "naive_llm_models",
+    "naive_llm_generation",
+    "naive_search_primitives",
+    "naive_run_primitive",
+}
 
 
 @pytest.fixture
@@ -50,7 +63,7 @@ def make_settings(sandbox: RunningSandbox, api_key: str | None, **overrides: Any
     values: dict[str, Any] = {
         "base_url": sandbox.url,
         "api_key": SecretStr(api_key) if api_key else None,
-        "default_model": "anthropic/claude-sonnet-4.6",
+        "default_model": DEFAULT_MODEL,
         "generation_wait": 3.0,
         **overrides,
     }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,12 @@ from typing import Any
 import pytest
 
 from naive_mcp.sandbox import RunningSandbox
+from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, TOOL_NAMES
 
 pytestmark = [pytest.mark.interop]
 
 INTEROP = Path(__file__).parent / "interop"
 INSPECTOR = INTEROP / "node_modules" / ".bin" / "mcp-inspector"
-NAIVE_MCP = Path(sys.executable).with_name("naive-mcp")
-DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
-TOOLS = {
-    "naive_llm_chat",
-    "naive_llm_models",
-    "naive_llm_generation",
-    "naive_search_primitives",
-    "naive_run_primitive",
-}
 EXIT_TOOL_ERROR = 5  # the Inspector's exit code for a result with isError: true
 
 Inspect = Callable[..., subprocess.CompletedProcess[str]]
@@ -81,8 +72,8 @@ def test_strict_tools_list_has_the_five_tools_and_no_portability_findings(inspec
     run = inspect("--method", "tools/list", "--strict")
 
     result = result_of(run)
-    assert {tool["name"] for tool in result["tools"]} == TOOLS
-    assert len(result["tools"]) == len(TOOLS)
+    assert {tool["name"] for tool in result["tools"]} == TOOL_NAMES
+    assert len(result["tools"]) == len(TOOL_NAMES)
     assert "schemaFindings" not in json.loads(run.stdout)
     assert "portability" not in run.stderr.lower()
     assert "Error: tool" not in run.stderr

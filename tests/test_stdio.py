@@ -7,7 +7,6 @@ environment; the child's stderr goes to a file the test reads back.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -21,18 +20,10 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 
 from naive_mcp.sandbox import RunningSandbox
+from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, TOOL_NAMES
 
 pytestmark = pytest.mark.anyio
 
-NAIVE_MCP = Path(sys.executable).with_name("naive-mcp")
-DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
-TOOLS = {
-    "naive_llm_chat",
-    "naive_llm_models",
-    "naive_llm_generation",
-    "naive_search_primitives",
-    "naive_run_primitive",
-}
 # Start-up, a handful of calls and shutdown; generous for a loaded machine.
 SESSION_TIMEOUT = 60
 
@@ -93,8 +84,8 @@ async def test_lists_exactly_the_five_tools(sandbox: RunningSandbox, api_key: st
     async with naive_mcp(errlog, upstream_env(sandbox, api_key)) as client:
         listed = await client.list_tools()
 
-    assert {tool.name for tool in listed.tools} == TOOLS
-    assert len(listed.tools) == len(TOOLS)
+    assert {tool.name for tool in listed.tools} == TOOL_NAMES
+    assert len(listed.tools) == len(TOOL_NAMES)
 
 
 async def test_chat_returns_reply_then_summary_and_structured_usage_and_credits(
@@ -189,7 +180,7 @@ async def test_without_api_key_tools_are_listed_and_calls_ask_for_it_without_cal
         chat_error = await call_error(client, "naive_llm_chat", {"prompt": "hi"})
         models_error = await call_error(client, "naive_llm_models", {})
 
-    assert {tool.name for tool in listed.tools} == TOOLS
+    assert {tool.name for tool in listed.tools} == TOOL_NAMES
     for error in (chat_error, models_error):
         assert "no_api_key" in error
         assert "Set NAIVE_API_KEY" in error
