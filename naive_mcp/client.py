@@ -7,8 +7,11 @@ touches HTTP.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -25,6 +28,7 @@ from naive_mcp.errors import (
     error_from_response,
 )
 from naive_mcp.settings import Settings
+from naive_mcp.streaming import ChatStream
 from naive_mcp.tenancy import Tenancy
 from naive_mcp.wire import ChatCompletion, Generation, GenerationEnvelope, ModelEntry, ModelList
 
@@ -55,10 +59,44 @@ class NaiveClient:
         self._http = http
         self._base_url = settings.base_url
 
-    async def chat(self, body: dict[str, Any], tenancy: Tenancy) -> ChatCompletion:
-        """One non-streamed chat completion. `body` is OpenRouter's chat request."""
-        payload = await self._request("POST", "/v1/llm/chat/completions", tenancy, json=body)
-        return _parse(ChatCompletion, payload, "chat completion")
+    async def chat(
+        self, body: dict[str, Any], tenancy: Tenancy, on_chunk: Callable[[ChatStream], None] | None = None
+    ) -> ChatCompletion:
+        """One chat completion, always streamed from the upstream (`body` is OpenRouter's chat
+        request). `on_chunk` sees the answer grow. Leaving early (cancellation) closes the
+        connection at once, which is what stops the model and the billing upstream."""
+        path = "/v1/llm/chat/completions"
+        stream = ChatStream()
+        with self._transport_errors(stream):
+            async with self._http.stream(
+                "POST",
+                f"{self._base_url}{path}",
+                headers=self._headers(tenancy),
+                json={**body, "stream": True},
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_from_response(response.status_code, dict(response.headers), response.content)
+                if not _is_event_stream(response):
+                    # A server that answers in one piece although asked to stream: read it whole.
+                    await response.aread()
+                    return _parse(ChatCompletion, _json(response, "POST", path), "chat completion")
+                async for event in httpx2.EventSource(response):
+                    if event.data == "[DONE]":
+                        stream.done = True
+                        break
+                    if not event.data.strip():
+                        continue
+                    try:
+                        chunk = json.loads(event.data)
+                    except ValueError:
+                        raise stream.broken(
+                            "bad_response", f"a streamed chunk is not JSON: {event.data[:80]!r}"
+                        ) from None
+                    stream.add(chunk)
+                    if on_chunk is not None:
+                        on_chunk(stream)
+        return stream.finish()
 
     async def models(self, tenancy: Tenancy) -> list[ModelEntry]:
         """Every routable model, in either of the two documented list shapes."""
@@ -95,33 +133,55 @@ class NaiveClient:
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> object:
-        headers = {"Authorization": f"Bearer {self._api_key()}", **tenancy.headers()}
-        try:
+        with self._transport_errors():
             response = await self._http.request(
-                method, f"{self._base_url}{path}", headers=headers, json=json, params=params
+                method, f"{self._base_url}{path}", headers=self._headers(tenancy), json=json, params=params
             )
-        except httpx2.TimeoutException as exc:
-            raise UpstreamTimeout(
-                f"no answer from {self._base_url} within the time allowed ({type(exc).__name__})"
-            ) from exc
-        except httpx2.TransportError as exc:
-            raise UpstreamUnreachable(f"could not reach {self._base_url}: {_reason(exc)}") from exc
-        except httpx2.RequestError as exc:  # undecodable body, redirect loop
-            raise UpstreamProtocolError(f"{method} {path} failed: {_reason(exc)}") from exc
         if response.status_code >= 400:
             raise error_from_response(response.status_code, dict(response.headers), response.content)
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise UpstreamProtocolError(
-                f"{method} {path} answered HTTP {response.status_code} with a body that is not JSON: "
-                f"{response.text[:120]!r}"
-            ) from exc
+        return _json(response, method, path)
 
-    def _api_key(self) -> str:
+    def _headers(self, tenancy: Tenancy) -> dict[str, str]:
         if self._settings.api_key is None:
             raise ConfigurationError("no Naive API key is configured, so no call was sent.")
-        return self._settings.api_key.get_secret_value()
+        return {"Authorization": f"Bearer {self._settings.api_key.get_secret_value()}", **tenancy.headers()}
+
+    @contextmanager
+    def _transport_errors(self, stream: ChatStream | None = None) -> Iterator[None]:
+        """Turn httpx2's failures into ours. Once an answer has started, the failure is an
+        `IncompleteAnswer` that keeps what arrived."""
+        try:
+            yield
+        except httpx2.TimeoutException as exc:
+            message = f"no answer from {self._base_url} within the time allowed ({type(exc).__name__})"
+            if stream is not None and stream.chunks:
+                raise stream.broken("timeout", f"the answer stalled: {message}") from exc
+            raise UpstreamTimeout(message) from exc
+        except httpx2.TransportError as exc:
+            if stream is not None and stream.chunks:
+                raise stream.broken(
+                    "connection_error", f"the connection broke mid-answer: {_reason(exc)}"
+                ) from exc
+            unsent = (
+                " (nothing was sent, so nothing was billed)" if isinstance(exc, httpx2.ConnectError) else ""
+            )
+            raise UpstreamUnreachable(f"could not reach {self._base_url}: {_reason(exc)}{unsent}") from exc
+        except httpx2.RequestError as exc:  # undecodable body, redirect loop
+            raise UpstreamProtocolError(f"the request to {self._base_url} failed: {_reason(exc)}") from exc
+
+
+def _json(response: httpx2.Response, method: str, path: str) -> object:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise UpstreamProtocolError(
+            f"{method} {path} answered HTTP {response.status_code} with a body that is not JSON: "
+            f"{response.text[:120]!r}"
+        ) from exc
+
+
+def _is_event_stream(response: httpx2.Response) -> bool:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
 
 
 def _parse(model: type[_WireT], payload: object, what: str) -> _WireT:

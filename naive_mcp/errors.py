@@ -6,7 +6,10 @@
     ├── UpstreamError               the upstream answered with an error status
     ├── UpstreamUnreachable         no connection (refused, reset, DNS)
     ├── UpstreamTimeout             connected, but no answer in time
-    └── UpstreamProtocolError       an answer that is not the documented API (not JSON, wrong shape)
+    ├── UpstreamProtocolError       an answer that is not the documented API (not JSON, wrong shape)
+    └── IncompleteAnswer            a streamed answer that broke off: an error chunk, a cut
+                                    connection, a stall, a chunk that is not JSON; keeps the part
+                                    that arrived
 
 The status → error mapping lives in exactly one place, `error_from_response`. What each kind
 means and what to do next comes from the table in `naive-api.md`, kept in `_KINDS`.
@@ -72,9 +75,7 @@ _KINDS: dict[str, _Kind] = {
     ),
     "invalid_arguments": _Kind(False, "Fix the arguments named above and call again."),
     "unknown_method": _Kind(False, "Call naive_search_primitives to see every method and its arguments."),
-    "connection_error": _Kind(
-        True, "Check NAIVE_BASE_URL and the network, then retry. Nothing was billed for this call."
-    ),
+    "connection_error": _Kind(True, "Check NAIVE_BASE_URL and the network, then retry."),
     "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),
     "bad_response": _Kind(
         True, "The upstream sent something that is not the Naive API: check NAIVE_BASE_URL."
@@ -180,6 +181,32 @@ class UpstreamProtocolError(NaiveError):
     default_kind = "bad_response"
 
 
+class IncompleteAnswer(NaiveError):
+    """A streamed answer that started and then broke off. `partial` is the text that arrived."""
+
+    def __init__(self, message: str, *, kind: str, partial: str) -> None:
+        super().__init__(message, kind=kind)
+        self.partial = partial
+
+    def describe(self) -> str:
+        if not self.partial:
+            return f"{self.headline()}: {self.message}. No text had arrived.\n{self.next_step}"
+        return (
+            f"{self.headline()}: {self.message}. The answer is incomplete; the {len(self.partial)} "
+            f"characters that arrived before it broke off follow.\n{self.next_step}\n---\n{self.partial}"
+        )
+
+
+def kind_from_code(code: object, status: int | None = None) -> str:
+    """The kind an error object's `code` names: Naive's strings, or OpenRouter's HTTP statuses."""
+    if isinstance(code, str) and code in _KINDS:
+        return code
+    number = code if isinstance(code, int) and not isinstance(code, bool) else status
+    if number is None:
+        return "provider_error"
+    return _KIND_BY_STATUS.get(number, "provider_error" if number >= 500 else "invalid_input")
+
+
 def error_from_response(status: int, headers: dict[str, str], body: bytes) -> UpstreamError:
     """Map one upstream error response to its error. The only place a status becomes an error."""
     retry_after = parse_retry_after(headers.get("retry-after"))
@@ -189,17 +216,16 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
         code = error.get("code")
         message = error.get("message")
         details = {key: value for key, value in error.items() if key not in ("code", "message")}
-        # Naive's codes are strings; OpenRouter's (through the proxy) are HTTP statuses.
-        kind = code if isinstance(code, str) and code in _KINDS else None
+        # Naive's codes are strings; OpenRouter's (through the proxy) are HTTP statuses. A code
+        # we do not know falls back to what the status says.
+        kind = kind_from_code(code if isinstance(code, str) and code in _KINDS else None, status)
         if kind == "billing_blocked" and error.get("block_reason") in _KINDS:
             kind = str(error["block_reason"])
         text = message if isinstance(message, str) and message else f"the upstream answered HTTP {status}"
     else:
         details = {}
-        kind = None
+        kind = kind_from_code(None, status)
         text = f"the upstream answered HTTP {status} with {_describe_body(body, headers)}"
-    if kind is None:
-        kind = _KIND_BY_STATUS.get(status, "provider_error" if status >= 500 else "invalid_input")
     return UpstreamError(text, kind=kind, status=status, retry_after=retry_after, details=details)
 
 

@@ -30,7 +30,7 @@ async def test_stats_of_a_call_made_a_moment_ago_arrive_after_the_brief_404(
     assert data["provider"] == "OpenAI"
     assert data["total_cost"] == chat.structured_content["usage"]["cost"]
     assert (data["tokens_prompt"], data["tokens_completion"]) == (2, 10)
-    assert data["finish_reason"] == "stop" and data["streamed"] is False
+    assert data["finish_reason"] == "stop" and data["streamed"] is True
     block = result.content[0]
     assert isinstance(block, TextContent)
     assert block.text.startswith(f"{generation_id}: openai/gpt-5.2 via OpenAI · cost $0.0001025")

@@ -36,6 +36,11 @@ class SandboxConfig:
     generation_delay: float = 0.5  # seconds before a generation's stats exist
     latency: float = 0.0  # seconds before any answer
     chunk_delay: float = 0.0  # seconds between streamed chunks
+    # `sandbox/slow` drips a long answer; `sandbox/think` is silent but for keep-alives, then answers.
+    slow_chunk_delay: float = 0.25
+    slow_words: int = 400
+    think_seconds: float = 30.0
+    keepalive_interval: float = 2.0
     hang_seconds: float = 300.0
     models_shape: Literal["naive", "openrouter"] = "naive"  # of /v1/llm/models
 
@@ -159,7 +164,7 @@ class Sandbox:
             return await self._fault_response(request, fault)
         if self.ledger.balance(caller.key) <= 0:
             raise ApiError(402, "insufficient_credits", "Not enough credits")
-        reply = respond(body, model)
+        reply = respond(body, model, extra_words=self.config.slow_words if model.pace == "slow" else 0)
         generation = GenerationRecord(
             id=self.ledger.new_generation_id(),
             key=caller.key,
@@ -176,10 +181,12 @@ class Sandbox:
         )
         if body.get("stream"):
             return StreamingResponse(
-                self._stream(request, caller, generation, reply, fault), media_type="text/event-stream"
+                self._stream(caller, generation, reply, model, fault), media_type="text/event-stream"
             )
         if fault is not None:
             return _dropped_or_failed(fault)
+        if model.pace != "normal":
+            await anyio.sleep(self._pace_seconds(model, reply))
         credits_used, credits_remaining = self.ledger.charge(caller.key, generation.total_cost)
         self.ledger.record_generation(generation)
         return JSONResponse(
@@ -250,37 +257,53 @@ class Sandbox:
         error: dict[str, Any] = {"code": fault.code, "message": fault.message, **fault.extra}
         return JSONResponse({"error": error}, status_code=fault.status, headers=fault.headers)
 
+    def _pace_seconds(self, model: SandboxModel, reply: Reply) -> float:
+        """How long a slow or thinking model takes to answer in one piece."""
+        if model.pace == "think":
+            return self.config.think_seconds
+        return self.config.slow_chunk_delay * len(_deltas(reply))
+
     async def _stream(
         self,
-        request: Request,
         caller: Caller,
         generation: GenerationRecord,
         reply: Reply,
+        model: SandboxModel,
         fault: Fault | None,
     ) -> AsyncIterator[str]:
+        """The answer as SSE. Charged at the end, or for the part sent when the client goes away."""
         base = {"id": generation.id, "object": "chat.completion.chunk", "model": generation.model}
-        finished = False
+        deltas = _deltas(reply)
+        cut_at = len(deltas) // 2 + 1 if fault is not None and fault.midstream else None
+        delay = self.config.slow_chunk_delay if model.pace == "slow" else self.config.chunk_delay
+        sent, outcome = 0, "disconnected"
         try:
             yield ": OPENROUTER PROCESSING\n\n"
-            for delta in _deltas(reply):
-                await self._pause()
-                yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-                if fault is not None and fault.midstream == "error":
-                    error = {"code": 502, "message": fault.message}
-                    yield _event(
-                        {
-                            **base,
-                            "error": error,
-                            "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
-                        }
+            if model.pace == "think":
+                deadline = time.monotonic() + self.config.think_seconds
+                while time.monotonic() < deadline:
+                    await anyio.sleep(
+                        min(self.config.keepalive_interval, max(deadline - time.monotonic(), 0))
                     )
+                    yield ": OPENROUTER PROCESSING\n\n"
+            for delta in deltas:
+                if sent == cut_at and fault is not None:
+                    if fault.midstream == "drop":
+                        outcome = "dropped"
+                        raise ConnectionAbortedError("sandbox: connection dropped on purpose")
+                    outcome = "failed"
+                    error = {"code": 502, "message": fault.message}
+                    finish = [{"index": 0, "delta": {}, "finish_reason": "error"}]
+                    yield _event({**base, "error": error, "choices": finish})
                     return
-                if fault is not None and fault.midstream == "drop":
-                    raise ConnectionAbortedError("sandbox: connection dropped on purpose")
-            await self._pause()
-            yield _event(
-                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]}
-            )
+                if delay:
+                    await anyio.sleep(delay)
+                if caller.record.first_chunk_at is None:
+                    caller.record.first_chunk_at = time.monotonic()
+                yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                sent += 1
+            finish = [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]
+            yield _event({**base, "choices": finish})
             credits_used, credits_remaining = self.ledger.charge(caller.key, generation.total_cost)
             usage_chunk: dict[str, Any] = {
                 **base,
@@ -294,16 +317,16 @@ class Sandbox:
                 usage_chunk["truncated"] = True
             yield _event(usage_chunk)
             yield "data: [DONE]\n\n"
-            finished = True
+            outcome = "finished"
         finally:
-            if not finished:
-                caller.record.disconnected_at = time.monotonic()
+            if outcome != "finished":
+                # Providers bill what they generated before the connection went away.
+                generation.total_cost = round(generation.total_cost * sent / max(len(deltas), 1), 10)
                 generation.cancelled = True
+                self.ledger.charge(caller.key, generation.total_cost)
+            if outcome == "disconnected":
+                caller.record.disconnected_at = time.monotonic()
             self.ledger.record_generation(generation)
-
-    async def _pause(self) -> None:
-        if self.config.chunk_delay:
-            await anyio.sleep(self.config.chunk_delay)
 
 
 def create_app(config: SandboxConfig | None = None) -> Starlette:

@@ -8,6 +8,7 @@ the sandbox can find them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from naive_mcp.sandbox.faults import FAULTS
 
@@ -22,6 +23,7 @@ class SandboxModel:
     completion_price: float
     created: int
     reasoning: bool = False
+    pace: Literal["normal", "slow", "think"] = "normal"
     input_modalities: tuple[str, ...] = ("text",)
     supported_parameters: tuple[str, ...] = field(
         default=(
@@ -159,6 +161,26 @@ MODELS: tuple[SandboxModel, ...] = (
         2.19 / _M,
         1_737_000_000,
         reasoning=True,
+    ),
+    SandboxModel(
+        "sandbox/slow",
+        "Sandbox: drips a long answer slowly",
+        "Sandbox",
+        8_192,
+        0.1 / _M,
+        0.4 / _M,
+        1_700_000_000,
+        pace="slow",
+    ),
+    SandboxModel(
+        "sandbox/think",
+        "Sandbox: thinks in silence (keep-alive comments only), then answers",
+        "Sandbox",
+        8_192,
+        0.1 / _M,
+        0.4 / _M,
+        1_700_000_000,
+        pace="think",
     ),
     *(
         SandboxModel(

@@ -44,7 +44,8 @@ class Reply:
         )
 
 
-def respond(body: dict[str, Any], model: SandboxModel) -> Reply:
+def respond(body: dict[str, Any], model: SandboxModel, *, extra_words: int = 0) -> Reply:
+    """The answer to `body`; `extra_words` lengthens it (a slow model's long answer)."""
     messages = _messages(body)
     question = _last_user_text(messages)
     prompt_tokens = sum(_tokens(_text_of(message.get("content"))) for message in messages)
@@ -65,6 +66,8 @@ def respond(body: dict[str, Any], model: SandboxModel) -> Reply:
         )
 
     answer = f"Sandbox reply from {model.id}: {question}" if question else f"Sandbox reply from {model.id}."
+    if extra_words:
+        answer += "".join(f" word{index}" for index in range(1, extra_words + 1))
     response_format = body.get("response_format") or {}
     if response_format.get("type") in ("json_object", "json_schema"):
         answer = json.dumps({"answer": answer})
