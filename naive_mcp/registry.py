@@ -16,6 +16,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel
 
 from naive_mcp.errors import ArgumentError
+from naive_mcp.progress import ProgressReporter
 from naive_mcp.schema import input_schema, output_schema
 from naive_mcp.services import Services
 from naive_mcp.validation import Arguments, parse_arguments
@@ -27,6 +28,14 @@ class MethodResult(BaseModel):
     def content(self) -> list[str]:
         """Text blocks for the model, most important first."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What one call of a method may use: the server's services and the call's progress."""
+
+    services: Services
+    progress: ProgressReporter
 
 
 ArgsT = TypeVar("ArgsT", bound=Arguments)
@@ -41,7 +50,7 @@ class Method(Generic[ArgsT, ResultT]):
     arguments: type[ArgsT]
     result: type[ResultT]
     annotations: ToolAnnotations
-    handler: Callable[[Services, ArgsT], Awaitable[ResultT]]
+    handler: Callable[[CallContext, ArgsT], Awaitable[ResultT]]
 
     @property
     def qualified_name(self) -> str:
@@ -59,14 +68,14 @@ class Method(Generic[ArgsT, ResultT]):
     def output_schema(self) -> dict[str, Any]:
         return output_schema(self.result)
 
-    async def invoke(self, services: Services, raw: Mapping[str, Any], *, via: str | None = None) -> ResultT:
+    async def invoke(self, call: CallContext, raw: Mapping[str, Any], *, via: str | None = None) -> ResultT:
         """Validate `raw` arguments and run the method; `via` names the generic tool that asked."""
         if via is None:
             arguments = parse_arguments(self.arguments, raw, tool=self.tool_name)
         else:
             label = f"{via} ({self.qualified_name})"
             arguments = parse_arguments(self.arguments, raw, tool=label, where="arguments")
-        return await self.handler(services, arguments)
+        return await self.handler(call, arguments)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds to keep asking for a generation's stats that the upstream does not have yet.",
     )
+    progress_interval: float = Field(
+        default=0.1, ge=0, description="Least seconds between two progress notifications of a call."
+    )
+    heartbeat_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=10,
+        description="Seconds of silence after which a call tells the client it is still working.",
+    )
     sandbox: bool = Field(
         default=False,
         description="Serve the built-in sandbox upstream on loopback and use it: no key, no network.",

@@ -13,13 +13,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from naive_mcp.errors import NaiveError
-from naive_mcp.registry import Method, MethodResult, Registry
+from naive_mcp.progress import ProgressReporter
+from naive_mcp.registry import CallContext, Method, MethodResult, Registry
 from naive_mcp.schema import input_schema, output_schema
 from naive_mcp.services import Services
 from naive_mcp.validation import Arguments, parse_arguments
@@ -29,7 +31,7 @@ logger = logging.getLogger(__name__)
 SEARCH_TOOL = "naive_search_primitives"
 RUN_TOOL = "naive_run_primitive"
 
-_Invoke = Callable[[Services, Mapping[str, Any]], Awaitable[MethodResult]]
+_Invoke = Callable[[CallContext, Mapping[str, Any]], Awaitable[MethodResult]]
 
 
 class RegistryTool(Tool):
@@ -41,12 +43,27 @@ class RegistryTool(Tool):
         self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
     ) -> CallToolResult:
         services: Services = context.request_context.lifespan_context
-        try:
-            result = await self.invoke(services, arguments)
-        except NaiveError as error:
-            logger.info("%s failed: %s", self.name, error.kind)
+        settings = services.settings
+
+        async def send(progress: float, message: str) -> None:
+            await context.report_progress(progress, None, message)
+
+        reporter = ProgressReporter(
+            send, interval=settings.progress_interval, heartbeat=settings.heartbeat_interval
+        )
+        failure: NaiveError | None = None
+        async with reporter.running():
+            try:
+                result = await self.invoke(CallContext(services, reporter), arguments)
+            except NaiveError as error:
+                failure = error
+            except Exception as exc:
+                # A bug: the SDK logs it with its traceback, and the client gets no internals.
+                raise UnexpectedToolError(f"Error executing tool {self.name}") from exc
+        if failure is not None:
+            logger.info("%s failed: %s", self.name, failure.kind)
             return CallToolResult(
-                content=[TextContent(type="text", text=services.redact(error.describe()))], is_error=True
+                content=[TextContent(type="text", text=services.redact(failure.describe()))], is_error=True
             )
         return CallToolResult(
             content=[TextContent(type="text", text=text) for text in result.content()],
@@ -59,8 +76,8 @@ def build_tools(registry: Registry) -> list[Tool]:
 
 
 def _method_tool(method: Method[Any, Any]) -> Tool:
-    async def invoke(services: Services, arguments: Mapping[str, Any]) -> MethodResult:
-        result: MethodResult = await method.invoke(services, arguments)
+    async def invoke(call: CallContext, arguments: Mapping[str, Any]) -> MethodResult:
+        result: MethodResult = await method.invoke(call, arguments)
         return result
 
     return _tool(
@@ -114,13 +131,13 @@ class RunArguments(Arguments):
 
 
 def _generic_pair(registry: Registry) -> list[Tool]:
-    async def search(services: Services, raw: Mapping[str, Any]) -> MethodResult:
+    async def search(call: CallContext, raw: Mapping[str, Any]) -> MethodResult:
         return _search(registry, parse_arguments(SearchArguments, raw, tool=SEARCH_TOOL))
 
-    async def run(services: Services, raw: Mapping[str, Any]) -> MethodResult:
+    async def run(call: CallContext, raw: Mapping[str, Any]) -> MethodResult:
         arguments = parse_arguments(RunArguments, raw, tool=RUN_TOOL)
         method = registry.find(arguments.primitive, arguments.method)
-        result: MethodResult = await method.invoke(services, arguments.arguments, via=RUN_TOOL)
+        result: MethodResult = await method.invoke(call, arguments.arguments, via=RUN_TOOL)
         return result
 
     return [

@@ -6,11 +6,14 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+import anyio
 import pytest
 from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from pydantic import SecretStr
 
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
@@ -20,6 +23,8 @@ from naive_mcp.settings import Settings
 # The console script an MCP client would launch.
 NAIVE_MCP = Path(sys.executable).with_name("naive-mcp")
 DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
+# Start-up, a handful of calls and shutdown of a `naive-mcp` subprocess; generous for a loaded machine.
+SESSION_TIMEOUT = 60
 TOOL_NAMES = {
     "naive_llm_chat",
     "naive_llm_models",
@@ -74,3 +79,30 @@ def make_settings(sandbox: RunningSandbox, api_key: str | None, **overrides: Any
 async def client(settings: Settings) -> AsyncIterator[Client]:
     async with Client(create_server(settings)) as connected:
         yield connected
+
+
+@pytest.fixture
+def errlog(tmp_path: Path) -> Iterator[TextIO]:
+    """Where the child's stderr goes."""
+    with (tmp_path / "naive-mcp.stderr").open("w") as file:
+        yield file
+
+
+def upstream_env(sandbox: RunningSandbox, api_key: str | None) -> dict[str, str]:
+    """The settings an MCP client's config would set to point the server at the sandbox."""
+    env = {"NAIVE_BASE_URL": sandbox.url, "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL}
+    if api_key is not None:
+        env["NAIVE_API_KEY"] = api_key
+    return env
+
+
+@asynccontextmanager
+async def naive_mcp(errlog: TextIO, env: dict[str, str], *args: str) -> AsyncIterator[Client]:
+    """A connected client to a `naive-mcp` subprocess, bounded in time."""
+    assert NAIVE_MCP.exists(), f"{NAIVE_MCP} is missing: install the package into the venv"
+    params = StdioServerParameters(
+        command=str(NAIVE_MCP), args=list(args), env={"PATH": os.environ["PATH"], **env}
+    )
+    with anyio.fail_after(SESSION_TIMEOUT):
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            yield client

@@ -6,53 +6,18 @@ environment; the child's stderr goes to a file the test reads back.
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-import anyio
 import pytest
 from mcp import Client
-from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 
 from naive_mcp.sandbox import RunningSandbox
-from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, TOOL_NAMES
+from tests.conftest import DEFAULT_MODEL, TOOL_NAMES, naive_mcp, upstream_env
 
 pytestmark = pytest.mark.anyio
-
-# Start-up, a handful of calls and shutdown; generous for a loaded machine.
-SESSION_TIMEOUT = 60
-
-
-@pytest.fixture
-def errlog(tmp_path: Path) -> Iterator[TextIO]:
-    """Where the child's stderr goes."""
-    with (tmp_path / "naive-mcp.stderr").open("w") as file:
-        yield file
-
-
-def upstream_env(sandbox: RunningSandbox, api_key: str | None) -> dict[str, str]:
-    """The settings an MCP client's config would set to point the server at the sandbox."""
-    env = {"NAIVE_BASE_URL": sandbox.url, "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL}
-    if api_key is not None:
-        env["NAIVE_API_KEY"] = api_key
-    return env
-
-
-@asynccontextmanager
-async def naive_mcp(errlog: TextIO, env: dict[str, str], *args: str) -> AsyncIterator[Client]:
-    """A connected client to a `naive-mcp` subprocess, bounded in time."""
-    assert NAIVE_MCP.exists(), f"{NAIVE_MCP} is missing: install the package into the venv"
-    params = StdioServerParameters(
-        command=str(NAIVE_MCP), args=list(args), env={"PATH": os.environ["PATH"], **env}
-    )
-    with anyio.fail_after(SESSION_TIMEOUT):
-        async with Client(stdio_client(params, errlog=errlog)) as client:
-            yield client
 
 
 def texts(result: CallToolResult) -> list[str]:

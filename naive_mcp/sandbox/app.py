@@ -327,6 +327,7 @@ class Sandbox:
             if outcome == "disconnected":
                 caller.record.disconnected_at = time.monotonic()
             self.ledger.record_generation(generation)
+            caller.record.stream_ended.set()
 
 
 def create_app(config: SandboxConfig | None = None) -> Starlette:

@@ -75,6 +75,8 @@ class RequestRecord:
     first_chunk_at: float | None = None  # when the first streamed chunk went out (monotonic)
     disconnected_at: float | None = None  # when the client went away before the end (monotonic)
     received_at: float = field(default_factory=time.monotonic)
+    # Set when a streamed answer is over: finished, failed, dropped, or the client went away.
+    stream_ended: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
 class Ledger:
@@ -115,6 +117,11 @@ class Ledger:
     def generation(self, generation_id: str) -> GenerationRecord | None:
         with self._lock:
             return self._generations.get(generation_id)
+
+    def generations(self, key: str) -> list[GenerationRecord]:
+        """The generations made with `key`, oldest first."""
+        with self._lock:
+            return [record for record in self._generations.values() if record.key == key]
 
     def record_request(self, record: RequestRecord) -> RequestRecord:
         with self._lock:

@@ -10,8 +10,7 @@ from pydantic import BaseModel, Field, ValidationInfo, WithJsonSchema, field_val
 
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
-from naive_mcp.registry import Method, MethodResult
-from naive_mcp.services import Services
+from naive_mcp.registry import CallContext, Method, MethodResult
 from naive_mcp.tenancy import TenantId
 from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import ChatCompletion
@@ -400,10 +399,12 @@ class ChatResult(MethodResult):
 # --- the method --------------------------------------------------------------------------------
 
 
-async def chat(services: Services, arguments: ChatArguments) -> ChatResult:
-    body = arguments.request_body(services.settings.default_model)
-    tenancy = services.tenancy(arguments.user_id, arguments.project_id)
-    completion = await services.client.chat(body, tenancy)
+async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
+    body = arguments.request_body(call.services.settings.default_model)
+    tenancy = call.services.tenancy(arguments.user_id, arguments.project_id)
+    completion = await call.services.client.chat(
+        body, tenancy, on_chunk=lambda stream: call.progress.update(stream.progress_message())
+    )
     return ChatResult.from_completion(completion)
 
 

@@ -6,8 +6,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from naive_mcp.primitives.llm.fields import format_usd
-from naive_mcp.registry import Method, MethodResult
-from naive_mcp.services import Services
+from naive_mcp.registry import CallContext, Method, MethodResult
 from naive_mcp.tenancy import TenantId
 from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import Generation
@@ -78,9 +77,9 @@ class GenerationResult(MethodResult):
         return [" · ".join(parts)]
 
 
-async def generation(services: Services, arguments: GenerationArguments) -> GenerationResult:
-    tenancy = services.tenancy(arguments.user_id, arguments.project_id)
-    stats = await services.client.generation(arguments.id, tenancy)
+async def generation(call: CallContext, arguments: GenerationArguments) -> GenerationResult:
+    tenancy = call.services.tenancy(arguments.user_id, arguments.project_id)
+    stats = await call.services.client.generation(arguments.id, tenancy)
     return GenerationResult.from_generation(arguments.id, stats)
 
 

@@ -8,8 +8,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from naive_mcp.primitives.llm.fields import TOKENS_PER_MILLION, format_usd
-from naive_mcp.registry import Method, MethodResult
-from naive_mcp.services import Services
+from naive_mcp.registry import CallContext, Method, MethodResult
 from naive_mcp.tenancy import TenantId
 from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import ModelEntry
@@ -121,9 +120,9 @@ def select(entries: list[ModelEntry], arguments: ModelsArguments) -> ModelsResul
     )
 
 
-async def models(services: Services, arguments: ModelsArguments) -> ModelsResult:
-    tenancy = services.tenancy(arguments.user_id, arguments.project_id)
-    return select(await services.catalog.models(tenancy), arguments)
+async def models(call: CallContext, arguments: ModelsArguments) -> ModelsResult:
+    tenancy = call.services.tenancy(arguments.user_id, arguments.project_id)
+    return select(await call.services.catalog.models(tenancy), arguments)
 
 
 def _per_million(per_token: float | None) -> float | None:

@@ -1,0 +1,353 @@
+"""Streaming chat: progress as the answer grows, heartbeats through silence, cancellation that
+closes the upstream connection, and answers assembled from deltas — in memory and over stdio."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, TextContent
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
+from naive_mcp.sandbox.ledger import RequestRecord
+from naive_mcp.sandbox.server import serve_app_in_thread
+from naive_mcp.server import create_server
+from naive_mcp.settings import Settings
+from tests.conftest import make_settings, naive_mcp, upstream_env
+
+pytestmark = pytest.mark.anyio
+
+# A slow answer lasts about 2.5 s (125 chunks, 20 ms apart); a "thinking" model is silent for 0.6 s.
+PACED = SandboxConfig(slow_chunk_delay=0.02, slow_words=370, think_seconds=0.6, keepalive_interval=0.05)
+
+
+@pytest.fixture(scope="module")
+def paced() -> Iterator[RunningSandbox]:
+    with serve_in_thread(PACED) as running:
+        yield running
+
+
+@dataclass
+class Progress:
+    """What a client hears while a call runs."""
+
+    notes: list[tuple[float, str]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    first: anyio.Event = field(default_factory=anyio.Event)
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.notes.append((progress, message or ""))
+        self.times.append(time.monotonic())
+        self.first.set()
+
+    @property
+    def messages(self) -> list[str]:
+        return [message for _, message in self.notes]
+
+
+def text_of(result: CallToolResult, index: int = 0) -> str:
+    block = result.content[index]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def last_request(sandbox: RunningSandbox, api_key: str) -> RequestRecord:
+    return sandbox.sandbox.ledger.requests(api_key)[-1]
+
+
+async def ended(record: RequestRecord, within: float = 5.0) -> None:
+    """Wait (bounded) until the sandbox has finished with a streamed answer."""
+    assert await anyio.to_thread.run_sync(record.stream_ended.wait, within), "the upstream stream never ended"
+
+
+async def test_progress_carries_the_answer_as_it_grows_and_only_increases(
+    paced: RunningSandbox, api_key: str
+) -> None:
+    heard = Progress()
+    settings = make_settings(paced, api_key, progress_interval=0.1)
+    async with Client(create_server(settings)) as client:
+        result = await client.call_tool(
+            "naive_llm_chat", {"prompt": "go", "model": "sandbox/slow"}, progress_callback=heard
+        )
+
+    assert not result.is_error, text_of(result)
+    answer = text_of(result)
+    assert answer.endswith("word370")
+    values = [value for value, _ in heard.notes]
+    assert values == sorted(set(values)), "progress must strictly increase"
+    assert len(heard.notes) >= 5
+    # Throttled: far fewer notifications than the 125 chunks that came in.
+    assert len(heard.notes) < 60
+    text_notes = [message for message in heard.messages if not message.startswith("Still working")]
+    assert text_notes[0] in answer or text_notes[0] == "Waiting for the model"
+    for message in text_notes:
+        assert answer.startswith(message) or (message.startswith("…") and message[1:] in answer)
+
+
+async def test_a_client_without_a_progress_token_gets_the_same_answer(
+    paced: RunningSandbox, api_key: str
+) -> None:
+    async with Client(create_server(make_settings(paced, api_key))) as client:
+        heard = Progress()
+        with_token = await client.call_tool(
+            "naive_llm_chat", {"prompt": "same", "model": "sandbox/slow"}, progress_callback=heard
+        )
+        without = await client.call_tool("naive_llm_chat", {"prompt": "same", "model": "sandbox/slow"})
+
+    assert heard.notes, "the call with a token heard progress"
+    assert with_token.content[0] == without.content[0]
+    keep = ("text", "model", "provider", "finish_reason", "truncated", "usage")
+    assert with_token.structured_content is not None and without.structured_content is not None
+    assert {k: with_token.structured_content[k] for k in keep} == {
+        k: without.structured_content[k] for k in keep
+    }
+    assert [r.body["stream"] for r in paced.sandbox.ledger.requests(api_key)] == [True, True]
+
+
+async def test_a_silent_model_still_lets_the_client_hear_from_the_server(
+    paced: RunningSandbox, api_key: str
+) -> None:
+    heard = Progress()
+    settings = make_settings(paced, api_key, heartbeat_interval=0.1, progress_interval=0.01)
+    async with Client(create_server(settings)) as client:
+        started = time.monotonic()
+        result = await client.call_tool(
+            "naive_llm_chat", {"prompt": "deep", "model": "sandbox/think"}, progress_callback=heard
+        )
+
+    assert not result.is_error
+    heartbeats = [m for m in heard.messages if m.startswith("Still working (")]
+    assert len(heartbeats) >= 3, heard.messages
+    gaps = [later - earlier for earlier, later in zip([started, *heard.times], heard.times, strict=False)]
+    assert max(gaps) < 0.5, "no silence longer than a few heartbeat intervals"
+
+
+async def test_cancelling_the_call_closes_the_upstream_connection_at_once(
+    paced: RunningSandbox, api_key: str
+) -> None:
+    heard = Progress()
+    async with Client(create_server(make_settings(paced, api_key))) as client:
+        async with anyio.create_task_group() as group:
+
+            async def call() -> None:
+                await client.call_tool(
+                    "naive_llm_chat", {"prompt": "long", "model": "sandbox/slow"}, progress_callback=heard
+                )
+
+            group.start_soon(call)
+            with anyio.fail_after(5):
+                await heard.first.wait()
+            cancelled_at = time.monotonic()
+            group.cancel_scope.cancel()
+
+        record = last_request(paced, api_key)
+        await ended(record)
+        after = await client.call_tool("naive_llm_chat", {"prompt": "next"})
+
+    assert not after.is_error, "the server answers the next call"
+    assert record.disconnected_at is not None
+    assert record.disconnected_at - cancelled_at < 1.0
+    cancelled, finished = paced.sandbox.ledger.generations(api_key)
+    assert cancelled.cancelled and not finished.cancelled
+    full_cost = 0.0000004 * 745  # about 745 completion tokens at $0.4 per million
+    assert cancelled.total_cost < full_cost / 2, "billing stopped at the cancel"
+
+
+async def test_the_clients_own_timeout_also_closes_the_upstream_connection(
+    paced: RunningSandbox, api_key: str
+) -> None:
+    async with Client(create_server(make_settings(paced, api_key))) as client:
+        with pytest.raises(MCPError, match=r"[Tt]imed out"):
+            await client.call_tool(
+                "naive_llm_chat", {"prompt": "long", "model": "sandbox/slow"}, read_timeout_seconds=0.3
+            )
+        record = last_request(paced, api_key)
+        await ended(record)
+    assert record.disconnected_at is not None
+    assert record.disconnected_at - record.received_at < 1.5
+
+
+async def test_a_midstream_error_keeps_the_partial_text_and_says_it_is_incomplete(client: Client) -> None:
+    result = await client.call_tool(
+        "naive_llm_chat", {"prompt": "hi", "model": "sandbox/fail-midstream-error"}
+    )
+
+    assert result.is_error
+    text = text_of(result)
+    assert text.startswith("provider_error: the answer broke off: Provider disconnected mid-answer.")
+    assert "The answer is incomplete" in text
+    assert text.endswith("---\nSandbox reply from ")
+
+
+async def test_a_connection_cut_mid_answer_keeps_the_partial_text(client: Client) -> None:
+    result = await client.call_tool("naive_llm_chat", {"prompt": "hi", "model": "sandbox/fail-drop"})
+
+    assert result.is_error
+    text = text_of(result)
+    assert text.startswith("connection_error: the connection broke mid-answer")
+    assert "The answer is incomplete" in text and text.endswith("---\nSandbox reply from ")
+
+
+# --- hand-written upstream streams -----------------------------------------------------------------
+
+
+def chunk(**fields: Any) -> str:
+    return f"data: {json.dumps({'id': 'gen-hand', 'model': 'hand/made', **fields})}\n\n"
+
+
+def delta(content: str, **extra: Any) -> dict[str, Any]:
+    return {"index": 0, "delta": {"content": content, **extra}, "finish_reason": None}
+
+
+@asynccontextmanager
+async def upstream(*events: str, content_type: str = "text/event-stream") -> AsyncIterator[Settings]:
+    """An upstream whose chat answer is exactly `events`."""
+
+    async def chat(request: Request) -> Response:
+        async def body() -> AsyncIterator[str]:
+            for event in events:
+                yield event
+
+        return StreamingResponse(body(), media_type=content_type)
+
+    with serve_app_in_thread(
+        Starlette(routes=[Route("/v1/llm/chat/completions", chat, methods=["POST"])])
+    ) as url:
+        yield Settings(base_url=url, api_key=SecretStr("nv_sk_test_hand"), default_model="hand/made")
+
+
+async def test_keepalives_blank_data_and_unknown_fields_are_ignored() -> None:
+    events = (
+        ": OPENROUTER PROCESSING\r\n\r\n",
+        chunk(choices=[delta("Hel", role="assistant")], novelty={"x": 1}),
+        ": OPENROUTER PROCESSING\n\n",
+        "data: \n\n",
+        "event: message\nid: 7\n" + chunk(choices=[delta("lo")], system_fingerprint="fp"),
+        chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}]),
+        chunk(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "cost": 0.1}),
+        "data: [DONE]\n\n",
+    )
+    async with upstream(*events) as settings, Client(create_server(settings)) as client:
+        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+
+    assert not result.is_error, text_of(result)
+    assert text_of(result) == "Hello"
+    data = result.structured_content
+    assert data is not None
+    assert data["usage"]["cost"] == 0.1 and data["finish_reason"] == "stop"
+    assert "credits_used" not in data and "credits_remaining" not in data
+    assert "credits unknown" in text_of(result, 1)
+
+
+async def test_a_chunk_that_is_not_json_is_a_clear_error_keeping_the_text() -> None:
+    events = (chunk(choices=[delta("Partial answer")]), "data: {not json\n\n", "data: [DONE]\n\n")
+    async with upstream(*events) as settings, Client(create_server(settings)) as client:
+        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+        still = await client.call_tool("naive_llm_chat", {"prompt": "again"})
+
+    assert result.is_error
+    text = text_of(result)
+    assert text.startswith(
+        "bad_response: a streamed chunk is not JSON: '{not json'. The answer is incomplete"
+    )
+    assert text.endswith("---\nPartial answer")
+    assert still.is_error, "the same upstream, the same clear error: the server is still up"
+
+
+async def test_a_stream_that_just_stops_was_cut_off() -> None:
+    events = (chunk(choices=[delta("Half")]),)
+    async with upstream(*events) as settings, Client(create_server(settings)) as client:
+        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+
+    assert result.is_error
+    assert text_of(result).startswith(
+        "connection_error: the stream ended before the answer finished (no finish_reason, no [DONE]). "
+        "The answer is incomplete"
+    )
+
+
+async def test_an_upstream_that_answers_in_one_piece_is_read_whole() -> None:
+    whole = {
+        "id": "gen-whole",
+        "model": "hand/made",
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Whole"}}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "cost": 0.01},
+        "credits_used": 0.02,
+        "credits_remaining": 9.98,
+    }
+    async with (
+        upstream(json.dumps(whole), content_type="application/json") as settings,
+        Client(create_server(settings)) as client,
+    ):
+        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+
+    assert not result.is_error
+    assert text_of(result) == "Whole"
+    assert result.structured_content is not None and result.structured_content["credits_remaining"] == 9.98
+
+
+# --- the same over stdio, with a real `naive-mcp` subprocess ----------------------------------------
+
+
+async def test_over_stdio_progress_arrives_and_cancel_closes_the_upstream(
+    paced: RunningSandbox, api_key: str, errlog: TextIO
+) -> None:
+    heard = Progress()
+    async with naive_mcp(errlog, upstream_env(paced, api_key)) as client:
+        whole = await client.call_tool(
+            "naive_llm_chat", {"prompt": "go", "model": "sandbox/slow"}, progress_callback=heard
+        )
+        assert not whole.is_error
+        assert len(heard.notes) >= 5
+        values = [value for value, _ in heard.notes]
+        assert values == sorted(set(values))
+
+        cancel_heard = Progress()
+        async with anyio.create_task_group() as group:
+
+            async def call() -> None:
+                await client.call_tool(
+                    "naive_llm_chat",
+                    {"prompt": "long", "model": "sandbox/slow"},
+                    progress_callback=cancel_heard,
+                )
+
+            group.start_soon(call)
+            with anyio.fail_after(10):
+                await cancel_heard.first.wait()
+            cancelled_at = time.monotonic()
+            group.cancel_scope.cancel()
+        record = last_request(paced, api_key)
+        await ended(record)
+        after = await client.call_tool("naive_llm_models", {})
+    assert not after.is_error
+    assert record.disconnected_at is not None
+    assert record.disconnected_at - cancelled_at < 1.0
+
+
+async def test_over_stdio_a_silent_model_gets_heartbeats(
+    paced: RunningSandbox, api_key: str, errlog: TextIO
+) -> None:
+    heard = Progress()
+    env = {**upstream_env(paced, api_key), "NAIVE_HEARTBEAT_INTERVAL": "0.1"}
+    async with naive_mcp(errlog, env) as client:
+        result = await client.call_tool(
+            "naive_llm_chat", {"prompt": "deep", "model": "sandbox/think"}, progress_callback=heard
+        )
+    assert not result.is_error
+    assert len([m for m in heard.messages if m.startswith("Still working (")]) >= 3
