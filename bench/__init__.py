@@ -1,0 +1,1 @@
+"""naive-mcp's benchmarks: `python -m bench` (see the README)."""

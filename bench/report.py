@@ -1,0 +1,79 @@
+"""Figures, their statistics and the results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure: samples in milliseconds against a target (at the median)."""
+
+    name: str
+    samples_ms: Sequence[float]
+    target_ms: float | None
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    @property
+    def p90(self) -> float:
+        ordered = sorted(self.samples_ms)
+        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+    @property
+    def met(self) -> str:
+        if self.target_ms is None:
+            return "—"
+        return "yes" if self.median <= self.target_ms else "NO"
+
+    def row(self) -> str:
+        target = "—" if self.target_ms is None else f"≤ {self.target_ms:g} ms"
+        cells = [
+            self.name,
+            f"{self.median:.2f}",
+            f"{self.p90:.2f}",
+            f"{min(self.samples_ms):.2f}",
+            f"{max(self.samples_ms):.2f}",
+            str(len(self.samples_ms)),
+            target,
+            self.met,
+        ]
+        return "| " + " | ".join(cells) + " |"
+
+
+HEADER = (
+    "| figure | median ms | p90 ms | min ms | max ms | runs | target | met |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {sys.version.split()[0]}"
+    )
+
+
+def render(title: str, figures: Sequence[Figure], notes: Sequence[str] = ()) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"## {title}", "", f"Measured {when} on {machine()}.", "", HEADER, *(f.row() for f in figures)]
+    lines += ["", *(f"- {note}" for note in notes)] if notes else []
+    return "\n".join(lines) + "\n"
