@@ -351,3 +351,21 @@ async def test_over_stdio_a_silent_model_gets_heartbeats(
         )
     assert not result.is_error
     assert len([m for m in heard.messages if m.startswith("Still working (")]) >= 3
+
+
+async def test_over_stdio_split_tool_calls_are_joined_and_a_midstream_error_keeps_the_text(
+    sandbox: RunningSandbox, api_key: str, errlog: TextIO
+) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    async with naive_mcp(errlog, upstream_env(sandbox, api_key)) as client:
+        called = await client.call_tool("naive_llm_chat", {"prompt": "Paris", "tools": tools})
+        broken = await client.call_tool(
+            "naive_llm_chat", {"prompt": "hi", "model": "sandbox/fail-midstream-error"}
+        )
+
+    assert called.structured_content is not None
+    assert called.structured_content["tool_calls"] == [
+        {"id": "call_sandbox_1", "name": "lookup", "arguments": '{"query": "Paris"}'}
+    ]
+    assert broken.is_error
+    assert text_of(broken).endswith("---\nSandbox reply from ")
