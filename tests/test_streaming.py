@@ -68,6 +68,24 @@ def last_request(sandbox: RunningSandbox, api_key: str) -> RequestRecord:
     return sandbox.sandbox.ledger.requests(api_key)[-1]
 
 
+async def cancel_mid_answer(client: Client) -> float:
+    """Start a long answer, cancel the call at its first progress notification; when it was cancelled."""
+    heard = Progress()
+    async with anyio.create_task_group() as group:
+
+        async def call() -> None:
+            await client.call_tool(
+                "naive_llm_chat", {"prompt": "long", "model": "sandbox/slow"}, progress_callback=heard
+            )
+
+        group.start_soon(call)
+        with anyio.fail_after(10):
+            await heard.first.wait()
+        cancelled_at = time.monotonic()
+        group.cancel_scope.cancel()
+    return cancelled_at
+
+
 async def ended(record: RequestRecord, within: float = 5.0) -> None:
     """Wait (bounded) until the sandbox has finished with a streamed answer."""
     assert await anyio.to_thread.run_sync(record.stream_ended.wait, within), "the upstream stream never ended"
@@ -138,21 +156,8 @@ async def test_a_silent_model_still_lets_the_client_hear_from_the_server(
 async def test_cancelling_the_call_closes_the_upstream_connection_at_once(
     paced: RunningSandbox, api_key: str
 ) -> None:
-    heard = Progress()
     async with Client(create_server(make_settings(paced, api_key))) as client:
-        async with anyio.create_task_group() as group:
-
-            async def call() -> None:
-                await client.call_tool(
-                    "naive_llm_chat", {"prompt": "long", "model": "sandbox/slow"}, progress_callback=heard
-                )
-
-            group.start_soon(call)
-            with anyio.fail_after(5):
-                await heard.first.wait()
-            cancelled_at = time.monotonic()
-            group.cancel_scope.cancel()
-
+        cancelled_at = await cancel_mid_answer(client)
         record = last_request(paced, api_key)
         await ended(record)
         after = await client.call_tool("naive_llm_chat", {"prompt": "next"})
@@ -317,21 +322,7 @@ async def test_over_stdio_progress_arrives_and_cancel_closes_the_upstream(
         values = [value for value, _ in heard.notes]
         assert values == sorted(set(values))
 
-        cancel_heard = Progress()
-        async with anyio.create_task_group() as group:
-
-            async def call() -> None:
-                await client.call_tool(
-                    "naive_llm_chat",
-                    {"prompt": "long", "model": "sandbox/slow"},
-                    progress_callback=cancel_heard,
-                )
-
-            group.start_soon(call)
-            with anyio.fail_after(10):
-                await cancel_heard.first.wait()
-            cancelled_at = time.monotonic()
-            group.cancel_scope.cancel()
+        cancelled_at = await cancel_mid_answer(client)
         record = last_request(paced, api_key)
         await ended(record)
         after = await client.call_tool("naive_llm_models", {})
