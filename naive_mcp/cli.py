@@ -7,9 +7,11 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import anyio
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import CliApp, SettingsError
 
+from naive_mcp.errors import ConfigurationError
 from naive_mcp.redaction import Redactor, configure_logging
 from naive_mcp.settings import SANDBOX_API_KEY, SANDBOX_DEFAULT_MODEL, Settings
 
@@ -18,11 +20,12 @@ logger = logging.getLogger("naive_mcp")
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if any(arg.split("=", 1)[0] in ("--api-key", "--api_key") for arg in args):
-        _refuse(
-            "api_key is read from the environment only (NAIVE_API_KEY): "
-            "on the command line it is visible to every user of the machine"
-        )
+    for secret in ("api_key", "auth_tokens"):
+        if any(arg.split("=", 1)[0] in (f"--{secret}", f"--{secret.replace('_', '-')}") for arg in args):
+            _refuse(
+                f"{secret} is read from the environment only (NAIVE_{secret.upper()}): "
+                "on the command line it is visible to every user of the machine"
+            )
     try:
         settings = CliApp.run(Settings, cli_args=args)
     except (ValidationError, SettingsError) as exc:
@@ -47,12 +50,20 @@ def _refuse(problem: str) -> NoReturn:
 
 
 def _serve(settings: Settings) -> None:
-    from naive_mcp.server import create_server
-
-    if settings.api_key is None:
+    if settings.api_key is None and not settings.client_keys:
         logger.warning("NAIVE_API_KEY is not set: tools are listed, but calls will ask for a key")
-    logger.info("naive-mcp serving on stdio; upstream %s", settings.base_url)
-    create_server(settings).run("stdio")
+    if settings.transport == "stdio":
+        from naive_mcp.server import create_server
+
+        logger.info("naive-mcp serving on stdio; upstream %s", settings.base_url)
+        create_server(settings).run("stdio")
+        return
+    from naive_mcp.remote import serve_http
+
+    try:
+        anyio.run(serve_http, settings)
+    except ConfigurationError as error:
+        _refuse(error.message)
 
 
 def _serve_with_sandbox(settings: Settings) -> None:

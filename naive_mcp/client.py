@@ -19,8 +19,8 @@ import httpx2
 from pydantic import BaseModel, ValidationError
 
 from naive_mcp import __version__
+from naive_mcp.caller import Caller
 from naive_mcp.errors import (
-    ConfigurationError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -29,13 +29,13 @@ from naive_mcp.errors import (
 )
 from naive_mcp.settings import Settings
 from naive_mcp.streaming import ChatStream
-from naive_mcp.tenancy import Tenancy
 from naive_mcp.wire import ChatCompletion, Generation, GenerationEnvelope, ModelEntry, ModelList
 
 logger = logging.getLogger(__name__)
 
 _WireT = TypeVar("_WireT", bound=BaseModel)
 
+_DRAIN_SECONDS = 1.0
 # Right after a completion its stats may not exist for about a second (naive-api.md).
 _GENERATION_FIRST_BACKOFF = 0.25
 _GENERATION_MAX_BACKOFF = 1.0
@@ -60,7 +60,7 @@ class NaiveClient:
         self._base_url = settings.base_url
 
     async def chat(
-        self, body: dict[str, Any], tenancy: Tenancy, on_chunk: Callable[[ChatStream], None] | None = None
+        self, body: dict[str, Any], caller: Caller, on_chunk: Callable[[ChatStream], None] | None = None
     ) -> ChatCompletion:
         """One chat completion, always streamed from the upstream (`body` is OpenRouter's chat
         request). `on_chunk` sees the answer grow. Leaving early (cancellation) closes the
@@ -71,7 +71,7 @@ class NaiveClient:
             async with self._http.stream(
                 "POST",
                 f"{self._base_url}{path}",
-                headers=self._headers(tenancy),
+                headers=caller.headers(),
                 json={**body, "stream": True},
             ) as response:
                 if response.status_code >= 400:
@@ -81,9 +81,15 @@ class NaiveClient:
                     # A server that answers in one piece although asked to stream: read it whole.
                     await response.aread()
                     return _parse(ChatCompletion, _json(response, "POST", path), "chat completion")
-                async for event in httpx2.EventSource(response):
+                events = aiter(httpx2.EventSource(response))
+                async for event in events:
                     if event.data == "[DONE]":
                         stream.done = True
+                        # Read to the end of the body, so the connection goes back to the pool
+                        # instead of being closed; an upstream that lingers is not waited for.
+                        with anyio.move_on_after(_DRAIN_SECONDS):
+                            async for _ in events:
+                                pass
                         break
                     if not event.data.strip():
                         continue
@@ -98,19 +104,19 @@ class NaiveClient:
                         on_chunk(stream)
         return stream.finish()
 
-    async def models(self, tenancy: Tenancy) -> list[ModelEntry]:
+    async def models(self, caller: Caller) -> list[ModelEntry]:
         """Every routable model, in either of the two documented list shapes."""
-        payload = await self._request("GET", "/v1/llm/models", tenancy)
+        payload = await self._request("GET", "/v1/llm/models", caller)
         return _parse(ModelList, payload, "model list").models
 
-    async def generation(self, generation_id: str, tenancy: Tenancy) -> Generation:
+    async def generation(self, generation_id: str, caller: Caller) -> Generation:
         """Stats of an earlier completion, waiting out the brief 404 right after it finished."""
         deadline = time.monotonic() + self._settings.generation_wait
         backoff = _GENERATION_FIRST_BACKOFF
         while True:
             try:
                 payload = await self._request(
-                    "GET", "/v1/llm/generation", tenancy, params={"id": generation_id}
+                    "GET", "/v1/llm/generation", caller, params={"id": generation_id}
                 )
             except UpstreamError as error:
                 not_there_yet = error.status == 404 or error.kind == "provider_error"
@@ -128,23 +134,18 @@ class NaiveClient:
         self,
         method: str,
         path: str,
-        tenancy: Tenancy,
+        caller: Caller,
         *,
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> object:
         with self._transport_errors():
             response = await self._http.request(
-                method, f"{self._base_url}{path}", headers=self._headers(tenancy), json=json, params=params
+                method, f"{self._base_url}{path}", headers=caller.headers(), json=json, params=params
             )
         if response.status_code >= 400:
             raise error_from_response(response.status_code, dict(response.headers), response.content)
         return _json(response, method, path)
-
-    def _headers(self, tenancy: Tenancy) -> dict[str, str]:
-        if self._settings.api_key is None:
-            raise ConfigurationError("no Naive API key is configured, so no call was sent.")
-        return {"Authorization": f"Bearer {self._settings.api_key.get_secret_value()}", **tenancy.headers()}
 
     @contextmanager
     def _transport_errors(self, stream: ChatStream | None = None) -> Iterator[None]:

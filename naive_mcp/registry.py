@@ -15,6 +15,8 @@ from typing import Any, Generic, TypeVar
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel
 
+from naive_mcp.access import Grant
+from naive_mcp.caller import Caller
 from naive_mcp.errors import ArgumentError
 from naive_mcp.progress import ProgressReporter
 from naive_mcp.schema import input_schema, output_schema
@@ -36,6 +38,11 @@ class CallContext:
 
     services: Services
     progress: ProgressReporter
+    grant: Grant
+
+    def caller(self, user_id: str | None, project_id: str | None) -> Caller:
+        """Who this call goes upstream as (see `Services.caller`)."""
+        return self.services.caller(self.grant, user_id, project_id)
 
 
 ArgsT = TypeVar("ArgsT", bound=Arguments)

@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx2
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from pydantic import AnyHttpUrl
 
 from naive_mcp import __version__
 from naive_mcp.client import make_http_client
@@ -22,16 +24,27 @@ INSTRUCTIONS = (
 )
 
 
-def create_server(settings: Settings, *, http: httpx2.AsyncClient | None = None) -> MCPServer[Services]:
-    """Build the server. `http` injects the upstream HTTP client (tests); by default the
-    server opens its own when it starts and closes it when it stops."""
+def create_server(
+    settings: Settings, *, services: Services | None = None, http: httpx2.AsyncClient | None = None
+) -> MCPServer[Services]:
+    """Build the server.
+
+    `services` shares one set (one HTTP client, one model cache, one access control) across
+    every connection of an HTTP deployment; its access control then guards the HTTP endpoint.
+    Without it, the server makes its own when it starts (over `http`, if given, else its own
+    client) and closes them when it stops.
+    """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
+        if services is not None:
+            yield services
+            return
         async with AsyncExitStack() as stack:
             client = http if http is not None else await stack.enter_async_context(make_http_client(settings))
             yield Services.create(settings, client)
 
+    guarded = services is not None and services.access.enabled
     return MCPServer(
         name="naive-mcp",
         title="Naive LLM",
@@ -40,4 +53,12 @@ def create_server(settings: Settings, *, http: httpx2.AsyncClient | None = None)
         tools=build_tools(REGISTRY),
         lifespan=lifespan,
         log_level=settings.log_level,
+        token_verifier=services.access if guarded and services is not None else None,
+        # Static bearer tokens, no OAuth: no metadata is published (no resource_server_url), and
+        # the issuer is only a required placeholder naming this server.
+        auth=AuthSettings(
+            issuer_url=AnyHttpUrl(f"http://{settings.host}:{settings.port}"), resource_server_url=None
+        )
+        if guarded
+        else None,
     )

@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import anyio
 import httpx2
 
+from naive_mcp.access import AccessControl, Grant
+from naive_mcp.caller import Caller
 from naive_mcp.catalog import ModelCatalog
 from naive_mcp.client import NaiveClient
+from naive_mcp.errors import ArgumentError, ConfigurationError
 from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
-from naive_mcp.tenancy import Tenancy
+
+
+class CallsInFlight:
+    """Counts the tool calls under way, so that a shutdown can let them finish first."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        self._count += 1
+        self._idle = anyio.Event() if self._count == 1 else self._idle
+        try:
+            yield
+        finally:
+            self._count -= 1
+            if self._count == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +51,8 @@ class Services:
     client: NaiveClient
     catalog: ModelCatalog
     redact: Redactor
+    access: AccessControl
+    calls: CallsInFlight
 
     @classmethod
     def create(cls, settings: Settings, http: httpx2.AsyncClient) -> Services:
@@ -28,11 +62,30 @@ class Services:
             client=client,
             catalog=ModelCatalog(client, settings.models_cache_ttl),
             redact=Redactor(settings.secrets()),
+            access=AccessControl(settings.auth_tokens, client_keys=settings.client_keys),
+            calls=CallsInFlight(),
         )
 
-    def tenancy(self, user_id: str | None, project_id: str | None) -> Tenancy:
-        """The call's tenant: its own ids, else the server's defaults."""
-        return Tenancy(
-            user_id=user_id or self.settings.default_user_id,
-            project_id=project_id or self.settings.default_project_id,
+    def caller(self, grant: Grant, user_id: str | None, project_id: str | None) -> Caller:
+        """Who a call goes upstream as: the grant's key or the server's, and the grant's pinned
+        tenant, else the call's own, else the server's defaults."""
+        api_key = grant.api_key or (
+            self.settings.api_key.get_secret_value() if self.settings.api_key else None
         )
+        if api_key is None:
+            raise ConfigurationError("no Naive API key is configured, so no call was sent.")
+        return Caller(
+            api_key=api_key,
+            user_id=_pinned("user_id", grant.user_id, user_id) or self.settings.default_user_id,
+            project_id=_pinned("project_id", grant.project_id, project_id)
+            or self.settings.default_project_id,
+        )
+
+
+def _pinned(field: str, pinned: str | None, asked: str | None) -> str | None:
+    if pinned is not None and asked is not None and asked != pinned:
+        raise ArgumentError(
+            f"Invalid arguments:\n- {field}: this connection's token is pinned to another Naive "
+            f"{field.removesuffix('_id')}; leave {field} out"
+        )
+    return pinned or asked

@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
 
-from naive_mcp.tenancy import TenantId
+from naive_mcp.access import TokenGrant
+from naive_mcp.caller import TenantId
 
 DEFAULT_BASE_URL = "https://api.usenaive.ai"
 # The key `--sandbox` uses when none is set: the sandbox accepts any well-formed test key.
@@ -69,6 +70,42 @@ class Settings(BaseSettings):
         le=10,
         description="Seconds of silence after which a call tells the client it is still working.",
     )
+    transport: Literal["stdio", "streamable-http", "sse"] = Field(
+        default="stdio", description="stdio (a client starts the server), streamable-http, or sse (legacy)."
+    )
+    host: str = Field(
+        default="127.0.0.1", description="HTTP: address to listen on; beyond loopback only with auth set."
+    )
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP: port to listen on.")
+    path: str | None = Field(
+        default=None,
+        pattern=r"^/[\w./-]*$",
+        description="HTTP: endpoint path (default /mcp, or /sse for sse).",
+    )
+    stateless: bool = Field(
+        default=False, description="streamable-http: keep no session between requests (for load balancers)."
+    )
+    # Environment only, like the key: these are secrets.
+    auth_tokens: CliSuppress[dict[str, TokenGrant]] = Field(
+        default_factory=dict,
+        description='HTTP: bearer tokens clients must send, as JSON: ["tok", …] or {"tok": {"user_id": …}}.',
+    )
+    client_keys: bool = Field(
+        default=False, description="HTTP: accept each client's own Naive API key as its bearer token."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="HTTP: Host headers to accept besides the bind address (host[:port|:*]).",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="HTTP: browser Origins to accept (scheme://host[:port|:*])."
+    )
+    max_request_bytes: int = Field(
+        default=1_048_576, ge=1024, description="HTTP: largest request body accepted, in bytes."
+    )
+    shutdown_grace: int = Field(
+        default=30, ge=0, description="HTTP: seconds calls in flight get to finish on SIGINT/SIGTERM."
+    )
     sandbox: bool = Field(
         default=False,
         description="Serve the built-in sandbox upstream on loopback and use it: no key, no network.",
@@ -87,6 +124,14 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _token_list(cls, value: object) -> object:
+        # A plain list of tokens: none of them pinned to a tenant.
+        if isinstance(value, list):
+            return {token: {} for token in value}
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
@@ -101,4 +146,9 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs or errors."""
-        return [self.api_key.get_secret_value()] if self.api_key is not None else []
+        key = [self.api_key.get_secret_value()] if self.api_key is not None else []
+        return [*key, *self.auth_tokens]
+
+    @property
+    def endpoint_path(self) -> str:
+        return self.path or ("/sse" if self.transport == "sse" else "/mcp")

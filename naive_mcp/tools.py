@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
@@ -52,14 +53,16 @@ class RegistryTool(Tool):
             send, interval=settings.progress_interval, heartbeat=settings.heartbeat_interval
         )
         failure: NaiveError | None = None
-        async with reporter.running():
-            try:
-                result = await self.invoke(CallContext(services, reporter), arguments)
-            except NaiveError as error:
-                failure = error
-            except Exception as exc:
-                # A bug: the SDK logs it with its traceback, and the client gets no internals.
-                raise UnexpectedToolError(f"Error executing tool {self.name}") from exc
+        with services.calls.track():
+            async with reporter.running():
+                try:
+                    grant = services.access.grant(get_access_token())
+                    result = await self.invoke(CallContext(services, reporter, grant), arguments)
+                except NaiveError as error:
+                    failure = error
+                except Exception as exc:
+                    # A bug: the SDK logs it with its traceback, and the client gets no internals.
+                    raise UnexpectedToolError(f"Error executing tool {self.name}") from exc
         if failure is not None:
             logger.info("%s failed: %s", self.name, failure.kind)
             return CallToolResult(

@@ -118,8 +118,9 @@ class Sandbox:
         if user_id in ("default", "me"):
             user_id = None
         project_id = request.headers.get("x-naive-project-id")
+        port = request.client.port if request.client else None
         record = self.ledger.record_request(
-            RequestRecord(request.method, request.url.path, key, user_id, project_id, body)
+            RequestRecord(request.method, request.url.path, key, user_id, project_id, body, client_port=port)
         )
         if key is None:
             raise ApiError(401, "unauthorized", "Missing Authorization: Bearer <Naive API key>")

@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal, Self
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
+from naive_mcp.caller import TenantId
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
 from naive_mcp.registry import CallContext, Method, MethodResult
-from naive_mcp.tenancy import TenantId
 from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import ChatCompletion
 
@@ -401,9 +401,9 @@ class ChatResult(MethodResult):
 
 async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     body = arguments.request_body(call.services.settings.default_model)
-    tenancy = call.services.tenancy(arguments.user_id, arguments.project_id)
+    caller = call.caller(arguments.user_id, arguments.project_id)
     completion = await call.services.client.chat(
-        body, tenancy, on_chunk=lambda stream: call.progress.update(stream.progress_message())
+        body, caller, on_chunk=lambda stream: call.progress.update(stream.progress_message())
     )
     return ChatResult.from_completion(completion)
 

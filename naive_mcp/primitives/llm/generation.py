@@ -5,9 +5,9 @@ from __future__ import annotations
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from naive_mcp.caller import TenantId
 from naive_mcp.primitives.llm.fields import format_usd
 from naive_mcp.registry import CallContext, Method, MethodResult
-from naive_mcp.tenancy import TenantId
 from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import Generation
 
@@ -78,8 +78,8 @@ class GenerationResult(MethodResult):
 
 
 async def generation(call: CallContext, arguments: GenerationArguments) -> GenerationResult:
-    tenancy = call.services.tenancy(arguments.user_id, arguments.project_id)
-    stats = await call.services.client.generation(arguments.id, tenancy)
+    caller = call.caller(arguments.user_id, arguments.project_id)
+    stats = await call.services.client.generation(arguments.id, caller)
     return GenerationResult.from_generation(arguments.id, stats)
 
 

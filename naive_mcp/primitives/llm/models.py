@@ -7,9 +7,9 @@ from typing import Literal
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from naive_mcp.caller import TenantId
 from naive_mcp.primitives.llm.fields import TOKENS_PER_MILLION, format_usd
 from naive_mcp.registry import CallContext, Method, MethodResult
-from naive_mcp.tenancy import TenantId
 from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import ModelEntry
 
@@ -121,8 +121,8 @@ def select(entries: list[ModelEntry], arguments: ModelsArguments) -> ModelsResul
 
 
 async def models(call: CallContext, arguments: ModelsArguments) -> ModelsResult:
-    tenancy = call.services.tenancy(arguments.user_id, arguments.project_id)
-    return select(await call.services.catalog.models(tenancy), arguments)
+    caller = call.caller(arguments.user_id, arguments.project_id)
+    return select(await call.services.catalog.models(caller), arguments)
 
 
 def _per_million(per_token: float | None) -> float | None:

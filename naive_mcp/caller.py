@@ -1,8 +1,8 @@
-"""Per-tenant calls: which Naive user (and project) a call is made for."""
+"""Who a call to the upstream is made as: the API key it uses, and the Naive user and project."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from naive_mcp.validation import matching
@@ -20,14 +20,18 @@ TenantId = Annotated[
 
 
 @dataclass(frozen=True, slots=True)
-class Tenancy:
-    """The subject of a call. Empty means the API key's own subject."""
+class Caller:
+    """The identity of one upstream call. No user means the API key's own subject.
 
+    Hashable, so it keys per-caller caches; the key never shows in its repr.
+    """
+
+    api_key: str = field(repr=False)
     user_id: str | None = None
     project_id: str | None = None
 
     def headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
+        headers = {"Authorization": f"Bearer {self.api_key}"}
         if self.user_id is not None:
             headers["X-Naive-User-Id"] = self.user_id
         if self.project_id is not None:

@@ -1,0 +1,183 @@
+"""naive-mcp over HTTP: streamable HTTP (stateful or stateless) or legacy SSE, secure by default.
+
+- Binds to loopback unless told otherwise, and refuses any other address without
+  authentication (`NAIVE_AUTH_TOKENS` and/or `NAIVE_CLIENT_KEYS`, see `access.py`).
+- DNS-rebinding protection is always on: a Host or Origin that is not allowed is rejected.
+- Request bodies are capped (`NAIVE_MAX_REQUEST_BYTES`).
+- One HTTP client, one model cache and one access control serve every connection.
+- SIGINT/SIGTERM: stop accepting, give calls in flight `NAIVE_SHUTDOWN_GRACE` seconds, cancel
+  the rest (which closes their upstream connections), close the upstream client.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import anyio
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from sse_starlette.sse import AppStatus
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from naive_mcp.client import make_http_client
+from naive_mcp.errors import ConfigurationError
+from naive_mcp.server import create_server
+from naive_mcp.services import CallsInFlight, Services
+from naive_mcp.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+_LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
+async def serve_http(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    check_exposure(settings)
+    async with make_http_client(settings) as http:
+        services = Services.create(settings, http)
+        app = build_app(create_server(settings, services=services), settings)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,  # our handler: stderr, redacted
+            timeout_graceful_shutdown=settings.shutdown_grace,
+            server_header=False,
+        )
+        logger.info(
+            "naive-mcp serving %s on http://%s:%d%s%s; upstream %s",
+            settings.transport,
+            _url_host(settings.host),
+            settings.port,
+            settings.endpoint_path,
+            " (stateless)" if settings.stateless and settings.transport == "streamable-http" else "",
+            settings.base_url,
+        )
+        await _Server(config, services.calls, settings.shutdown_grace).serve()
+    logger.info("naive-mcp stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn with a shutdown that drains tool calls, not connections.
+
+    A client keeps SSE streams open for as long as it is connected, so waiting for connections
+    to close would wait out the whole grace whenever anyone is connected; sse-starlette's own
+    drain would instead end every stream at once, calls in flight included. Here the tool calls
+    under way get up to the grace to finish; then every SSE stream is ended, the connections
+    close, and what is left is cancelled. The signal is not re-raised afterwards (uvicorn's
+    default), so a completed shutdown exits with status 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, calls: CallsInFlight, grace: float) -> None:
+        super().__init__(config)
+        self._calls = calls
+        self._grace = grace
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._end_streams_when_calls_are_done)
+            await super().shutdown(sockets)
+
+    async def _end_streams_when_calls_are_done(self) -> None:
+        if self._calls.count:
+            logger.info("letting %d call(s) in flight finish (up to %s s)", self._calls.count, self._grace)
+        with anyio.move_on_after(self._grace):
+            await self._calls.wait_idle()
+        AppStatus.should_exit = True
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to listen beyond loopback without authentication, or without knowing its names."""
+    if is_loopback(settings.host):
+        return
+    if not settings.auth_tokens and not settings.client_keys:
+        raise ConfigurationError(
+            f"refusing to listen on {settings.host} without authentication: anyone who can reach it could "
+            "spend the server's credits. Set NAIVE_AUTH_TOKENS or NAIVE_CLIENT_KEYS=true, or listen on "
+            "127.0.0.1 (behind a reverse proxy)."
+        )
+    if _is_wildcard(settings.host) and not settings.allowed_hosts:
+        raise ConfigurationError(
+            f"listening on {settings.host} needs NAIVE_ALLOWED_HOSTS: the host names clients use to reach "
+            "this server (DNS-rebinding protection rejects any other Host header)."
+        )
+
+
+def build_app(server: MCPServer[Services], settings: Settings) -> Starlette:
+    register: Callable[[Callable[[Request], Awaitable[Response]]], object] = server.custom_route(
+        "/health", methods=["GET"]
+    )
+    register(_health)
+    security = transport_security(settings)
+    if settings.transport == "sse":
+        return server.sse_app(
+            sse_path=settings.endpoint_path,
+            message_path=f"{settings.endpoint_path.rstrip('/')}/messages/",
+            max_request_body_size=settings.max_request_bytes,
+            transport_security=security,
+            host=settings.host,
+        )
+    return server.streamable_http_app(
+        streamable_http_path=settings.endpoint_path,
+        stateless_http=settings.stateless,
+        max_request_body_size=settings.max_request_bytes,
+        transport_security=security,
+        host=settings.host,
+    )
+
+
+async def _health(request: Request) -> Response:
+    """For load balancers and orchestrators: no auth, no upstream call."""
+    return JSONResponse({"status": "ok"})
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection, always on: loopback names, the bind address, and what the operator adds."""
+    hosts = [*_LOOPBACK_HOSTS, *settings.allowed_hosts]
+    if not is_loopback(settings.host) and not _is_wildcard(settings.host):
+        hosts.append(f"{_url_host(settings.host)}:*")
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[*_LOOPBACK_ORIGINS, *settings.allowed_origins],
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,105 @@
+"""A real `naive-mcp` HTTP server in a subprocess, for the remote tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.conftest import NAIVE_MCP
+
+STARTUP_SECONDS = 20
+
+
+@dataclass
+class HttpServer:
+    base: str  # http://127.0.0.1:PORT
+    path: str
+    process: subprocess.Popen[bytes]
+    stderr: Path
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}{self.path}"
+
+    def logs(self) -> str:
+        return self.stderr.read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def http_server(
+    tmp: Path, env: dict[str, str], *args: str, transport: str = "streamable-http"
+) -> Iterator[HttpServer]:
+    """Start `naive-mcp --transport …` on a free loopback port and wait until /health answers."""
+    port = free_port()
+    stderr = tmp / f"naive-mcp-{port}.stderr"
+    with stderr.open("wb") as log:
+        process = subprocess.Popen(
+            [str(NAIVE_MCP), "--transport", transport, "--port", str(port), *args],
+            env={"PATH": os.environ["PATH"], **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    server = HttpServer(f"http://127.0.0.1:{port}", "/sse" if transport == "sse" else "/mcp", process, stderr)
+    try:
+        _wait_until_healthy(server)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def _wait_until_healthy(server: HttpServer) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"naive-mcp exited at start:\n{server.logs()}")
+        try:
+            if httpx2.get(f"{server.base}/health", timeout=1).status_code == 200:
+                return
+        except httpx2.TransportError:
+            pass
+        time.sleep(0.05)  # a readiness probe, not a wait for behaviour
+    raise AssertionError(f"naive-mcp did not become healthy:\n{server.logs()}")
+
+
+@asynccontextmanager
+async def connect(
+    server: HttpServer, token: str | None = None, *, mode: str = "auto", terminate_on_close: bool = True
+) -> AsyncIterator[Client]:
+    """An MCP client over the server's transport, sending `token` as its bearer token.
+    `terminate_on_close=False` for a server that is going away: no session DELETE at the end."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if server.path == "/sse":
+        async with Client(sse_client(server.url, headers=headers), mode=mode) as client:
+            yield client
+        return
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        Client(
+            streamable_http_client(server.url, http_client=http, terminate_on_close=terminate_on_close),
+            mode=mode,
+        ) as client,
+    ):
+        yield client
+
+
+__all__ = ["HttpServer", "connect", "free_port", "http_server"]
