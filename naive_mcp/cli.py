@@ -12,7 +12,8 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import CliApp, SettingsError
 
 from naive_mcp.errors import ConfigurationError
-from naive_mcp.redaction import Redactor, configure_logging
+from naive_mcp.logs import configure_logging
+from naive_mcp.redaction import Redactor
 from naive_mcp.settings import SANDBOX_API_KEY, SANDBOX_DEFAULT_MODEL, Settings
 
 logger = logging.getLogger("naive_mcp")
@@ -55,7 +56,7 @@ def _serve(settings: Settings) -> None:
     if settings.transport == "stdio":
         from naive_mcp.server import create_server
 
-        logger.info("naive-mcp serving on stdio; upstream %s", settings.base_url)
+        logger.info("naive-mcp serving on stdio; upstream %s", settings.shown_base_url)
         create_server(settings).run("stdio")
         return
     from naive_mcp.remote import serve_http

@@ -7,7 +7,6 @@ touches HTTP.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +35,10 @@ logger = logging.getLogger(__name__)
 _WireT = TypeVar("_WireT", bound=BaseModel)
 
 _DRAIN_SECONDS = 1.0
+_QUICK_READ_SECONDS = 30.0
+# One SSE event carries one chunk; httpx2's default cap (1 MiB) is below what a large tool-call
+# argument or a long reasoning block can reach.
+_MAX_EVENT_BYTES = 16 * 1024 * 1024
 # Right after a completion its stats may not exist for about a second (naive-api.md).
 _GENERATION_FIRST_BACKOFF = 0.25
 _GENERATION_MAX_BACKOFF = 1.0
@@ -58,6 +61,11 @@ class NaiveClient:
         self._settings = settings
         self._http = http
         self._base_url = settings.base_url
+        self._shown_url = settings.shown_base_url
+        # Listings and stats answer in seconds: the long read timeout is for generations only.
+        self._quick_timeout = httpx2.Timeout(
+            min(settings.read_timeout, _QUICK_READ_SECONDS), connect=settings.connect_timeout
+        )
 
     async def chat(
         self, body: dict[str, Any], caller: Caller, on_chunk: Callable[[ChatStream], None] | None = None
@@ -81,25 +89,16 @@ class NaiveClient:
                     # A server that answers in one piece although asked to stream: read it whole.
                     await response.aread()
                     return _parse(ChatCompletion, _json(response, "POST", path), "chat completion")
-                events = aiter(httpx2.EventSource(response))
+                events = aiter(httpx2.EventSource(response, max_event_size=_MAX_EVENT_BYTES))
                 async for event in events:
-                    if event.data == "[DONE]":
-                        stream.done = True
+                    stream.feed(event.data)
+                    if stream.done:
                         # Read to the end of the body, so the connection goes back to the pool
                         # instead of being closed; an upstream that lingers is not waited for.
                         with anyio.move_on_after(_DRAIN_SECONDS):
                             async for _ in events:
                                 pass
                         break
-                    if not event.data.strip():
-                        continue
-                    try:
-                        chunk = json.loads(event.data)
-                    except ValueError:
-                        raise stream.broken(
-                            "bad_response", f"a streamed chunk is not JSON: {event.data[:80]!r}"
-                        ) from None
-                    stream.add(chunk)
                     if on_chunk is not None:
                         on_chunk(stream)
         return stream.finish()
@@ -109,9 +108,10 @@ class NaiveClient:
         payload = await self._request("GET", "/v1/llm/models", caller)
         return _parse(ModelList, payload, "model list").models
 
-    async def generation(self, generation_id: str, caller: Caller) -> Generation:
-        """Stats of an earlier completion, waiting out the brief 404 right after it finished."""
-        deadline = time.monotonic() + self._settings.generation_wait
+    async def generation(self, generation_id: str, caller: Caller, *, just_made: bool) -> Generation:
+        """Stats of an earlier completion. For one `just_made`, wait out the brief 404 the
+        upstream answers right after it finished; any other id is answered at once."""
+        deadline = time.monotonic() + (self._settings.generation_wait if just_made else 0)
         backoff = _GENERATION_FIRST_BACKOFF
         while True:
             try:
@@ -141,7 +141,12 @@ class NaiveClient:
     ) -> object:
         with self._transport_errors():
             response = await self._http.request(
-                method, f"{self._base_url}{path}", headers=caller.headers(), json=json, params=params
+                method,
+                f"{self._base_url}{path}",
+                headers=caller.headers(),
+                json=json,
+                params=params,
+                timeout=self._quick_timeout,
             )
         if response.status_code >= 400:
             raise error_from_response(response.status_code, dict(response.headers), response.content)
@@ -153,8 +158,13 @@ class NaiveClient:
         `IncompleteAnswer` that keeps what arrived."""
         try:
             yield
+        except httpx2.SSEError as exc:  # malformed or oversized event: retrying would not help
+            message = f"the upstream's event stream is malformed: {exc}"
+            if stream is not None:
+                raise stream.broken("bad_response", message) from exc
+            raise UpstreamProtocolError(message) from exc
         except httpx2.TimeoutException as exc:
-            message = f"no answer from {self._base_url} within the time allowed ({type(exc).__name__})"
+            message = f"no answer from {self._shown_url} within the time allowed ({type(exc).__name__})"
             if stream is not None and stream.chunks:
                 raise stream.broken("timeout", f"the answer stalled: {message}") from exc
             raise UpstreamTimeout(message) from exc
@@ -166,9 +176,9 @@ class NaiveClient:
             unsent = (
                 " (nothing was sent, so nothing was billed)" if isinstance(exc, httpx2.ConnectError) else ""
             )
-            raise UpstreamUnreachable(f"could not reach {self._base_url}: {_reason(exc)}{unsent}") from exc
+            raise UpstreamUnreachable(f"could not reach {self._shown_url}: {_reason(exc)}{unsent}") from exc
         except httpx2.RequestError as exc:  # undecodable body, redirect loop
-            raise UpstreamProtocolError(f"the request to {self._base_url} failed: {_reason(exc)}") from exc
+            raise UpstreamProtocolError(f"the request to {self._shown_url} failed: {_reason(exc)}") from exc
 
 
 def _json(response: httpx2.Response, method: str, path: str) -> object:

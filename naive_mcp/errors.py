@@ -33,8 +33,8 @@ class _Kind:
     next_step: str
 
 
-# The upstream's error kinds (naive-api.md), and ours.
-_KINDS: dict[str, _Kind] = {
+# The upstream's error kinds (naive-api.md).
+_UPSTREAM_KINDS: dict[str, _Kind] = {
     "invalid_input": _Kind(False, "Fix the call's arguments and send it again."),
     "unauthorized": _Kind(
         False, "The Naive API key is missing or invalid: set NAIVE_API_KEY to a valid key (nv_sk_...)."
@@ -64,7 +64,10 @@ _KINDS: dict[str, _Kind] = {
     "unavailable": _Kind(True, "No provider is available right now: retry shortly or use another model."),
     "overloaded": _Kind(True, "The provider is overloaded: retry shortly or use another model."),
     "upstream_error": _Kind(True, "The upstream failed: retry shortly."),
-    # Ours.
+}
+
+# Kinds naive-mcp itself decides; an upstream body cannot claim them.
+_OWN_KINDS: dict[str, _Kind] = {
     "no_api_key": _Kind(
         False,
         "Set NAIVE_API_KEY in the server's environment (the `env` block of the MCP client's config), "
@@ -78,9 +81,11 @@ _KINDS: dict[str, _Kind] = {
     "connection_error": _Kind(True, "Check NAIVE_BASE_URL and the network, then retry."),
     "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),
     "bad_response": _Kind(
-        True, "The upstream sent something that is not the Naive API: check NAIVE_BASE_URL."
+        False, "The upstream sent something that is not the Naive API: check NAIVE_BASE_URL."
     ),
 }
+
+_KINDS = {**_UPSTREAM_KINDS, **_OWN_KINDS}
 
 # When the body names no kind we know, the status decides.
 _KIND_BY_STATUS: dict[int, str] = {
@@ -199,7 +204,7 @@ class IncompleteAnswer(NaiveError):
 
 def kind_from_code(code: object, status: int | None = None) -> str:
     """The kind an error object's `code` names: Naive's strings, or OpenRouter's HTTP statuses."""
-    if isinstance(code, str) and code in _KINDS:
+    if isinstance(code, str) and code in _UPSTREAM_KINDS:
         return code
     number = code if isinstance(code, int) and not isinstance(code, bool) else status
     if number is None:
@@ -218,8 +223,8 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
         details = {key: value for key, value in error.items() if key not in ("code", "message")}
         # Naive's codes are strings; OpenRouter's (through the proxy) are HTTP statuses. A code
         # we do not know falls back to what the status says.
-        kind = kind_from_code(code if isinstance(code, str) and code in _KINDS else None, status)
-        if kind == "billing_blocked" and error.get("block_reason") in _KINDS:
+        kind = kind_from_code(code, status)
+        if kind == "billing_blocked" and error.get("block_reason") in _UPSTREAM_KINDS:
             kind = str(error["block_reason"])
         text = message if isinstance(message, str) and message else f"the upstream answered HTTP {status}"
     else:
@@ -238,8 +243,10 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
+        if when.tzinfo is None:  # "-0000": a date in UTC whose source zone is unknown
+            when = when.replace(tzinfo=UTC)
         seconds = (when - datetime.now(UTC)).total_seconds()
     if math.isnan(seconds):
         return None

@@ -1,22 +1,27 @@
 """Progress notifications for one tool call: throttled updates, and heartbeats through silences.
 
-A tool reports what it has (`update(message)`); a background loop sends it as an MCP progress
-notification — the first one at once, later ones at most every `interval` seconds, coalesced —
-and, when nothing new has come for `heartbeat` seconds, says so anyway, so a client that gives
-up on silence does not kill a call that is alive. Progress values count the notifications
-sent, so they only ever increase. Without a progress token the SDK drops each send: the same
-call, no notifications.
+A tool says that it has news (`update(describe)`); a background loop sends it as an MCP progress
+notification — the first news at once, later news at most every `interval` seconds, coalesced,
+with the message built (by `describe`) only when it is sent — and, when nothing new has come for
+`heartbeat` seconds, says so anyway, so a client that gives up on silence does not kill a call
+that is alive. Progress values count the notifications sent, so they only ever increase.
+Without a progress token the SDK drops each send: the same call, no notifications. Progress is
+best-effort: a notification that cannot be sent never fails the call.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
 
+logger = logging.getLogger(__name__)
+
 SendProgress = Callable[[float, str], Awaitable[None]]
+Describe = Callable[[], str]
 
 
 class ProgressReporter:
@@ -24,14 +29,14 @@ class ProgressReporter:
         self._send = send
         self._interval = interval
         self._heartbeat = heartbeat
-        self._latest: str | None = None
+        self._describe: Describe | None = None
         self._changed = anyio.Event()
         self._sent = 0
         self._started = time.monotonic()
 
-    def update(self, message: str) -> None:
-        """The newest state of the work; sent at once if the last send was long enough ago."""
-        self._latest = message
+    def update(self, describe: Describe) -> None:
+        """There is news; `describe()` says what, when it is sent."""
+        self._describe = describe
         self._changed.set()
 
     @asynccontextmanager
@@ -45,7 +50,7 @@ class ProgressReporter:
                 finally:
                     task_group.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            # Only the block can fail (the loop just sends); let its error be itself, not a group.
+            # Only the block can fail (the loop never raises); let its error be itself, not a group.
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
@@ -54,11 +59,16 @@ class ProgressReporter:
         while True:
             with anyio.move_on_after(self._heartbeat):
                 await self._changed.wait()
-            if self._changed.is_set():
+            if self._changed.is_set() and self._describe is not None:
                 self._changed = anyio.Event()
-                message = self._latest or ""
+                message = self._describe()
             else:
                 message = f"Still working ({time.monotonic() - self._started:.0f} s)"
             self._sent += 1
-            await self._send(self._sent, message)
+            try:
+                await self._send(self._sent, message)
+            except Exception:
+                # Best-effort by design: the answer matters more than news of it.
+                logger.debug("progress notification not sent; no more for this call", exc_info=True)
+                return
             await anyio.sleep(self._interval)

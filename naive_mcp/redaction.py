@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from collections.abc import Iterable
 
 _REDACTED = "[redacted]"
 # Anything shaped like a Naive credential or a bearer token, whoever's it is.
 _SECRET_SHAPES = re.compile(
-    r"nv_(?:sk_(?:live|test)|sess)_[A-Za-z0-9_\-]+|(?<=Bearer )[^\s'\"]+", re.IGNORECASE
+    r"nv_(?:sk_(?:live|test)|sess)_[A-Za-z0-9_.\-]+"  # Naive keys and session tokens (dotted, too)
+    r"|(?<=Bearer )[^\s'\"]+"  # any bearer token
+    r"|(?<=://)[^/\s:@]*:[^/\s@]*(?=@)",  # user:password in a URL
+    re.IGNORECASE,
 )
 
 
@@ -41,18 +43,3 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = self._redact(record.exc_text)
         return True
-
-
-def configure_logging(level: str, redact: Redactor) -> None:
-    """Send every log line to stderr (stdout is the protocol on stdio), redacted."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(redact))
-    root = logging.getLogger()
-    for existing in list(root.handlers):
-        root.removeHandler(existing)
-    root.addHandler(handler)
-    root.setLevel(level)
-    # One line per upstream request at INFO would drown the server's own lines.
-    for noisy in ("httpx2", "httpcore2", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

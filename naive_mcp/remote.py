@@ -61,7 +61,7 @@ async def serve_http(settings: Settings) -> None:
             settings.port,
             settings.endpoint_path,
             " (stateless)" if settings.stateless and settings.transport == "streamable-http" else "",
-            settings.base_url,
+            settings.shown_base_url,
         )
         await _Server(config, services.calls, settings.shutdown_grace).serve()
     logger.info("naive-mcp stopped")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -16,6 +17,9 @@ from naive_mcp.client import NaiveClient
 from naive_mcp.errors import ArgumentError, ConfigurationError
 from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
+
+# Long enough for the upstream's stats to appear (about a second), with room to spare.
+_RECENT_GENERATION_SECONDS = 300.0
 
 
 class CallsInFlight:
@@ -45,6 +49,25 @@ class CallsInFlight:
         await self._idle.wait()
 
 
+class RecentGenerations:
+    """The generation ids this server got back lately: the ones whose stats may lag a moment."""
+
+    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window = window
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+
+    def add(self, generation_id: str) -> None:
+        now = self._clock()
+        for old in [key for key, when in self._seen.items() if when < now - self._window]:
+            del self._seen[old]
+        self._seen[generation_id] = now
+
+    def __contains__(self, generation_id: str) -> bool:
+        when = self._seen.get(generation_id)
+        return when is not None and when >= self._clock() - self._window
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
@@ -53,6 +76,7 @@ class Services:
     redact: Redactor
     access: AccessControl
     calls: CallsInFlight
+    recent_generations: RecentGenerations
 
     @classmethod
     def create(cls, settings: Settings, http: httpx2.AsyncClient) -> Services:
@@ -64,6 +88,7 @@ class Services:
             redact=Redactor(settings.secrets()),
             access=AccessControl(settings.auth_tokens, client_keys=settings.client_keys),
             calls=CallsInFlight(),
+            recent_generations=RecentGenerations(window=_RECENT_GENERATION_SECONDS),
         )
 
     def caller(self, grant: Grant, user_id: str | None, project_id: str | None) -> Caller:

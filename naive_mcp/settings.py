@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
@@ -147,7 +148,19 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs or errors."""
         key = [self.api_key.get_secret_value()] if self.api_key is not None else []
-        return [*key, *self.auth_tokens]
+        password = urlsplit(self.base_url).password
+        return [*key, *self.auth_tokens, *([password] if password else [])]
+
+    @property
+    def shown_base_url(self) -> str:
+        """The base URL without any user:password in it, for messages and logs."""
+        parts = urlsplit(self.base_url)
+        if parts.username is None and parts.password is None:
+            return self.base_url
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def endpoint_path(self) -> str:

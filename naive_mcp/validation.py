@@ -52,12 +52,21 @@ class Arguments(BaseModel):
         if isinstance(data, dict):
             for name, field in cls.model_fields.items():
                 key = field.alias or name
-                if isinstance(data.get(key), bool) and _is_number(field.annotation):
-                    raise PydanticCustomError(
-                        _BOOLEAN_NUMBER,
-                        "should be a number, not {value}",
-                        {"field": key, "value": json.dumps(data[key])},
-                    )
+                value = data.get(key)
+                if isinstance(value, bool) and _is_number(field.annotation):
+                    bad_key, bad_value = key, value
+                elif isinstance(value, dict) and _is_number_map(field.annotation):
+                    found = next(((k, v) for k, v in value.items() if isinstance(v, bool)), None)
+                    if found is None:
+                        continue
+                    bad_key, bad_value = f"{key}.{found[0]}", found[1]
+                else:
+                    continue
+                raise PydanticCustomError(
+                    _BOOLEAN_NUMBER,
+                    "should be a number, not {value}",
+                    {"field": bad_key, "value": json.dumps(bad_value)},
+                )
         return data
 
 
@@ -258,6 +267,14 @@ def _parse_json_strings(model: type[BaseModel], raw: Mapping[str, Any]) -> dict[
         if isinstance(parsed, dict | list):
             data[key] = parsed
     return data
+
+
+def _is_number_map(annotation: Any) -> bool:
+    """`dict[str, <number>]`, optional or not."""
+    origin = get_origin(annotation)
+    if origin is Union or origin is types.UnionType:
+        return any(_is_number_map(arg) for arg in get_args(annotation))
+    return origin is dict and _is_number(get_args(annotation)[1])
 
 
 def _is_number(annotation: Any) -> bool:

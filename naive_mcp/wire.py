@@ -36,7 +36,6 @@ class AssistantMessage(_Wire):
 class Choice(_Wire):
     index: int = 0
     finish_reason: str | None = None
-    native_finish_reason: str | None = None
     message: AssistantMessage = Field(default_factory=AssistantMessage)
 
 
@@ -73,11 +72,6 @@ class Pricing(_Wire):
     completion: float | None = None
 
 
-class Architecture(_Wire):
-    input_modalities: list[str] | None = None
-    output_modalities: list[str] | None = None
-
-
 class ModelEntry(_Wire):
     """One routable model. Prices are USD per token (the wire sends decimal strings)."""
 
@@ -85,9 +79,6 @@ class ModelEntry(_Wire):
     name: str | None = None
     context_length: int | None = None
     pricing: Pricing = Field(default_factory=Pricing)
-    architecture: Architecture | None = None
-    supported_parameters: list[str] | None = None
-    created: int | None = None
 
 
 class ModelList(_Wire):

@@ -182,6 +182,7 @@ CASES = [
     chat("logit_bias.50256", "less than or equal to 100", logit_bias={"50256": 101}),
     chat("logit_bias.50256", "greater than or equal to -100", logit_bias={"50256": -101}),
     chat("logit_bias", "should be an object", logit_bias=[1]),
+    chat("logit_bias.50256", "should be a number, not true", logit_bias={"50256": True}),
     chat("stop", "List should have at most 16 items", stop=["x"] * 17),
     chat("stop", "List should have at least 1 item", stop=[]),
     chat("stop", "should be a valid string", stop=5),

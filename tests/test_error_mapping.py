@@ -88,3 +88,19 @@ def test_an_upstream_hint_is_passed_on() -> None:
 
 def test_argument_errors_say_nothing_was_spent() -> None:
     assert "Nothing was sent upstream and no credits were spent." in ArgumentError("x: bad").describe()
+
+
+def test_a_retry_after_date_in_minus_zero_zero_zero_zero_is_read_as_utc() -> None:
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30)).replace("+0000", "-0000")
+    assert later.endswith("-0000")
+    assert 25 <= (parse_retry_after(later) or 0) <= 30
+    mapped = error_from_response(
+        429, {"retry-after": later}, body({"code": "rate_limited", "message": "slow"})
+    )
+    assert mapped.kind == "rate_limited" and mapped.retry_after is not None
+
+
+def test_an_upstream_cannot_claim_one_of_our_own_kinds() -> None:
+    mapped = error_from_response(504, {}, body({"code": "no_api_key", "message": "odd"}))
+    assert mapped.kind == "provider_error"
+    assert "NAIVE_API_KEY" not in mapped.describe()

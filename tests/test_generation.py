@@ -38,12 +38,17 @@ async def test_stats_of_a_call_made_a_moment_ago_arrive_after_the_brief_404(
     assert len(statuses) >= 2, "the first lookup should have met the sandbox's not-yet-there 404"
 
 
-async def test_an_unknown_generation_is_not_found_after_a_bounded_wait(
+async def test_an_id_this_server_did_not_make_is_answered_at_once(
     sandbox: RunningSandbox, api_key: str
 ) -> None:
-    settings = make_settings(sandbox, api_key, generation_wait=0.3)
-    async with Client(create_server(settings)) as client:
+    async with Client(create_server(make_settings(sandbox, api_key))) as client:
         result = await client.call_tool("naive_llm_generation", {"id": "gen-does-not-exist"})
+        unknown_user = await client.call_tool(
+            "naive_llm_generation", {"id": "gen-x", "user_id": "unknown_bob"}
+        )
+
+    assert len(sandbox.sandbox.ledger.requests(api_key)) == 2, "one request each: no waiting on a lost cause"
+    assert unknown_user.is_error
 
     assert result.is_error
     block = result.content[0]

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 from mcp.types import TextContent
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
+from naive_mcp.sandbox.server import serve_app_in_thread
 from naive_mcp.server import create_server
+from naive_mcp.settings import Settings
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -123,3 +132,30 @@ async def test_reads_openrouters_model_list_shape_too(api_key: str) -> None:
     assert body and data["models"][0]["id"] == "anthropic/claude-sonnet-4.6"
     assert data["models"][0]["prompt_price"] == 3.0
     assert "anthropic/claude-sonnet-4.6 | 200K ctx | $3/$15" in text
+
+
+async def test_concurrent_listings_share_one_upstream_request_and_its_failure(api_key: str) -> None:
+    seen: list[float] = []
+
+    async def slow_failure(request: Request) -> JSONResponse:
+        seen.append(time.monotonic())
+        await anyio.sleep(0.3)
+        return JSONResponse({"error": {"code": "provider_error", "message": "down"}}, status_code=502)
+
+    app = Starlette(routes=[Route("/v1/llm/models", slow_failure)])
+    with serve_app_in_thread(app) as url:
+        async with Client(create_server(Settings(base_url=url, api_key=SecretStr(api_key)))) as client:
+            started = time.monotonic()
+            results: list[float] = []
+
+            async def listing_fails() -> None:
+                result = await client.call_tool("naive_llm_models", {})
+                assert result.is_error
+                results.append(time.monotonic() - started)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(4):
+                    group.start_soon(listing_fails)
+
+    assert len(seen) == 1, "one upstream request for four callers"
+    assert max(results) < 0.9, "nobody waited for a second, serial fetch"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import uuid
 
 import pytest
@@ -10,7 +11,8 @@ from mcp import Client
 from mcp.types import TextContent
 from pydantic import SecretStr
 
-from naive_mcp.redaction import Redactor, configure_logging
+from naive_mcp.logs import configure_logging
+from naive_mcp.redaction import Redactor
 from naive_mcp.sandbox import RunningSandbox
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
@@ -101,3 +103,20 @@ def test_redaction_keeps_the_text_around_a_bearer_token() -> None:
     redact = Redactor(["   "])
     assert redact("header 'Bearer abc.def' sent") == "header 'Bearer [redacted]' sent"
     assert redact("three   spaces stay") == "three   spaces stay"
+
+
+async def test_credentials_in_the_base_url_are_never_shown(sandbox: RunningSandbox, api_key: str) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    settings = make_settings(sandbox, api_key, base_url=f"http://gateway:s3cret-proxy-pass@127.0.0.1:{port}")
+    async with Client(create_server(settings)) as client:
+        result = await client.call_tool("naive_llm_models", {})
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    assert f"could not reach http://127.0.0.1:{port}" in block.text
+    assert "s3cret-proxy-pass" not in block.text and "gateway" not in block.text
+
+
+def test_dotted_session_tokens_are_redacted_whole() -> None:
+    assert Redactor()("token nv_sess_aaa.bbb.ccc used") == "token [redacted] used"

@@ -403,8 +403,10 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     body = arguments.request_body(call.services.settings.default_model)
     caller = call.caller(arguments.user_id, arguments.project_id)
     completion = await call.services.client.chat(
-        body, caller, on_chunk=lambda stream: call.progress.update(stream.progress_message())
+        body, caller, on_chunk=lambda stream: call.progress.update(stream.progress_message)
     )
+    if completion.id:
+        call.services.recent_generations.add(completion.id)
     return ChatResult.from_completion(completion)
 
 
