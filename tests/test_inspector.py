@@ -8,64 +8,36 @@ passed with `-e`; HOME is a temporary directory so the Inspector's own files lan
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
 
 from naive_mcp.sandbox import RunningSandbox
 from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, TOOL_NAMES
+from tests.outside_clients import EXIT_TOOL_ERROR, result_of, run_inspector
 
 pytestmark = [pytest.mark.interop]
 
-INTEROP = Path(__file__).parent / "interop"
-INSPECTOR = INTEROP / "node_modules" / ".bin" / "mcp-inspector"
-EXIT_TOOL_ERROR = 5  # the Inspector's exit code for a result with isError: true
-
-Inspect = Callable[..., subprocess.CompletedProcess[str]]
+Inspect = Callable[..., CompletedProcess[str]]
 
 
 @pytest.fixture
 def inspect(sandbox: RunningSandbox, api_key: str, tmp_path: Path) -> Inspect:
-    """Run the Inspector CLI against `naive-mcp`, pointed at the sandbox with a fresh key."""
-    if not INSPECTOR.exists():
-        pytest.fail(f"{INSPECTOR} is missing: run `scripts/bootstrap --dev` to install the MCP Inspector")
-    settings = {
-        "NAIVE_API_KEY": api_key,
-        "NAIVE_BASE_URL": sandbox.url,
-        "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL,
-    }
+    """Run the Inspector CLI against `naive-mcp` on stdio, pointed at the sandbox with a fresh key."""
+    settings = {"NAIVE_API_KEY": api_key, "NAIVE_BASE_URL": sandbox.url, "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL}
+    env = [option for name, value in settings.items() for option in ("-e", f"{name}={value}")]
 
-    def run(*options: str) -> subprocess.CompletedProcess[str]:
-        command = [str(INSPECTOR), "--cli", "--format", "json"]
-        for name, value in settings.items():
-            command += ["-e", f"{name}={value}"]
-        return subprocess.run(
-            [*command, *options, str(NAIVE_MCP)],
-            cwd=INTEROP,
-            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+    def run(*options: str) -> CompletedProcess[str]:
+        return run_inspector(tmp_path, *env, *options, str(NAIVE_MCP))
 
     return run
 
 
-def call_tool(inspect: Inspect, tool: str, arguments: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+def call_tool(inspect: Inspect, tool: str, arguments: dict[str, Any]) -> CompletedProcess[str]:
     return inspect("--method", "tools/call", "--tool-name", tool, "--tool-args-json", json.dumps(arguments))
-
-
-def result_of(run: subprocess.CompletedProcess[str], *, exit_code: int = 0) -> dict[str, Any]:
-    """The `result` of the Inspector's one JSON object on stdout, after checking its exit code."""
-    assert run.returncode == exit_code, f"exit {run.returncode}\nstdout: {run.stdout}\nstderr: {run.stderr}"
-    envelope: dict[str, Any] = json.loads(run.stdout)
-    result: dict[str, Any] = envelope["result"]
-    return result
 
 
 def test_strict_tools_list_has_the_five_tools_and_no_portability_findings(inspect: Inspect) -> None:
