@@ -7,8 +7,8 @@ touches HTTP.
 
 from __future__ import annotations
 
+import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -16,6 +16,15 @@ from typing import Any, TypeVar
 import anyio
 import httpx2
 from pydantic import BaseModel, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_exponential_jitter,
+)
 
 from naive_mcp import __version__
 from naive_mcp.caller import Caller
@@ -39,13 +48,17 @@ _QUICK_READ_SECONDS = 30.0
 # One SSE event carries one chunk; httpx2's default cap (1 MiB) is below what a large tool-call
 # argument or a long reasoning block can reach.
 _MAX_EVENT_BYTES = 16 * 1024 * 1024
+# Statuses a retry can cure, when nothing has streamed yet (STYLE.md 5, naive-api.md).
+_RETRY_STATUSES = frozenset({408, 429, 502, 503, 504, 524, 529})
+_BACKOFF = wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
 # Right after a completion its stats may not exist for about a second (naive-api.md).
 _GENERATION_FIRST_BACKOFF = 0.25
 _GENERATION_MAX_BACKOFF = 1.0
 
 
 def make_http_client(settings: Settings) -> httpx2.AsyncClient:
-    """The process's one HTTP client for the upstream."""
+    """The process's one HTTP client for the upstream. Its read timeout is the longest silence
+    allowed between two chunks of an answer."""
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(settings.read_timeout, connect=settings.connect_timeout),
         limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
@@ -71,24 +84,55 @@ class NaiveClient:
         self, body: dict[str, Any], caller: Caller, on_chunk: Callable[[ChatStream], None] | None = None
     ) -> ChatCompletion:
         """One chat completion, always streamed from the upstream (`body` is OpenRouter's chat
-        request). `on_chunk` sees the answer grow. Leaving early (cancellation) closes the
-        connection at once, which is what stops the model and the billing upstream."""
+        request). `on_chunk` sees the answer grow.
+
+        Failures before the first token that a retry can cure are retried (see `_retrying`);
+        once a token has arrived, never. Timeouts by phase: connecting, the first byte, between
+        chunks, and the whole call. Leaving early (cancellation) closes the connection at once,
+        which is what stops the model and the billing upstream.
+        """
+        settings = self._settings
+        stream = ChatStream(max_chars=settings.max_response_bytes)
+        try:
+            with anyio.fail_after(settings.total_timeout):
+                async for attempt in self._retrying():
+                    with attempt:
+                        stream = ChatStream(max_chars=settings.max_response_bytes)
+                        return await self._chat_once(body, caller, stream, on_chunk)
+        except TimeoutError:
+            message = f"the call took longer than NAIVE_TOTAL_TIMEOUT ({settings.total_timeout:g} s)"
+            if stream.chunks:
+                raise stream.broken("timeout", message) from None
+            raise UpstreamTimeout(message) from None
+        raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
+
+    async def _chat_once(
+        self,
+        body: dict[str, Any],
+        caller: Caller,
+        stream: ChatStream,
+        on_chunk: Callable[[ChatStream], None] | None,
+    ) -> ChatCompletion:
         path = "/v1/llm/chat/completions"
-        stream = ChatStream()
         with self._transport_errors(stream):
-            async with self._http.stream(
-                "POST",
-                f"{self._base_url}{path}",
-                headers=caller.headers(),
-                json={**body, "stream": True},
-            ) as response:
+            request = self._http.build_request(
+                "POST", f"{self._base_url}{path}", headers=caller.headers(), json={**body, "stream": True}
+            )
+            try:
+                with anyio.fail_after(self._settings.first_byte_timeout):
+                    response = await self._http.send(request, stream=True)
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    f"no answer from {self._shown_url} within NAIVE_FIRST_BYTE_TIMEOUT "
+                    f"({self._settings.first_byte_timeout:g} s)"
+                ) from None
+            try:
                 if response.status_code >= 400:
-                    await response.aread()
-                    raise error_from_response(response.status_code, dict(response.headers), response.content)
+                    raise _status_error(response, await self._read(response))
                 if not _is_event_stream(response):
                     # A server that answers in one piece although asked to stream: read it whole.
-                    await response.aread()
-                    return _parse(ChatCompletion, _json(response, "POST", path), "chat completion")
+                    payload = _json(response, await self._read(response), "POST", path)
+                    return _parse(ChatCompletion, payload, "chat completion")
                 events = aiter(httpx2.EventSource(response, max_event_size=_MAX_EVENT_BYTES))
                 async for event in events:
                     stream.feed(event.data)
@@ -101,34 +145,56 @@ class NaiveClient:
                         break
                     if on_chunk is not None:
                         on_chunk(stream)
+            finally:
+                await response.aclose()
         return stream.finish()
 
     async def models(self, caller: Caller) -> list[ModelEntry]:
         """Every routable model, in either of the two documented list shapes."""
-        payload = await self._request("GET", "/v1/llm/models", caller)
-        return _parse(ModelList, payload, "model list").models
+        async for attempt in self._retrying():
+            with attempt:
+                payload = await self._request("GET", "/v1/llm/models", caller)
+                return _parse(ModelList, payload, "model list").models
+        raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
 
     async def generation(self, generation_id: str, caller: Caller, *, just_made: bool) -> Generation:
         """Stats of an earlier completion. For one `just_made`, wait out the brief 404 the
         upstream answers right after it finished; any other id is answered at once."""
-        deadline = time.monotonic() + (self._settings.generation_wait if just_made else 0)
-        backoff = _GENERATION_FIRST_BACKOFF
-        while True:
-            try:
+        waiting = AsyncRetrying(
+            retry=retry_if_exception(_not_there_yet),
+            stop=stop_after_delay(self._settings.generation_wait if just_made else 0),
+            wait=wait_exponential(multiplier=_GENERATION_FIRST_BACKOFF, max=_GENERATION_MAX_BACKOFF),
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        async for attempt in waiting:
+            with attempt:
                 payload = await self._request(
                     "GET", "/v1/llm/generation", caller, params={"id": generation_id}
                 )
-            except UpstreamError as error:
-                not_there_yet = error.status == 404 or error.kind == "provider_error"
-                if not not_there_yet or time.monotonic() + backoff > deadline:
-                    raise
-                logger.debug(
-                    "generation %s not available yet; asking again in %.2f s", generation_id, backoff
-                )
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, _GENERATION_MAX_BACKOFF)
-                continue
-            return _parse(GenerationEnvelope, payload, "generation").data
+                return _parse(GenerationEnvelope, payload, "generation").data
+        raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
+
+    def _retrying(self) -> AsyncRetrying:
+        """Bounded, selective retries, before any token only: connection failures, and 408, 429,
+        502, 503, 504, 524, 529 whose kind is worth retrying. `Retry-After` is honoured up to
+        NAIVE_RETRY_MAX_WAIT; otherwise exponential backoff with jitter."""
+        return AsyncRetrying(
+            retry=retry_if_exception(_worth_retrying),
+            stop=stop_after_attempt(self._settings.max_retries + 1),
+            wait=self._retry_wait,
+            sleep=anyio.sleep,
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+
+    def _retry_wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        delay = error.retry_after if isinstance(error, UpstreamError) else None
+        if delay is not None and delay <= self._settings.retry_max_wait:
+            return delay
+        backoff = _BACKOFF(state)
+        return min(backoff, self._settings.retry_max_wait)
 
     async def _request(
         self,
@@ -136,21 +202,38 @@ class NaiveClient:
         path: str,
         caller: Caller,
         *,
-        json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> object:
         with self._transport_errors():
-            response = await self._http.request(
+            request = self._http.build_request(
                 method,
                 f"{self._base_url}{path}",
                 headers=caller.headers(),
-                json=json,
                 params=params,
                 timeout=self._quick_timeout,
             )
+            response = await self._http.send(request, stream=True)
+            try:
+                body = await self._read(response)
+            finally:
+                await response.aclose()
         if response.status_code >= 400:
-            raise error_from_response(response.status_code, dict(response.headers), response.content)
-        return _json(response, method, path)
+            raise _status_error(response, body)
+        return _json(response, body, method, path)
+
+    async def _read(self, response: httpx2.Response) -> bytes:
+        """The whole body, or an error once it grows past NAIVE_MAX_RESPONSE_BYTES."""
+        limit = self._settings.max_response_bytes
+        parts: list[bytes] = []
+        size = 0
+        async for part in response.aiter_bytes():
+            size += len(part)
+            if size > limit:
+                raise UpstreamProtocolError(
+                    f"the upstream's answer is larger than NAIVE_MAX_RESPONSE_BYTES ({limit} bytes)"
+                )
+            parts.append(part)
+        return b"".join(parts)
 
     @contextmanager
     def _transport_errors(self, stream: ChatStream | None = None) -> Iterator[None]:
@@ -181,14 +264,35 @@ class NaiveClient:
             raise UpstreamProtocolError(f"the request to {self._shown_url} failed: {_reason(exc)}") from exc
 
 
-def _json(response: httpx2.Response, method: str, path: str) -> object:
+def _json(response: httpx2.Response, body: bytes, method: str, path: str) -> object:
     try:
-        return response.json()
+        return json.loads(body)
     except ValueError as exc:
         raise UpstreamProtocolError(
             f"{method} {path} answered HTTP {response.status_code} with a body that is not JSON: "
-            f"{response.text[:120]!r}"
+            f"{body[:120].decode('utf-8', 'replace')!r}"
         ) from exc
+
+
+def _status_error(response: httpx2.Response, body: bytes) -> UpstreamError:
+    return error_from_response(response.status_code, dict(response.headers), body)
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    if isinstance(error, UpstreamUnreachable):
+        return True
+    return isinstance(error, UpstreamError) and error.status in _RETRY_STATUSES and error.retryable
+
+
+def _not_there_yet(error: BaseException) -> bool:
+    return isinstance(error, UpstreamError) and (error.status == 404 or error.kind == "provider_error")
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    wait = state.next_action.sleep if state.next_action is not None else 0
+    kind = error.kind if isinstance(error, UpstreamError | UpstreamUnreachable) else type(error).__name__
+    logger.info("upstream %s; retry %d in %.2f s", kind, state.attempt_number, wait)
 
 
 def _is_event_stream(response: httpx2.Response) -> bool:

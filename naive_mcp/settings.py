@@ -49,10 +49,30 @@ class Settings(BaseSettings):
         default=None, description="Naive project id for calls that name none (sent as X-Naive-Project-Id)."
     )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open a connection upstream.")
+    first_byte_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds from sending a chat to the upstream's first byte."
+    )
     read_timeout: float = Field(
         default=600.0,
         gt=0,
-        description="Seconds to wait for the upstream's answer (long: reasoning models think for minutes).",
+        description="Longest silence, in seconds, between two chunks of an answer (models think long).",
+    )
+    total_timeout: float = Field(
+        default=1800.0, gt=0, description="Seconds one chat call may take in all, retries included."
+    )
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a call that failed before any token (429, 5xx, no connection).",
+    )
+    retry_max_wait: float = Field(
+        default=20.0,
+        ge=0,
+        description="Longest wait before a retry; a longer Retry-After falls back to backoff.",
+    )
+    max_response_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest upstream answer accepted, in bytes."
     )
     models_cache_ttl: float = Field(
         default=300.0, ge=0, description="Seconds a model listing is reused before it is fetched again."

@@ -47,7 +47,8 @@ class _ToolCallParts:
 class ChatStream:
     """The answer so far. Feed it each event's data with `feed`; finish with `finish()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_chars: int | None = None) -> None:
+        self._max_chars = max_chars
         self._text: list[str] = []
         self._chars = 0
         self._reasoning: list[str] = []
@@ -92,6 +93,10 @@ class ChatStream:
         if isinstance(delta.get("content"), str) and delta["content"]:
             self._text.append(delta["content"])
             self._chars += len(delta["content"])
+            if self._max_chars is not None and self._chars > self._max_chars:
+                raise self.broken(
+                    "bad_response", f"the answer is larger than NAIVE_MAX_RESPONSE_BYTES ({self._max_chars})"
+                )
         if isinstance(delta.get("reasoning"), str) and delta["reasoning"]:
             self._reasoning.append(delta["reasoning"])
             self._reasoning_chars += len(delta["reasoning"])

@@ -70,6 +70,8 @@ def make_settings(sandbox: RunningSandbox, api_key: str | None, **overrides: Any
         "api_key": SecretStr(api_key) if api_key else None,
         "default_model": DEFAULT_MODEL,
         "generation_wait": 3.0,
+        # Retries are tested on their own (test_faults.py); elsewhere a fault should show at once.
+        "max_retries": 0,
         **overrides,
     }
     return Settings(**values)
@@ -90,7 +92,7 @@ def errlog(tmp_path: Path) -> Iterator[TextIO]:
 
 def upstream_env(sandbox: RunningSandbox, api_key: str | None) -> dict[str, str]:
     """The settings an MCP client's config would set to point the server at the sandbox."""
-    env = {"NAIVE_BASE_URL": sandbox.url, "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL}
+    env = {"NAIVE_BASE_URL": sandbox.url, "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL, "NAIVE_MAX_RETRIES": "0"}
     if api_key is not None:
         env["NAIVE_API_KEY"] = api_key
     return env

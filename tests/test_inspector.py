@@ -27,7 +27,12 @@ Inspect = Callable[..., CompletedProcess[str]]
 @pytest.fixture
 def inspect(sandbox: RunningSandbox, api_key: str, tmp_path: Path) -> Inspect:
     """Run the Inspector CLI against `naive-mcp` on stdio, pointed at the sandbox with a fresh key."""
-    settings = {"NAIVE_API_KEY": api_key, "NAIVE_BASE_URL": sandbox.url, "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL}
+    settings = {
+        "NAIVE_API_KEY": api_key,
+        "NAIVE_BASE_URL": sandbox.url,
+        "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL,
+        "NAIVE_MAX_RETRIES": "0",
+    }
     env = [option for name, value in settings.items() for option in ("-e", f"{name}={value}")]
 
     def run(*options: str) -> CompletedProcess[str]:

@@ -144,7 +144,9 @@ async def test_concurrent_listings_share_one_upstream_request_and_its_failure(ap
 
     app = Starlette(routes=[Route("/v1/llm/models", slow_failure)])
     with serve_app_in_thread(app) as url:
-        async with Client(create_server(Settings(base_url=url, api_key=SecretStr(api_key)))) as client:
+        async with Client(
+            create_server(Settings(base_url=url, api_key=SecretStr(api_key), max_retries=0))
+        ) as client:
             started = time.monotonic()
             results: list[float] = []
 

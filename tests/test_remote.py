@@ -29,7 +29,12 @@ def text_of(result: CallToolResult) -> str:
 
 
 def upstream(sandbox: RunningSandbox, api_key: str | None = None, **more: str) -> dict[str, str]:
-    env = {"NAIVE_BASE_URL": sandbox.url, "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL, **more}
+    env = {
+        "NAIVE_BASE_URL": sandbox.url,
+        "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL,
+        "NAIVE_MAX_RETRIES": "0",
+        **more,
+    }
     if api_key:
         env["NAIVE_API_KEY"] = api_key
     return env

@@ -24,6 +24,7 @@ def env(sandbox: RunningSandbox, api_key: str) -> dict[str, str]:
         "NAIVE_BASE_URL": sandbox.url,
         "NAIVE_API_KEY": api_key,
         "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL,
+        "NAIVE_MAX_RETRIES": "0",
         "NAIVE_AUTH_TOKENS": json.dumps([TOKEN]),
     }
 

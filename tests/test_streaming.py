@@ -233,7 +233,9 @@ async def upstream(*events: str, content_type: str = "text/event-stream") -> Asy
     with serve_app_in_thread(
         Starlette(routes=[Route("/v1/llm/chat/completions", chat, methods=["POST"])])
     ) as url:
-        yield Settings(base_url=url, api_key=SecretStr("nv_sk_test_hand"), default_model="hand/made")
+        yield Settings(
+            base_url=url, api_key=SecretStr("nv_sk_test_hand"), default_model="hand/made", max_retries=0
+        )
 
 
 async def test_keepalives_blank_data_and_unknown_fields_are_ignored() -> None:

@@ -124,7 +124,7 @@ async def test_a_models_list_in_an_unknown_shape_is_a_bad_response(api_key: str)
 
     app = Starlette(routes=[Route("/v1/llm/models", odd_shape)])
     with serve_app_in_thread(app) as url:
-        settings = Settings(base_url=url, api_key=SecretStr(api_key))
+        settings = Settings(base_url=url, api_key=SecretStr(api_key), max_retries=0)
         async with Client(create_server(settings)) as client:
             text = error_text(await client.call_tool("naive_llm_models", {}))
 
