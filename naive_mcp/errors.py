@@ -78,6 +78,8 @@ _OWN_KINDS: dict[str, _Kind] = {
     ),
     "invalid_arguments": _Kind(False, "Fix the arguments named above and call again."),
     "unknown_method": _Kind(False, "Call naive_search_primitives to see every method and its arguments."),
+    "spending_cap": _Kind(False, "Stay within the cap named above, or ask the operator to raise it."),
+    "model_not_allowed": _Kind(False, "Use a model the server allows."),
     "connection_error": _Kind(True, "Check NAIVE_BASE_URL and the network, then retry."),
     "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),
     "bad_response": _Kind(

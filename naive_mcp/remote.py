@@ -64,6 +64,7 @@ async def serve_http(settings: Settings) -> None:
             settings.shown_base_url,
         )
         await _Server(config, services.calls, settings.shutdown_grace).serve()
+    logger.info("usage: %s", services.usage.summary())
     logger.info("naive-mcp stopped")
 
 

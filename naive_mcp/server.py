@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx2
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.resources import FunctionResource
 from pydantic import AnyHttpUrl
 
 from naive_mcp import __version__
@@ -16,6 +18,9 @@ from naive_mcp.primitives import REGISTRY
 from naive_mcp.services import Services
 from naive_mcp.settings import Settings
 from naive_mcp.tools import build_tools
+from naive_mcp.usage import USAGE_URI, UsageLedger
+
+logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
     "Naive's llm primitive: ask other models (300+, with fallbacks and provider routing) with "
@@ -35,6 +40,8 @@ def create_server(
     client) and closes them when it stops.
     """
 
+    usage = services.usage if services is not None else UsageLedger()
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
         if services is not None:
@@ -42,10 +49,11 @@ def create_server(
             return
         async with AsyncExitStack() as stack:
             client = http if http is not None else await stack.enter_async_context(make_http_client(settings))
-            yield Services.create(settings, client)
+            yield Services.create(settings, client, usage=usage)
+        logger.info("usage: %s", usage.summary())
 
     guarded = services is not None and services.access.enabled
-    return MCPServer(
+    server = MCPServer(
         name="naive-mcp",
         title="Naive LLM",
         version=__version__,
@@ -62,3 +70,15 @@ def create_server(
         if guarded
         else None,
     )
+    server.add_resource(
+        FunctionResource(
+            uri=USAGE_URI,
+            name="usage",
+            title="What this server has spent",
+            description="Chat calls, tokens, USD cost and credits since the server started, in all, "
+            "per model and per tenant (Naive user).",
+            mime_type="application/json",
+            fn=usage.as_json,
+        )
+    )
+    return server

@@ -11,12 +11,14 @@ import anyio
 import httpx2
 
 from naive_mcp.access import AccessControl, Grant
+from naive_mcp.budget import Budget
 from naive_mcp.caller import Caller
 from naive_mcp.catalog import ModelCatalog
 from naive_mcp.client import NaiveClient
 from naive_mcp.errors import ArgumentError, ConfigurationError
 from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
+from naive_mcp.usage import UsageLedger
 
 # Long enough for the upstream's stats to appear (about a second), with room to spare.
 _RECENT_GENERATION_SECONDS = 300.0
@@ -77,9 +79,13 @@ class Services:
     access: AccessControl
     calls: CallsInFlight
     recent_generations: RecentGenerations
+    budget: Budget
+    usage: UsageLedger
 
     @classmethod
-    def create(cls, settings: Settings, http: httpx2.AsyncClient) -> Services:
+    def create(
+        cls, settings: Settings, http: httpx2.AsyncClient, *, usage: UsageLedger | None = None
+    ) -> Services:
         client = NaiveClient(settings, http)
         return cls(
             settings=settings,
@@ -89,6 +95,8 @@ class Services:
             access=AccessControl(settings.auth_tokens, client_keys=settings.client_keys),
             calls=CallsInFlight(),
             recent_generations=RecentGenerations(window=_RECENT_GENERATION_SECONDS),
+            budget=Budget(settings),
+            usage=usage if usage is not None else UsageLedger(),
         )
 
     def caller(self, grant: Grant, user_id: str | None, project_id: str | None) -> Caller:

@@ -91,6 +91,27 @@ class Settings(BaseSettings):
         le=10,
         description="Seconds of silence after which a call tells the client it is still working.",
     )
+    allowed_models: list[str] = Field(
+        default_factory=list,
+        description='Model id patterns chat may use, as JSON, e.g. ["anthropic/*", "*:free"]. Empty: any.',
+    )
+    max_call_credits: float | None = Field(
+        default=None, gt=0, description="Most credits one chat call may cost."
+    )
+    max_total_credits: float | None = Field(
+        default=None, gt=0, description="Most credits this server may spend in all (while it runs)."
+    )
+    max_tenant_credits: float | None = Field(
+        default=None, gt=0, description="Most credits this server may spend for each Naive user (tenant)."
+    )
+    min_credits_remaining: float | None = Field(
+        default=None, ge=0, description="Chat calls stop when the balance would fall below this many credits."
+    )
+    credits_per_usd: float = Field(
+        default=25.0,
+        gt=0,
+        description="Credits per USD assumed for cost estimates until responses show the real rate.",
+    )
     transport: Literal["stdio", "streamable-http", "sse"] = Field(
         default="stdio", description="stdio (a client starts the server), streamable-http, or sse (legacy)."
     )

@@ -9,7 +9,13 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
 from naive_mcp.caller import TenantId
-from naive_mcp.errors import ConfigurationError
+from naive_mcp.errors import (
+    ConfigurationError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
 from naive_mcp.registry import CallContext, Method, MethodResult
 from naive_mcp.validation import Arguments, matching
@@ -332,9 +338,12 @@ class ChatResult(MethodResult):
     usage: ChatUsage | None = None
     credits_used: float | None = None
     credits_remaining: float | None = None
+    notes: list[str] = Field(
+        default_factory=list, description="what the server changed, e.g. max_tokens under a cap"
+    )
 
     @classmethod
-    def from_completion(cls, completion: ChatCompletion) -> ChatResult:
+    def from_completion(cls, completion: ChatCompletion, notes: list[str] | None = None) -> ChatResult:
         choice = completion.choices[0]
         message = choice.message
         usage = completion.usage
@@ -366,6 +375,7 @@ class ChatResult(MethodResult):
             ),
             credits_used=completion.credits_used,
             credits_remaining=completion.credits_remaining,
+            notes=notes or [],
         )
 
     def content(self) -> list[str]:
@@ -393,6 +403,7 @@ class ChatResult(MethodResult):
             parts.append(f"credits {used} used, {left} left")
         if self.id:
             parts.append(f"id {self.id}")
+        parts += self.notes
         return "[" + " · ".join(parts) + "]"
 
 
@@ -400,14 +411,28 @@ class ChatResult(MethodResult):
 
 
 async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
-    body = arguments.request_body(call.services.settings.default_model)
+    services = call.services
+    body = arguments.request_body(services.settings.default_model)
     caller = call.caller(arguments.user_id, arguments.project_id)
-    completion = await call.services.client.chat(
-        body, caller, on_chunk=lambda stream: call.progress.update(stream.progress_message)
-    )
+    budget = services.budget
+    budget.check_models(body)
+    prices = await services.catalog.models(caller) if budget.needs_prices else []
+    reservation = budget.admit(caller, body, prices)
+    try:
+        completion = await services.client.chat(
+            body, caller, on_chunk=lambda stream: call.progress.update(stream.progress_message)
+        )
+    except (UpstreamError, UpstreamUnreachable, UpstreamTimeout, UpstreamProtocolError):
+        budget.release(reservation)  # failed before any token: nothing was generated
+        raise
+    except BaseException:
+        budget.settle(reservation, None)  # cut off or cancelled mid-answer: count its worst case
+        raise
+    budget.settle(reservation, completion)
+    services.usage.record(caller, completion)
     if completion.id:
-        call.services.recent_generations.add(completion.id)
-    return ChatResult.from_completion(completion)
+        services.recent_generations.add(completion.id)
+    return ChatResult.from_completion(completion, notes=reservation.notes)
 
 
 CHAT = Method(

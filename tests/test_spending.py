@@ -1,0 +1,190 @@
+"""Spending caps refuse before any upstream call; reservations hold under concurrency; the usage
+ledger says what was spent."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult, TextContent, TextResourceContents
+
+from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
+from naive_mcp.server import create_server
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.anyio
+
+# The sandbox bills usage.cost times 1.05, at $0.50 a credit.
+SANDBOX_CREDITS_PER_USD = 2.1
+
+
+def text_of(result: CallToolResult, index: int = 0) -> str:
+    block = result.content[index]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def refused(result: CallToolResult, kind: str) -> str:
+    assert result.is_error
+    text = text_of(result)
+    assert text.startswith(f"{kind}: ")
+    assert text.endswith("Nothing was sent upstream and no credits were spent.")
+    return text
+
+
+async def test_only_allowed_models_are_called(sandbox: RunningSandbox, api_key: str) -> None:
+    settings = make_settings(sandbox, api_key, allowed_models=["anthropic/*", "*:free"])
+    async with Client(create_server(settings)) as client:
+        allowed = await client.call_tool(
+            "naive_llm_chat", {"prompt": "hi", "model": "anthropic/claude-haiku-4.5"}
+        )
+        free = await client.call_tool(
+            "naive_llm_chat", {"prompt": "hi", "model": "meta-llama/llama-3.3-70b-instruct:free"}
+        )
+        other = await client.call_tool("naive_llm_chat", {"prompt": "hi", "model": "openai/gpt-5.2"})
+        in_chain = await client.call_tool(
+            "naive_llm_chat", {"prompt": "hi", "models": ["anthropic/claude-haiku-4.5", "openai/gpt-5.2"]}
+        )
+
+    assert not allowed.is_error and not free.is_error
+    for result in (other, in_chain):
+        text = refused(result, "model_not_allowed")
+        assert (
+            "'openai/gpt-5.2' is not allowed on this server (NAIVE_ALLOWED_MODELS: anthropic/*, *:free)"
+            in text
+        )
+    chats = [r for r in sandbox.sandbox.ledger.requests(api_key) if r.path.endswith("/chat/completions")]
+    assert len(chats) == 2
+
+
+async def test_the_per_call_cap_uses_prices_and_max_tokens_and_fits_max_tokens_when_none_is_given(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    settings = make_settings(sandbox, api_key, max_call_credits=0.01, credits_per_usd=SANDBOX_CREDITS_PER_USD)
+    async with Client(create_server(settings)) as client:
+        too_big = await client.call_tool(
+            "naive_llm_chat", {"prompt": "hi", "model": "openai/gpt-5.2", "max_tokens": 1000}
+        )
+        fitted = await client.call_tool("naive_llm_chat", {"prompt": "hi", "model": "openai/gpt-5.2"})
+
+    text = refused(too_big, "spending_cap")
+    # 1000 output tokens at $10 per million = $0.01 = 0.021 credits, over the 0.01 cap.
+    assert "could cost up to 0.021" in text
+    assert "more than NAIVE_MAX_CALL_CREDITS (0.01 credits per call) allows" in text
+    assert "ask the operator to raise NAIVE_MAX_CALL_CREDITS" in text
+    assert not fitted.is_error
+    data = fitted.structured_content
+    assert data is not None
+    (note,) = data["notes"]
+    # 0.01 credits at $10 per million output tokens and 2.1 credits per USD, less the prompt: 471.
+    assert note.startswith("max_tokens set to 471") and note.endswith(
+        "to fit NAIVE_MAX_CALL_CREDITS (0.01 credits per call)"
+    )
+    assert note in text_of(fitted, -1)
+    chat_bodies = [
+        r.body for r in sandbox.sandbox.ledger.requests(api_key) if r.path.endswith("/chat/completions")
+    ]
+    assert [body["max_tokens"] for body in chat_bodies] == [471]
+
+
+async def test_a_model_without_a_price_is_refused_under_a_cap(sandbox: RunningSandbox, api_key: str) -> None:
+    settings = make_settings(sandbox, api_key, max_total_credits=1.0)
+    async with Client(create_server(settings)) as client:
+        result = await client.call_tool("naive_llm_chat", {"prompt": "hi", "model": "unlisted/model"})
+    assert "the cost of 'unlisted/model' cannot be estimated" in refused(result, "spending_cap")
+
+
+async def test_the_total_cap_holds_under_a_burst_of_parallel_calls(api_key: str) -> None:
+    # Every call's worst case is 100 tokens at $0.4/M = 0.000084 credits; the cap fits 5 of them.
+    cap = 0.000084 * 5 + 0.00001
+    with serve_in_thread(SandboxConfig(slow_chunk_delay=0.01, slow_words=20)) as slow:
+        settings = make_settings(
+            slow, api_key, max_total_credits=cap, credits_per_usd=SANDBOX_CREDITS_PER_USD
+        )
+        outcomes: list[CallToolResult] = []
+        async with Client(create_server(settings)) as client:
+
+            async def call() -> None:
+                arguments = {"prompt": "go", "model": "sandbox/slow", "max_tokens": 100}
+                outcomes.append(await client.call_tool("naive_llm_chat", arguments))
+
+            async with anyio.create_task_group() as group:
+                for _ in range(20):
+                    group.start_soon(call)
+            usage = await client.read_resource("naive://usage")
+
+        answered = [o for o in outcomes if not o.is_error]
+        turned_away = [o for o in outcomes if o.is_error]
+        chats = [r for r in slow.sandbox.ledger.requests(api_key) if r.path.endswith("/chat/completions")]
+    assert 1 <= len(answered) <= 5
+    assert all("NAIVE_MAX_TOTAL_CREDITS" in refused(o, "spending_cap") for o in turned_away)
+    assert len(chats) == len(answered), "no refused call reached the upstream"
+    spent = sum(o.structured_content["credits_used"] for o in answered if o.structured_content)
+    assert spent <= cap
+    content = usage.contents[0]
+    assert isinstance(content, TextResourceContents)
+    assert json.loads(content.text)["total"]["calls"] == len(answered)
+
+
+async def test_the_tenant_cap_stops_one_tenant_not_another(sandbox: RunningSandbox, api_key: str) -> None:
+    # A long prompt, echoed back: one call costs about 0.00043 credits and reserves about 0.0006.
+    settings = make_settings(
+        sandbox, api_key, max_tenant_credits=0.0008, credits_per_usd=SANDBOX_CREDITS_PER_USD
+    )
+    arguments: dict[str, Any] = {
+        "prompt": "x" * 2000,
+        "model": "mistralai/mistral-small-3.2",
+        "max_tokens": 600,
+    }
+    async with Client(create_server(settings)) as client:
+        alice = [
+            await client.call_tool("naive_llm_chat", {**arguments, "user_id": "usr_alice"}) for _ in range(2)
+        ]
+        bob = await client.call_tool("naive_llm_chat", {**arguments, "user_id": "usr_bob"})
+        usage = await client.read_resource("naive://usage")
+
+    assert not alice[0].is_error and not bob.is_error
+    assert "NAIVE_MAX_TENANT_CREDITS (0.0008 for usr_alice" in refused(alice[1], "spending_cap")
+    content = usage.contents[0]
+    assert isinstance(content, TextResourceContents)
+    ledger = json.loads(content.text)
+    assert {tenant: tally["calls"] for tenant, tally in ledger["by_tenant"].items()} == {
+        "usr_alice": 1,
+        "usr_bob": 1,
+    }
+    assert ledger["by_model"]["mistralai/mistral-small-3.2"]["calls"] == 2 == ledger["total"]["calls"]
+    assert ledger["total"]["credits"] > 0 and ledger["total"]["prompt_tokens"] == 1000
+
+
+async def test_chat_stops_at_the_credits_floor(sandbox: RunningSandbox, api_key: str) -> None:
+    sandbox.sandbox.ledger.set_balance(api_key, 1.0)
+    settings = make_settings(
+        sandbox, api_key, min_credits_remaining=0.99999, credits_per_usd=SANDBOX_CREDITS_PER_USD
+    )
+    async with Client(create_server(settings)) as client:
+        first = await client.call_tool("naive_llm_chat", {"prompt": "hi", "max_tokens": 50})
+        second = await client.call_tool("naive_llm_chat", {"prompt": "hi", "max_tokens": 50})
+
+    assert not first.is_error, "the balance is unknown until a response says it"
+    assert "NAIVE_MIN_CREDITS_REMAINING (0.99999; balance 0.99" in refused(second, "spending_cap")
+
+
+async def test_a_call_that_fails_upstream_gives_its_reservation_back(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    # The cap fits one call's worst case; a failed call must not keep holding it.
+    settings = make_settings(
+        sandbox, api_key, max_total_credits=0.0003, credits_per_usd=SANDBOX_CREDITS_PER_USD
+    )
+    async with Client(create_server(settings)) as client:
+        failed = await client.call_tool(
+            "naive_llm_chat", {"prompt": "hi", "model": "sandbox/fail-provider-error", "max_tokens": 10}
+        )
+        after = await client.call_tool(
+            "naive_llm_chat", {"prompt": "hi", "model": "openai/gpt-5-mini", "max_tokens": 50}
+        )
+    assert failed.is_error and text_of(failed).startswith("provider_error")
+    assert not after.is_error, text_of(after)
