@@ -213,10 +213,11 @@ class NaiveClient:
                 timeout=self._quick_timeout,
             )
             response = await self._http.send(request, stream=True)
-            try:
+        try:
+            with self._transport_errors(reading=True):
                 body = await self._read(response)
-            finally:
-                await response.aclose()
+        finally:
+            await response.aclose()
         if response.status_code >= 400:
             raise _status_error(response, body)
         return _json(response, body, method, path)
@@ -236,9 +237,9 @@ class NaiveClient:
         return b"".join(parts)
 
     @contextmanager
-    def _transport_errors(self, stream: ChatStream | None = None) -> Iterator[None]:
+    def _transport_errors(self, stream: ChatStream | None = None, *, reading: bool = False) -> Iterator[None]:
         """Turn httpx2's failures into ours. Once an answer has started, the failure is an
-        `IncompleteAnswer` that keeps what arrived."""
+        `IncompleteAnswer` that keeps what arrived; `reading` says the answer had begun."""
         try:
             yield
         except httpx2.SSEError as exc:  # malformed or oversized event: retrying would not help
@@ -259,6 +260,10 @@ class NaiveClient:
             unsent = (
                 " (nothing was sent, so nothing was billed)" if isinstance(exc, httpx2.ConnectError) else ""
             )
+            if reading:
+                raise UpstreamUnreachable(
+                    f"the answer from {self._shown_url} was cut off: {_reason(exc)}"
+                ) from exc
             raise UpstreamUnreachable(f"could not reach {self._shown_url}: {_reason(exc)}{unsent}") from exc
         except httpx2.RequestError as exc:  # undecodable body, redirect loop
             raise UpstreamProtocolError(f"the request to {self._shown_url} failed: {_reason(exc)}") from exc

@@ -9,6 +9,7 @@ answer, tokens and cost.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from naive_mcp.sandbox.catalogue import BY_ID, MODELS, SandboxModel
-from naive_mcp.sandbox.faults import Fault, fault_for
+from naive_mcp.sandbox.faults import Fault, fault_for, flaky_fault
 from naive_mcp.sandbox.ledger import GenerationRecord, Ledger, RequestRecord
 from naive_mcp.sandbox.responder import Reply, respond
 
@@ -85,6 +86,15 @@ class Sandbox:
                 Route(f"{prefix}/generation", self._endpoint(self._generation), methods=["GET"]),
             ]
         self.app = Starlette(routes=routes)
+        self._tried: set[tuple[str, str]] = set()
+        self._tried_lock = threading.Lock()
+
+    def _first_try(self, key: str, model: str) -> bool:
+        """Whether this is the key's first call to a flaky model (which then fails)."""
+        with self._tried_lock:
+            first = (key, model) not in self._tried
+            self._tried.add((key, model))
+            return first
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -160,6 +170,9 @@ class Sandbox:
             raise ApiError(400, "invalid_input", "The body must be a JSON object")
         if not body.get("messages") and not body.get("prompt"):
             raise ApiError(400, "invalid_input", "Provide messages or prompt")
+        flaky = flaky_fault(body.get("model"))
+        if flaky is not None and self._first_try(caller.key, str(body["model"])):
+            return await self._fault_response(request, flaky)
         model, fault = self._route(body)
         if fault is not None and fault.midstream is None:
             return await self._fault_response(request, fault)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from naive_mcp.sandbox.faults import FAULTS
+from naive_mcp.sandbox.faults import FAULTS, FLAKY, FLAKY_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +193,18 @@ MODELS: tuple[SandboxModel, ...] = (
             1_700_000_000,
         )
         for fault in FAULTS.values()
+    ),
+    *(
+        SandboxModel(
+            f"{FLAKY_PREFIX}{name}",
+            f"Sandbox: provokes {fault.describe()} on a key's first call, then answers",
+            "Sandbox",
+            8_192,
+            0.25 / _M,
+            2 / _M,
+            1_700_000_000,
+        )
+        for name, fault in FLAKY.items()
     ),
 )
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 FAULT_PREFIX = "sandbox/fail-"
+# `sandbox/flaky-<name>` fails with fault <name> on a key's first call, then answers: retries.
+FLAKY_PREFIX = "sandbox/flaky-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,10 @@ FAULTS: dict[str, Fault] = {
         Fault("key-subject-mismatch", 403, "key_subject_mismatch", "This key is sealed to another user"),
         Fault("not-found", 404, "not_found", "User not found"),
         Fault("rate-limited", 429, "rate_limited", "Too many requests", headers={"Retry-After": "7"}),
+        Fault("rate-limited-bare", 429, "rate_limited", "Too many requests"),
+        Fault("rate-limited-1s", 429, "rate_limited", "Too many requests", headers={"Retry-After": "1"}),
+        Fault("server-error", 500, 500, "Internal server error"),
+        Fault("gateway-timeout", 504, 504, "Gateway timeout"),
         Fault("provider-error", 502, "provider_error", "Upstream model error: the provider returned 500"),
         Fault("not-configured", 503, "not_configured", "OPENROUTER_API_KEY is not set on this deployment"),
         Fault("request-timeout", 408, 408, "Request timed out upstream"),
@@ -83,3 +89,25 @@ def fault_for(model_id: str | None) -> Fault | None:
     if model_id is None or not model_id.startswith(FAULT_PREFIX):
         return None
     return FAULTS.get(model_id.removeprefix(FAULT_PREFIX))
+
+
+# The faults a retry can cure, which `sandbox/flaky-<name>` provokes once.
+FLAKY: dict[str, Fault] = {
+    name: FAULTS[name]
+    for name in (
+        "rate-limited",
+        "rate-limited-bare",
+        "request-timeout",
+        "provider-error",
+        "unavailable",
+        "gateway-timeout",
+        "timeout-524",
+        "overloaded",
+    )
+}
+
+
+def flaky_fault(model_id: str | None) -> Fault | None:
+    if model_id is None or not model_id.startswith(FLAKY_PREFIX):
+        return None
+    return FLAKY.get(model_id.removeprefix(FLAKY_PREFIX))
