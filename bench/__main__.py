@@ -1,4 +1,4 @@
-"""`python -m bench`: run the benchmarks, print the table, write bench/results.md.
+"""`python -m bench`: run the benchmarks, print the tables, write bench/results.md.
 
 `--smoke` runs each figure a few times without writing results: CI uses it so the entry point
 never rots; thresholds live in the report, never in tests.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import streaming
+from bench import load, streaming
 from bench.report import render
 
 RESULTS = Path(__file__).with_name("results.md")
@@ -21,22 +21,30 @@ RESULTS = Path(__file__).with_name("results.md")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--runs", type=int, default=30, help="runs of each figure (default 30)")
-    parser.add_argument("--smoke", action="store_true", help="3 runs each, nothing written")
+    parser.add_argument("--runs", type=int, default=30, help="runs of each latency figure (default 30)")
+    parser.add_argument("--calls", type=int, default=1000, help="chat calls in the load run (default 1000)")
+    parser.add_argument(
+        "--in-flight", type=int, default=50, help="calls in flight in the load run (default 50)"
+    )
+    parser.add_argument("--smoke", action="store_true", help="a few runs of everything, nothing written")
     args = parser.parse_args()
-    runs = 3 if args.smoke else args.runs
+    runs, calls, in_flight = (3, 40, 10) if args.smoke else (args.runs, args.calls, args.in_flight)
     logging.basicConfig(level=logging.WARNING)
 
-    figures = anyio.run(streaming.measure, runs)
-    report = render(
-        "Streaming",
-        figures,
-        notes=[
-            "Sandbox upstream on loopback with zero latency; `sandbox/slow` answers in 20 ms chunks.",
-            "First chunk: from the sandbox sending its first SSE chunk to the client's progress callback.",
-            "Cancel: from the client cancelling the call to the sandbox seeing the connection close.",
-        ],
-    )
+    sections = [
+        render(
+            "Streaming",
+            anyio.run(streaming.measure, runs),
+            notes=[
+                "Sandbox upstream on loopback with zero latency; `sandbox/slow` answers in 20 ms chunks.",
+                "First chunk: from the sandbox sending its first SSE chunk to the progress callback.",
+                "Cancel: from the client cancelling the call to the sandbox seeing the connection close.",
+            ],
+        )
+    ]
+    loaded = load.run(calls, in_flight)
+    sections.append(render("Load over streamable HTTP", loaded.figures(in_flight), notes=loaded.notes()))
+    report = "\n".join(sections)
     sys.stdout.write(report)
     if not args.smoke:
         RESULTS.write_text("# naive-mcp benchmark results\n\n`python -m bench` wrote this file.\n\n" + report)

@@ -14,47 +14,44 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Figure:
-    """One measured figure: samples in milliseconds against a target (at the median)."""
+    """One measured figure: samples (in `unit`) against a target for the median."""
 
     name: str
-    samples_ms: Sequence[float]
-    target_ms: float | None
-    note: str = ""
+    samples: Sequence[float]
+    target: float | None
+    unit: str = "ms"
 
     @property
     def median(self) -> float:
-        return statistics.median(self.samples_ms)
+        return statistics.median(self.samples)
 
     @property
     def p90(self) -> float:
-        ordered = sorted(self.samples_ms)
+        ordered = sorted(self.samples)
         return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
     @property
     def met(self) -> str:
-        if self.target_ms is None:
+        if self.target is None:
             return "—"
-        return "yes" if self.median <= self.target_ms else "NO"
+        return "yes" if self.median <= self.target else "NO"
 
     def row(self) -> str:
-        target = "—" if self.target_ms is None else f"≤ {self.target_ms:g} ms"
+        target = "—" if self.target is None else f"≤ {self.target:g} {self.unit}"
         cells = [
-            self.name,
+            f"{self.name} ({self.unit})",
             f"{self.median:.2f}",
             f"{self.p90:.2f}",
-            f"{min(self.samples_ms):.2f}",
-            f"{max(self.samples_ms):.2f}",
-            str(len(self.samples_ms)),
+            f"{min(self.samples):.2f}",
+            f"{max(self.samples):.2f}",
+            str(len(self.samples)),
             target,
             self.met,
         ]
         return "| " + " | ".join(cells) + " |"
 
 
-HEADER = (
-    "| figure | median ms | p90 ms | min ms | max ms | runs | target | met |\n"
-    "|---|---|---|---|---|---|---|---|"
-)
+HEADER = "| figure | median | p90 | min | max | runs | target | met |\n|---|---|---|---|---|---|---|---|"
 
 
 def machine() -> str:
