@@ -269,6 +269,7 @@ async def test_sigterm_lets_a_call_in_flight_finish(api_key: str, tmp_path: Path
     assert outcome and not outcome[0].is_error and text_of(outcome[0]).endswith("word150")
     assert record.disconnected_at is None
     assert code == 0
+    assert "usage: 1 chat calls" in server.logs(), "the usage ledger is logged at shutdown"
     assert "naive-mcp stopped" in server.logs()
 
 

@@ -170,6 +170,7 @@ async def test_sandbox_flag_serves_chat_models_and_generation_with_no_key_or_bas
     assert generation.structured_content["id"] == generation_id
     assert generation.structured_content["total_cost"] == chat.structured_content["usage"]["cost"]
     assert "sandbox upstream on http://127.0.0.1:" in stderr_of(errlog)
+    assert "usage: 1 chat calls" in stderr_of(errlog), "the usage ledger is logged when the server stops"
 
 
 async def test_out_of_range_temperature_is_an_error_naming_temperature_and_nothing_is_sent(
