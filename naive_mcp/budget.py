@@ -126,12 +126,8 @@ class Budget:
 
     def settle(self, reservation: Reservation, completion: ChatCompletion | None) -> None:
         """The call is over: count what it cost (its reservation, if the upstream did not say)."""
-        if reservation.settled:
+        if not self._unreserve(reservation):
             return
-        reservation.settled = True
-        self._reserved_total -= reservation.credits
-        self._reserved[reservation.tenant] -= reservation.credits
-        self._reserved_by_key[reservation.api_key] -= reservation.credits
         cost = completion.usage.cost if completion is not None and completion.usage is not None else None
         used = completion.credits_used if completion is not None else None
         if used is not None and cost:
@@ -146,12 +142,17 @@ class Budget:
 
     def release(self, reservation: Reservation) -> None:
         """The call failed before anything was generated: nothing was spent."""
+        self._unreserve(reservation)
+
+    def _unreserve(self, reservation: Reservation) -> bool:
+        """Give the reservation back, once; whether this was the first time."""
         if reservation.settled:
-            return
+            return False
         reservation.settled = True
         self._reserved_total -= reservation.credits
         self._reserved[reservation.tenant] -= reservation.credits
         self._reserved_by_key[reservation.api_key] -= reservation.credits
+        return True
 
     @property
     def _credits_per_usd(self) -> float:

@@ -17,6 +17,7 @@ from mcp.types import CallToolResult, TextContent
 
 from naive_mcp.client import make_http_client
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
+from naive_mcp.sandbox.faults import FLAKY
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from tests.conftest import make_settings
@@ -63,19 +64,7 @@ def attempts(sandbox: RunningSandbox, api_key: str, path: str = "/v1/llm/chat/co
     return sum(1 for record in sandbox.sandbox.ledger.requests(api_key) if record.path == path)
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        "rate-limited",
-        "rate-limited-bare",
-        "request-timeout",
-        "provider-error",
-        "unavailable",
-        "gateway-timeout",
-        "timeout-524",
-        "overloaded",
-    ],
-)
+@pytest.mark.parametrize("fault", sorted(FLAKY))
 async def test_a_passing_fault_is_retried_and_the_call_succeeds(
     sandbox: RunningSandbox, api_key: str, fault: str
 ) -> None:

@@ -234,39 +234,54 @@ async def test_many_clients_at_once_never_mix_results_keys_or_tenants(
 # --- shutdown -----------------------------------------------------------------------------------
 
 
+async def sigterm_mid_call(
+    server: HttpServer, wait_for_exit: bool
+) -> tuple[CallToolResult | BaseException, int]:
+    """Start a slow chat, send SIGTERM once it is streaming; the call's outcome and the exit code."""
+    outcome: list[CallToolResult | BaseException] = []
+    code: int | None = None
+    try:
+        async with connect(server, terminate_on_close=False) as client:
+            # The client validates results with the tools' output schemas: list them now, not
+            # (by a new request) after the server has stopped accepting connections.
+            await client.list_tools()
+            heard = anyio.Event()
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                heard.set()
+
+            async def call() -> None:
+                try:
+                    arguments = {"prompt": "x", "model": "sandbox/slow"}
+                    outcome.append(
+                        await client.call_tool("naive_llm_chat", arguments, progress_callback=on_progress)
+                    )
+                except Exception as failure:  # the server went away mid-call
+                    outcome.append(failure)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(call)
+                with anyio.fail_after(10):
+                    await heard.wait()
+                server.process.send_signal(signal.SIGTERM)
+                if wait_for_exit:  # while the call is still waiting
+                    code = await anyio.to_thread.run_sync(server.process.wait, 15)
+    except* httpx2.TransportError:
+        pass  # the client's own goodbye, after the server has gone
+    if code is None:
+        code = server.process.wait(15)
+    return outcome[0], code
+
+
 async def test_sigterm_lets_a_call_in_flight_finish(api_key: str, tmp_path: Path) -> None:
-    outcome: list[CallToolResult] = []
     with (
         serve_in_thread(SandboxConfig(slow_chunk_delay=0.01, slow_words=150)) as paced,
         http_server(tmp_path, upstream(paced, api_key, NAIVE_SHUTDOWN_GRACE="10")) as server,
     ):
-        try:
-            async with connect(server, terminate_on_close=False) as client:
-                # The client validates results with the tools' output schemas: list them now, not
-                # (by a new request) after the server has stopped accepting connections.
-                await client.list_tools()
-                heard = anyio.Event()
-
-                async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                    heard.set()
-
-                async with anyio.create_task_group() as group:
-
-                    async def call() -> None:
-                        arguments = {"prompt": "x", "model": "sandbox/slow"}
-                        outcome.append(
-                            await client.call_tool("naive_llm_chat", arguments, progress_callback=on_progress)
-                        )
-
-                    group.start_soon(call)
-                    with anyio.fail_after(10):
-                        await heard.wait()
-                    server.process.send_signal(signal.SIGTERM)
-        except* httpx2.TransportError:
-            pass  # the client's own goodbye, after the server has gone
-        code = server.process.wait(15)
+        outcome, code = await sigterm_mid_call(server, wait_for_exit=False)
         record = paced.sandbox.ledger.requests(api_key)[0]
-    assert outcome and not outcome[0].is_error and text_of(outcome[0]).endswith("word150")
+    assert isinstance(outcome, CallToolResult) and not outcome.is_error
+    assert text_of(outcome).endswith("word150")
     assert record.disconnected_at is None
     assert code == 0
     assert "usage: 1 chat calls" in server.logs(), "the usage ledger is logged at shutdown"
@@ -276,40 +291,14 @@ async def test_sigterm_lets_a_call_in_flight_finish(api_key: str, tmp_path: Path
 async def test_sigterm_cancels_calls_past_the_grace_and_closes_their_upstream(
     api_key: str, tmp_path: Path
 ) -> None:
-    failures: list[BaseException] = []
     with (
         serve_in_thread(SandboxConfig(slow_chunk_delay=0.05, slow_words=3000)) as paced,
         http_server(tmp_path, upstream(paced, api_key, NAIVE_SHUTDOWN_GRACE="1")) as server,
     ):
-        try:
-            async with connect(server, terminate_on_close=False) as client:
-                # The client validates results with the tools' output schemas: list them now, not
-                # (by a new request) after the server has stopped accepting connections.
-                await client.list_tools()
-                heard = anyio.Event()
-
-                async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                    heard.set()
-
-                async with anyio.create_task_group() as group:
-
-                    async def call() -> None:
-                        try:
-                            arguments = {"prompt": "x", "model": "sandbox/slow"}
-                            await client.call_tool("naive_llm_chat", arguments, progress_callback=on_progress)
-                        except Exception as failure:  # the server went away mid-call: expected
-                            failures.append(failure)
-
-                    group.start_soon(call)
-                    with anyio.fail_after(10):
-                        await heard.wait()
-                    server.process.send_signal(signal.SIGTERM)
-                    code = await anyio.to_thread.run_sync(server.process.wait, 15)
-        except* httpx2.TransportError:
-            pass
+        outcome, code = await sigterm_mid_call(server, wait_for_exit=True)
         record = paced.sandbox.ledger.requests(api_key)[0]
         assert await anyio.to_thread.run_sync(record.stream_ended.wait, 10)
-    assert failures, "the call did not finish: it was cancelled"
+    assert isinstance(outcome, BaseException), "the call did not finish: it was cancelled"
     assert code == 0
     assert record.disconnected_at is not None, "the upstream connection was closed"
     assert "naive-mcp stopped" in server.logs()

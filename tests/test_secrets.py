@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import uuid
 
 import pytest
@@ -17,6 +16,7 @@ from naive_mcp.sandbox import RunningSandbox
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from tests.conftest import make_settings
+from tests.remote import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -106,9 +106,7 @@ def test_redaction_keeps_the_text_around_a_bearer_token() -> None:
 
 
 async def test_credentials_in_the_base_url_are_never_shown(sandbox: RunningSandbox, api_key: str) -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()  # nothing listens there
     settings = make_settings(sandbox, api_key, base_url=f"http://gateway:s3cret-proxy-pass@127.0.0.1:{port}")
     async with Client(create_server(settings)) as client:
         result = await client.call_tool("naive_llm_models", {})

@@ -3,8 +3,6 @@ the server stays up and the next call works."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
@@ -19,6 +17,7 @@ from naive_mcp.sandbox.server import serve_app_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from tests.conftest import make_settings
+from tests.remote import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -94,9 +93,7 @@ async def test_an_exhausted_balance_is_insufficient_credits(
 
 
 async def test_a_refused_connection_is_a_connection_error(api_key: str, sandbox: RunningSandbox) -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        closed_port = unused.getsockname()[1]
+    closed_port = free_port()  # nothing listens there
     settings = make_settings(sandbox, api_key, base_url=f"http://127.0.0.1:{closed_port}")
     async with Client(create_server(settings)) as client:
         text = error_text(await client.call_tool("naive_llm_models", {}))
