@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import aclosing, contextmanager
+from typing import Any, TypeVar, cast
 
 import anyio
 import httpx2
@@ -133,18 +133,20 @@ class NaiveClient:
                     # A server that answers in one piece although asked to stream: read it whole.
                     payload = _json(response, await self._read(response), "POST", path)
                     return _parse(ChatCompletion, payload, "chat completion")
-                events = aiter(httpx2.EventSource(response, max_event_size=_MAX_EVENT_BYTES))
-                async for event in events:
-                    stream.feed(event.data)
-                    if stream.done:
-                        # Read to the end of the body, so the connection goes back to the pool
-                        # instead of being closed; an upstream that lingers is not waited for.
-                        with anyio.move_on_after(_DRAIN_SECONDS):
-                            async for _ in events:
-                                pass
-                        break
-                    if on_chunk is not None:
-                        on_chunk(stream)
+                # Closed here, whatever happens: left to the garbage collector, a suspended event
+                # reader would be finalised later, elsewhere.
+                async with aclosing(_events(response)) as events:
+                    async for event in events:
+                        stream.feed(event.data)
+                        if stream.done:
+                            # Read to the end of the body, so the connection goes back to the pool
+                            # instead of being closed; an upstream that lingers is not waited for.
+                            with anyio.move_on_after(_DRAIN_SECONDS):
+                                async for _ in events:
+                                    pass
+                            break
+                        if on_chunk is not None:
+                            on_chunk(stream)
             finally:
                 await response.aclose()
         return stream.finish()
@@ -298,6 +300,14 @@ def _log_retry(state: RetryCallState) -> None:
     wait = state.next_action.sleep if state.next_action is not None else 0
     kind = error.kind if isinstance(error, UpstreamError | UpstreamUnreachable) else type(error).__name__
     logger.info("upstream %s; retry %d in %.2f s", kind, state.attempt_number, wait)
+
+
+def _events(response: httpx2.Response) -> AsyncGenerator[httpx2.ServerSentEvent]:
+    # EventSource's __aiter__ is an async generator, typed as a plain iterator.
+    return cast(
+        "AsyncGenerator[httpx2.ServerSentEvent]",
+        aiter(httpx2.EventSource(response, max_event_size=_MAX_EVENT_BYTES)),
+    )
 
 
 def _is_event_stream(response: httpx2.Response) -> bool:
