@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import load, streaming
+from bench import load, sizes, streaming
 from bench.report import render
 
 RESULTS = Path(__file__).with_name("results.md")
@@ -42,6 +42,7 @@ def main() -> None:
             ],
         )
     ]
+    sections.append(render("Output sizes", anyio.run(sizes.measure)))
     loaded = load.run(calls, in_flight)
     sections.append(render("Load over streamable HTTP", loaded.figures(in_flight), notes=loaded.notes()))
     report = "\n".join(sections)

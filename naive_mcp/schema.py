@@ -36,9 +36,13 @@ def input_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 @cache
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The `outputSchema` of a tool whose structured content is `model`, dumped without None values."""
+    """The `outputSchema` of a tool whose structured content is `model`, dumped without None values.
+
+    Programs validate against it and models read the content blocks, so it carries the shape only:
+    no descriptions or defaults (the README documents every field)."""
     schema: dict[str, Any] = _compact(
-        model.model_json_schema(by_alias=True, mode="serialization", schema_generator=_CompactSchema)
+        model.model_json_schema(by_alias=True, mode="serialization", schema_generator=_CompactSchema),
+        _DROPPED_KEYS | {"description", "default"},
     )
     return schema
 
@@ -47,17 +51,17 @@ def output_schema(model: type[BaseModel]) -> dict[str, Any]:
 _DROPPED_KEYS = frozenset({"title", "discriminator"})
 
 
-def _compact(node: Any) -> Any:
+def _compact(node: Any, dropped: frozenset[str] = _DROPPED_KEYS) -> Any:
     if isinstance(node, dict):
         return {
             key: (
-                {name: _compact(sub) for name, sub in value.items()}
+                {name: _compact(sub, dropped) for name, sub in value.items()}
                 if key == "properties"
-                else _compact(value)
+                else _compact(value, dropped)
             )
             for key, value in node.items()
-            if key not in _DROPPED_KEYS
+            if key not in dropped
         }
     if isinstance(node, list):
-        return [_compact(item) for item in node]
+        return [_compact(item, dropped) for item in node]
     return node

@@ -221,6 +221,7 @@ def _tool(
         fn_metadata=FuncMetadata(arg_model=ArgModelBase, output_schema=output),
         is_async=True,
         context_kwarg=None,
-        annotations=annotations,
+        # The title is the tool's own; annotations.title is its older, duplicate place.
+        annotations=annotations.model_copy(update={"title": None}),
         invoke=invoke,
     )
