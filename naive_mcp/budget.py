@@ -115,7 +115,10 @@ class Budget:
                 body["max_tokens"] = fits
                 notes.append(f"max_tokens set to {fits} to fit {room[1]}")
             max_tokens = body.get("max_tokens", _LONGEST_OUTPUT)
-        worst = prompt_credits + per_token * max_tokens
+        # A reasoning budget is billed as output too, and may come on top of max_tokens.
+        reasoning: dict[str, Any] = body["reasoning"] if isinstance(body.get("reasoning"), dict) else {}
+        thinking = reasoning["max_tokens"] if isinstance(reasoning.get("max_tokens"), int) else 0
+        worst = prompt_credits + per_token * (int(max_tokens) + thinking)
         if worst > room[0]:
             raise self._refused(room, worst)
         reservation = Reservation(credits=worst, tenant=tenant, api_key=caller.api_key, notes=notes)
