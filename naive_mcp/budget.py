@@ -15,6 +15,7 @@ follows what responses show (credits_used / usage.cost), never dropping below wh
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import math
 from collections import defaultdict
@@ -33,6 +34,8 @@ _TOKENS_PER_CHAR = 0.5
 # a call without max_tokens is reserved at this size, and sent with a max_tokens when less fits.
 _LONGEST_OUTPUT = 65_536
 OWN_TENANT = "(the key's own)"
+# Smallest call cost (USD) the credits-per-USD rate is learned from.
+_LEARNING_MIN_USD = 0.01
 
 
 class SpendingRefused(NaiveError):
@@ -94,7 +97,7 @@ class Budget:
 
     def admit(self, caller: Caller, body: dict[str, Any], prices: Sequence[ModelEntry]) -> Reservation:
         """Reserve the call's worst case, or refuse it naming the cap. May set body["max_tokens"]."""
-        tenant = caller.user_id or OWN_TENANT
+        tenant = tenant_of(caller)
         if not self.needs_prices:  # no credit cap: nothing to reserve
             return Reservation(credits=0.0, tenant=tenant, api_key=caller.api_key)
         prompt_usd, completion_usd = self._prices(body, prices)
@@ -102,23 +105,23 @@ class Budget:
         per_token = completion_usd * self._credits_per_usd
         room = self._room(caller, tenant)  # (credits left under the tightest cap, its name)
         notes: list[str] = []
-        max_tokens = body.get("max_tokens")
-        if not isinstance(max_tokens, int):
-            fits = (
-                math.floor((room[0] - prompt_credits) / per_token)
-                if per_token > 0 and room[0] < math.inf
-                else None
-            )
-            if fits is not None and fits < _LONGEST_OUTPUT:
-                if fits < 1:
-                    raise self._refused(room, prompt_credits + per_token)
-                body["max_tokens"] = fits
-                notes.append(f"max_tokens set to {fits} to fit {room[1]}")
-            max_tokens = body.get("max_tokens", _LONGEST_OUTPUT)
         # A reasoning budget is billed as output too, and may come on top of max_tokens.
         reasoning: dict[str, Any] = body["reasoning"] if isinstance(body.get("reasoning"), dict) else {}
         thinking = reasoning["max_tokens"] if isinstance(reasoning.get("max_tokens"), int) else 0
-        worst = prompt_credits + per_token * (int(max_tokens) + thinking)
+        max_tokens = body.get("max_tokens")
+        if not isinstance(max_tokens, int):
+            # Under a cap every call is sent with a max_tokens: the most that fits, within reason.
+            fits = (
+                math.floor((room[0] - prompt_credits) / per_token) - thinking
+                if per_token > 0
+                else _LONGEST_OUTPUT
+            )
+            max_tokens = min(fits, _LONGEST_OUTPUT)
+            if max_tokens < 1:
+                raise self._refused(room, prompt_credits + per_token * (1 + thinking))
+            body["max_tokens"] = max_tokens
+            notes.append(f"max_tokens set to {max_tokens} to fit {room[1] or 'the spending caps'}")
+        worst = prompt_credits + per_token * (max_tokens + thinking)
         if worst > room[0]:
             raise self._refused(room, worst)
         reservation = Reservation(credits=worst, tenant=tenant, api_key=caller.api_key, notes=notes)
@@ -131,17 +134,21 @@ class Budget:
         """The call is over: count what it cost (its reservation, if the upstream did not say)."""
         if not self._unreserve(reservation):
             return
-        cost = completion.usage.cost if completion is not None and completion.usage is not None else None
-        used = completion.credits_used if completion is not None else None
-        if used is not None and cost:
+        cost = _amount(
+            completion.usage.cost if completion is not None and completion.usage is not None else None
+        )
+        used = _amount(completion.credits_used if completion is not None else None)
+        if used is not None and cost is not None and cost >= _LEARNING_MIN_USD and used > 0:
+            # Rounding on tiny calls says little about the rate: learn from calls worth a cent.
             self._seen_rate = max(self._seen_rate or 0.0, used / cost)
         if used is None and cost is not None:
             used = cost * self._credits_per_usd
         spent = reservation.credits if used is None else used
         self._spent_total += spent
         self._spent[reservation.tenant] += spent
-        if completion is not None and completion.credits_remaining is not None:
-            self._remaining[reservation.api_key] = completion.credits_remaining
+        remaining = _amount(completion.credits_remaining if completion is not None else None)
+        if remaining is not None:
+            self._remaining[reservation.api_key] = remaining
 
     def release(self, reservation: Reservation) -> None:
         """The call failed before anything was generated: nothing was spent."""
@@ -177,6 +184,16 @@ class Budget:
                 (left, f"NAIVE_MAX_TENANT_CREDITS ({s.max_tenant_credits:g} for {tenant}; {left:.6g} left)")
             )
         remaining = self._remaining.get(caller.api_key)
+        if (
+            s.min_credits_remaining is not None
+            and remaining is None
+            and self._reserved_by_key[caller.api_key] > 0
+        ):
+            # The balance comes with the first answer on a key: until then, one call at a time.
+            raise SpendingRefused(
+                "the credit balance is not known yet (the first answer on this key reports it) and "
+                "NAIVE_MIN_CREDITS_REMAINING is set: try again when the call in flight has finished."
+            )
         if s.min_credits_remaining is not None and remaining is not None:
             left = remaining - self._reserved_by_key[caller.api_key] - s.min_credits_remaining
             rooms.append(
@@ -215,6 +232,21 @@ class Budget:
             prompt = max(prompt, pricing.prompt)
             completion = max(completion, pricing.completion)
         return prompt, completion
+
+
+def tenant_name(caller: Caller) -> str:
+    """The Naive user a call is for. `default` and `me` are the key's own subject, as no user is."""
+    return caller.user_id if caller.user_id not in (None, "default", "me") else OWN_TENANT
+
+
+def tenant_of(caller: Caller) -> str:
+    """Whose spend a call is: the user, on this key (two accounts' users are different tenants)."""
+    return f"{tenant_name(caller)} (key {hashlib.sha256(caller.api_key.encode()).hexdigest()[:8]})"
+
+
+def _amount(value: float | None) -> float | None:
+    """A figure from the upstream fit to count with: finite and not negative; else unknown."""
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
 
 
 def _chain(body: dict[str, Any]) -> list[str]:

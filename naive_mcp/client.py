@@ -92,16 +92,16 @@ class NaiveClient:
         which is what stops the model and the billing upstream.
         """
         settings = self._settings
-        stream = ChatStream(max_chars=settings.max_response_bytes)
+        stream = ChatStream(max_bytes=settings.max_response_bytes)
         try:
             with anyio.fail_after(settings.total_timeout):
                 async for attempt in self._retrying():
                     with attempt:
-                        stream = ChatStream(max_chars=settings.max_response_bytes)
+                        stream = ChatStream(max_bytes=settings.max_response_bytes)
                         return await self._chat_once(body, caller, stream, on_chunk)
         except TimeoutError:
             message = f"the call took longer than NAIVE_TOTAL_TIMEOUT ({settings.total_timeout:g} s)"
-            if stream.chunks:
+            if stream.started:
                 raise stream.broken("timeout", message) from None
             raise UpstreamTimeout(message) from None
         raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
@@ -129,10 +129,14 @@ class NaiveClient:
             try:
                 if response.status_code >= 400:
                     raise _status_error(response, await self._read(response))
+                stream.started = True
                 if not _is_event_stream(response):
                     # A server that answers in one piece although asked to stream: read it whole.
-                    payload = _json(response, await self._read(response), "POST", path)
-                    return _parse(ChatCompletion, payload, "chat completion")
+                    try:
+                        payload = _json(response, await self._read(response), "POST", path)
+                        return _parse(ChatCompletion, payload, "chat completion")
+                    except UpstreamProtocolError as error:
+                        raise stream.broken("bad_response", error.message) from error
                 # Closed here, whatever happens: left to the garbage collector, a suspended event
                 # reader would be finalised later, elsewhere.
                 async with aclosing(_events(response)) as events:
@@ -178,11 +182,12 @@ class NaiveClient:
         raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
 
     def _retrying(self) -> AsyncRetrying:
-        """Bounded, selective retries, before any token only: connection failures, and 408, 429,
-        502, 503, 504, 524, 529 whose kind is worth retrying. `Retry-After` is honoured up to
-        NAIVE_RETRY_MAX_WAIT; otherwise exponential backoff with jitter."""
+        """Bounded, selective retries, before the upstream accepted the call only: connection
+        failures, and 408, 429, 502, 503, 504, 524, 529 whose kind is worth retrying. A
+        `Retry-After` is waited out if it is within NAIVE_RETRY_MAX_WAIT (a longer one is not
+        retried: the error says the delay); otherwise exponential backoff with jitter."""
         return AsyncRetrying(
-            retry=retry_if_exception(_worth_retrying),
+            retry=retry_if_exception(self._worth_retrying),
             stop=stop_after_attempt(self._settings.max_retries + 1),
             wait=self._retry_wait,
             sleep=anyio.sleep,
@@ -190,13 +195,20 @@ class NaiveClient:
             reraise=True,
         )
 
+    def _worth_retrying(self, error: BaseException) -> bool:
+        if isinstance(error, UpstreamUnreachable):  # raised only before the upstream answered
+            return True
+        if not (isinstance(error, UpstreamError) and error.status in _RETRY_STATUSES and error.retryable):
+            return False
+        # Asked to wait longer than we may: the caller hears the delay instead of a doomed retry.
+        return error.retry_after is None or error.retry_after <= self._settings.retry_max_wait
+
     def _retry_wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None
         delay = error.retry_after if isinstance(error, UpstreamError) else None
-        if delay is not None and delay <= self._settings.retry_max_wait:
+        if delay is not None:
             return delay
-        backoff = _BACKOFF(state)
-        return min(backoff, self._settings.retry_max_wait)
+        return min(_BACKOFF(state), self._settings.retry_max_wait)
 
     async def _request(
         self,
@@ -251,11 +263,11 @@ class NaiveClient:
             raise UpstreamProtocolError(message) from exc
         except httpx2.TimeoutException as exc:
             message = f"no answer from {self._shown_url} within the time allowed ({type(exc).__name__})"
-            if stream is not None and stream.chunks:
+            if stream is not None and stream.started:
                 raise stream.broken("timeout", f"the answer stalled: {message}") from exc
             raise UpstreamTimeout(message) from exc
         except httpx2.TransportError as exc:
-            if stream is not None and stream.chunks:
+            if stream is not None and stream.started:
                 raise stream.broken(
                     "connection_error", f"the connection broke mid-answer: {_reason(exc)}"
                 ) from exc
@@ -283,12 +295,6 @@ def _json(response: httpx2.Response, body: bytes, method: str, path: str) -> obj
 
 def _status_error(response: httpx2.Response, body: bytes) -> UpstreamError:
     return error_from_response(response.status_code, dict(response.headers), body)
-
-
-def _worth_retrying(error: BaseException) -> bool:
-    if isinstance(error, UpstreamUnreachable):
-        return True
-    return isinstance(error, UpstreamError) and error.status in _RETRY_STATUSES and error.retryable
 
 
 def _not_there_yet(error: BaseException) -> bool:

@@ -94,7 +94,9 @@ class _Server(uvicorn.Server):
         if self._calls.count:
             logger.info("letting %d call(s) in flight finish (up to %s s)", self._calls.count, self._grace)
         with anyio.move_on_after(self._grace):
-            await self._calls.wait_idle()
+            while self._calls.count and not self.force_exit:  # a second Ctrl-C: stop waiting
+                with anyio.move_on_after(0.1):
+                    await self._calls.wait_idle()
         AppStatus.should_exit = True
 
     @contextmanager

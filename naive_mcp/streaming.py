@@ -47,8 +47,9 @@ class _ToolCallParts:
 class ChatStream:
     """The answer so far. Feed it each event's data with `feed`; finish with `finish()`."""
 
-    def __init__(self, max_chars: int | None = None) -> None:
-        self._max_chars = max_chars
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._text: list[str] = []
         self._chars = 0
         self._reasoning: list[str] = []
@@ -59,6 +60,9 @@ class ChatStream:
         self.finish_reason: str | None = None
         self.done = False  # `[DONE]` arrived
         self.chunks = 0
+        # The upstream accepted the call (a 200): from here a failure may have been billed, so it
+        # is an incomplete answer, never retried.
+        self.started = False
 
     @property
     def text(self) -> str:
@@ -93,13 +97,11 @@ class ChatStream:
         if isinstance(delta.get("content"), str) and delta["content"]:
             self._text.append(delta["content"])
             self._chars += len(delta["content"])
-            if self._max_chars is not None and self._chars > self._max_chars:
-                raise self.broken(
-                    "bad_response", f"the answer is larger than NAIVE_MAX_RESPONSE_BYTES ({self._max_chars})"
-                )
+            self._count_bytes(delta["content"])
         if isinstance(delta.get("reasoning"), str) and delta["reasoning"]:
             self._reasoning.append(delta["reasoning"])
             self._reasoning_chars += len(delta["reasoning"])
+            self._count_bytes(delta["reasoning"])
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else []:
             if isinstance(call, dict):
@@ -162,6 +164,15 @@ class ChatStream:
             parts.name += function["name"]
         if isinstance(function.get("arguments"), str):
             parts.arguments.append(function["arguments"])
+            self._count_bytes(function["arguments"])
+
+    def _count_bytes(self, piece: str) -> None:
+        """Text, reasoning and tool arguments together may not pass NAIVE_MAX_RESPONSE_BYTES."""
+        self._bytes += len(piece.encode())
+        if self._max_bytes is not None and self._bytes > self._max_bytes:
+            raise self.broken(
+                "bad_response", f"the answer is larger than NAIVE_MAX_RESPONSE_BYTES ({self._max_bytes})"
+            )
 
 
 def _usage(value: dict[str, Any]) -> Usage | None:

@@ -9,7 +9,7 @@ import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from naive_mcp.budget import OWN_TENANT
+from naive_mcp.budget import tenant_name
 from naive_mcp.caller import Caller
 from naive_mcp.wire import ChatCompletion
 
@@ -47,7 +47,7 @@ class UsageLedger:
     def record(self, caller: Caller, completion: ChatCompletion) -> None:
         self._total.add(completion)
         self._by_model[completion.model or "unknown"].add(completion)
-        self._by_tenant[caller.user_id or OWN_TENANT].add(completion)
+        self._by_tenant[tenant_name(caller)].add(completion)
 
     def snapshot(self) -> dict[str, object]:
         return {

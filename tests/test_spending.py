@@ -11,8 +11,12 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
+from naive_mcp.budget import Budget, Reservation, SpendingRefused
+from naive_mcp.caller import Caller
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
+from naive_mcp.settings import Settings
+from naive_mcp.wire import ChatCompletion, ModelEntry
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -188,3 +192,69 @@ async def test_a_call_that_fails_upstream_gives_its_reservation_back(
         )
     assert failed.is_error and text_of(failed).startswith("provider_error")
     assert not after.is_error, text_of(after)
+
+
+# --- the budget's arithmetic, on its own ---------------------------------------------------------
+
+PRICED = [
+    ModelEntry.model_validate({"id": "a/b", "pricing": {"prompt": "0.000001", "completion": "0.00001"}})
+]
+
+
+def completion(used: float | None, cost: float | None, remaining: float | None = None) -> ChatCompletion:
+    return ChatCompletion.model_validate(
+        {
+            "choices": [{"message": {"content": "x"}, "finish_reason": "stop"}],
+            "usage": {"cost": cost},
+            "credits_used": used,
+            "credits_remaining": remaining,
+        }
+    )
+
+
+def admitted(budget: Budget, caller: Caller, **body: Any) -> Reservation:
+    return budget.admit(
+        caller, {"model": "a/b", "messages": [{"role": "user", "content": "hi"}], **body}, PRICED
+    )
+
+
+@pytest.mark.parametrize("odd", [0.0, float("nan"), -5.0, float("inf")])
+def test_odd_figures_from_the_upstream_never_lift_a_cap(odd: float) -> None:
+    budget = Budget(Settings(max_total_credits=1.0, credits_per_usd=25))
+    caller = Caller(api_key="nv_sk_test_k")
+    first = admitted(budget, caller, max_tokens=1000)  # 1000 x $0.00001 x 25 = 0.25 credits worst case
+    budget.settle(first, completion(used=odd, cost=0.02, remaining=odd))
+    later: list[Reservation] = []
+
+    def admit_until_refused() -> None:
+        for _ in range(10):
+            later.append(admitted(budget, caller, max_tokens=1000))
+
+    with pytest.raises(SpendingRefused):
+        admit_until_refused()
+    assert 1 <= len(later) <= 4, "the cap still holds: the rate was not learned from an odd figure"
+    assert sum(reservation.credits for reservation in later) <= 1.0
+
+
+def test_under_a_cap_every_call_carries_max_tokens_and_a_reasoning_budget_fits() -> None:
+    budget = Budget(Settings(max_call_credits=1000.0, credits_per_usd=25))
+    caller = Caller(api_key="nv_sk_test_k")
+    body: dict[str, Any] = {"model": "a/b", "messages": [{"role": "user", "content": "hi"}]}
+    budget.admit(caller, body, PRICED)
+    assert body["max_tokens"] == 65_536, "plenty of room: still bounded"
+
+    small = Budget(Settings(max_call_credits=1.0, credits_per_usd=25))
+    reasoning_body: dict[str, Any] = {**body, "reasoning": {"max_tokens": 1024}}
+    reasoning_body.pop("max_tokens")
+    small.admit(caller, reasoning_body, PRICED)
+    assert reasoning_body["max_tokens"] + 1024 <= 1.0 / (0.00001 * 25)
+
+
+def test_default_and_me_are_the_keys_own_tenant_and_keys_are_separate_tenants() -> None:
+    budget = Budget(Settings(max_tenant_credits=0.3, credits_per_usd=25))
+    key = "nv_sk_test_one"
+    admitted(budget, Caller(api_key=key), max_tokens=1000)
+    for same in ("default", "me"):
+        with pytest.raises(SpendingRefused):
+            admitted(budget, Caller(api_key=key, user_id=same), max_tokens=1000)
+    admitted(budget, Caller(api_key="nv_sk_test_other"), max_tokens=1000)  # another account: its own room

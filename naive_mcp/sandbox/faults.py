@@ -6,7 +6,7 @@ purpose: an HTML error page, a 200 whose body is not JSON, an answer that never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 FAULT_PREFIX = "sandbox/fail-"
 # `sandbox/flaky-<name>` fails with fault <name> on a key's first call, then answers: retries.
@@ -91,9 +91,12 @@ def fault_for(model_id: str | None) -> Fault | None:
     return FAULTS.get(model_id.removeprefix(FAULT_PREFIX))
 
 
-# The faults a retry can cure, which `sandbox/flaky-<name>` provokes once.
+# The faults a retry can cure, which `sandbox/flaky-<name>` provokes once (any Retry-After made 0,
+# so that the retry is immediate).
 FLAKY: dict[str, Fault] = {
-    name: FAULTS[name]
+    name: replace(
+        FAULTS[name], headers={k: ("0" if k == "Retry-After" else v) for k, v in FAULTS[name].headers.items()}
+    )
     for name in (
         "rate-limited",
         "rate-limited-bare",
