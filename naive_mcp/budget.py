@@ -241,7 +241,12 @@ def tenant_name(caller: Caller) -> str:
 
 def tenant_of(caller: Caller) -> str:
     """Whose spend a call is: the user, on this key (two accounts' users are different tenants)."""
-    return f"{tenant_name(caller)} (key {hashlib.sha256(caller.api_key.encode()).hexdigest()[:8]})"
+    return f"{tenant_name(caller)} (key {key_digest(caller.api_key)[:8]})"
+
+
+def key_digest(api_key: str) -> str:
+    """A name for an API key that is not the key."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
 
 
 def _amount(value: float | None) -> float | None:

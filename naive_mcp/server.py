@@ -7,18 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx2
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.resources import FunctionResource
 from pydantic import AnyHttpUrl
 
 from naive_mcp import __version__
+from naive_mcp.budget import key_digest
 from naive_mcp.client import make_http_client
 from naive_mcp.primitives import REGISTRY
 from naive_mcp.services import Services
 from naive_mcp.settings import Settings
 from naive_mcp.tools import build_tools
-from naive_mcp.usage import USAGE_URI, UsageLedger
+from naive_mcp.usage import EVERYTHING, USAGE_URI, UsageLedger, UsageScope
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,21 @@ INSTRUCTIONS = (
     "naive_llm_chat, choose one with naive_llm_models, and check what a call cost with "
     "naive_llm_generation. Chat calls spend Naive credits; listing models and reading costs is free."
 )
+
+
+def _usage_scope(services: Services | None) -> UsageScope:
+    """What the reader of naive://usage may see: everything over stdio or to an operator token;
+    a pinned token its own user's usage; a client with its own key that key's usage."""
+    if services is None:
+        return EVERYTHING
+    grant = services.access.grant(get_access_token())
+    if grant.user_id is not None:
+        server_key = services.settings.api_key
+        digest = key_digest(server_key.get_secret_value()) if server_key is not None else None
+        return UsageScope(key_digest=digest, user=grant.user_id)
+    if grant.api_key is not None:
+        return UsageScope(key_digest=key_digest(grant.api_key))
+    return EVERYTHING
 
 
 def create_server(
@@ -78,7 +95,7 @@ def create_server(
             description="Chat calls, tokens, USD cost and credits since the server started, in all, "
             "per model and per tenant (Naive user).",
             mime_type="application/json",
-            fn=usage.as_json,
+            fn=lambda: usage.as_json(_usage_scope(services)),
         )
     )
     return server

@@ -9,7 +9,7 @@ import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from naive_mcp.budget import tenant_name
+from naive_mcp.budget import key_digest, tenant_name
 from naive_mcp.caller import Caller
 from naive_mcp.wire import ChatCompletion
 
@@ -37,31 +37,59 @@ class Tally:
         else:
             self.credits += completion.credits_used
 
+    def merge(self, other: Tally) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass(frozen=True)
+class UsageScope:
+    """Whose usage a reader may see: all (the operator), one API key's, or one pinned user's."""
+
+    key_digest: str | None = None
+    user: str | None = None
+
+    def covers(self, key_digest: str, user: str) -> bool:
+        return (self.key_digest is None or self.key_digest == key_digest) and (
+            self.user is None or self.user == user
+        )
+
+
+EVERYTHING = UsageScope()
+
 
 class UsageLedger:
     def __init__(self) -> None:
-        self._total = Tally()
-        self._by_model: dict[str, Tally] = defaultdict(Tally)
-        self._by_tenant: dict[str, Tally] = defaultdict(Tally)
+        # (API key digest, tenant, model) -> what those calls used
+        self._tallies: dict[tuple[str, str, str], Tally] = defaultdict(Tally)
 
     def record(self, caller: Caller, completion: ChatCompletion) -> None:
-        self._total.add(completion)
-        self._by_model[completion.model or "unknown"].add(completion)
-        self._by_tenant[tenant_name(caller)].add(completion)
+        self._tallies[(key_digest(caller.api_key), tenant_name(caller), completion.model or "unknown")].add(
+            completion
+        )
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self, scope: UsageScope = EVERYTHING) -> dict[str, object]:
+        total = Tally()
+        by_model: dict[str, Tally] = defaultdict(Tally)
+        by_tenant: dict[str, Tally] = defaultdict(Tally)
+        for (digest, tenant, model), tally in self._tallies.items():
+            if scope.covers(digest, tenant):
+                for bucket in (total, by_model[model], by_tenant[tenant]):
+                    bucket.merge(tally)
         return {
-            "total": asdict(self._total),
-            "by_model": {model: asdict(tally) for model, tally in sorted(self._by_model.items())},
-            "by_tenant": {tenant: asdict(tally) for tenant, tally in sorted(self._by_tenant.items())},
+            "total": asdict(total),
+            "by_model": {model: asdict(tally) for model, tally in sorted(by_model.items())},
+            "by_tenant": {tenant: asdict(tally) for tenant, tally in sorted(by_tenant.items())},
         }
 
-    def as_json(self) -> str:
-        return json.dumps(self.snapshot(), indent=2)
+    def as_json(self, scope: UsageScope = EVERYTHING) -> str:
+        return json.dumps(self.snapshot(scope), indent=2)
 
     def summary(self) -> str:
-        total = self._total
-        models = ", ".join(f"{model} {tally.calls}" for model, tally in sorted(self._by_model.items()))
+        snapshot = self.snapshot()
+        total = Tally(**snapshot["total"])  # type: ignore[arg-type]
+        by_model: dict[str, dict[str, int]] = snapshot["by_model"]  # type: ignore[assignment]
+        models = ", ".join(f"{model} {tally['calls']}" for model, tally in by_model.items())
         return (
             f"{total.calls} chat calls, {total.prompt_tokens} + {total.completion_tokens} tokens, "
             f"${total.cost_usd:.6f}, {total.credits:.6f} credits"

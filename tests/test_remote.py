@@ -174,11 +174,17 @@ async def test_a_pinned_token_makes_every_call_per_tenant(
         other = await chat(server, pinned, "other user", user_id="usr_mallory")
         other_project = await chat(server, pinned, "other project", project_id="prj_b")
         unpinned = await chat(server, free, "any user", user_id="usr_bob")
+        async with connect(server, pinned) as client:
+            alices_view = json.loads((await client.read_resource("naive://usage")).contents[0].text)  # type: ignore[union-attr]
+        async with connect(server, free) as client:
+            operators_view = json.loads((await client.read_resource("naive://usage")).contents[0].text)  # type: ignore[union-attr]
 
     assert not implicit.is_error and not same.is_error and not unpinned.is_error
     for refused, field in ((other, "user_id"), (other_project, "project_id")):
         assert refused.is_error
         assert f"- {field}: this connection's token is pinned to another Naive" in text_of(refused)
+    assert set(alices_view["by_tenant"]) == {"usr_alice"} and alices_view["total"]["calls"] == 2
+    assert set(operators_view["by_tenant"]) == {"usr_alice", "usr_bob"}
     seen = [(r.user_id, r.project_id) for r in sandbox.sandbox.ledger.requests(api_key)]
     assert seen == [("usr_alice", "prj_a"), ("usr_alice", "prj_a"), ("usr_bob", None)]
 
