@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import load, sizes, streaming
+from bench import load, sizes, startup, streaming
 from bench.report import render
 
 RESULTS = Path(__file__).with_name("results.md")
@@ -43,6 +43,15 @@ def main() -> None:
         )
     ]
     sections.append(render("Output sizes", anyio.run(sizes.measure)))
+    sections.append(
+        render(
+            "Cold start and idle memory",
+            startup.measure(max(1, runs // 3)),
+            notes=[
+                "Spawn to the first tools/list answer over stdio; RSS read then. Floor: bench/bare_server.py."
+            ],
+        )
+    )
     loaded = load.run(calls, in_flight)
     sections.append(render("Load over streamable HTTP", loaded.figures(in_flight), notes=loaded.notes()))
     report = "\n".join(sections)
