@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,6 +39,18 @@ def text_of(result: CallToolResult) -> str:
 async def serving(settings: Settings) -> AsyncIterator[tuple[Client, httpx2.AsyncClient]]:
     async with make_http_client(settings) as http, Client(create_server(settings, http=http)) as client:
         yield client, http
+
+
+@asynccontextmanager
+async def tcp_upstream(handler: Callable[[anyio.abc.SocketStream], Awaitable[None]]) -> AsyncIterator[str]:
+    """A loopback upstream that speaks raw TCP through `handler`: for faults HTTP servers won't make."""
+    async with (
+        await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(listener.serve, handler)
+        yield f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+        group.cancel_scope.cancel()
 
 
 def busy_connections(http: httpx2.AsyncClient) -> int:
@@ -141,17 +153,11 @@ async def test_a_connection_reset_before_the_answer_is_retried_then_explained(
         await stream.receive()  # the request line: then hang up without a word
         await stream.aclose()
 
-    async with (
-        await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
-        anyio.create_task_group() as group,
-    ):
-        group.start_soon(listener.serve, slam)
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        settings = make_settings(sandbox, api_key, base_url=f"http://127.0.0.1:{port}", **RETRYING)
+    async with tcp_upstream(slam) as url:
+        settings = make_settings(sandbox, api_key, base_url=url, **RETRYING)
         async with serving(settings) as (client, http):
             result = await call(client, "naive_llm_chat", {"prompt": "hi"})
             assert busy_connections(http) == 0
-        group.cancel_scope.cancel()
     assert text_of(result).startswith("connection_error: could not reach")
     assert "RemoteProtocolError" in text_of(result)
     assert accepted == 3
@@ -165,21 +171,13 @@ async def test_a_truncated_body_is_a_clear_error(api_key: str, sandbox: RunningS
         )
         await stream.aclose()
 
-    async with (
-        await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
-        anyio.create_task_group() as group,
-    ):
-        group.start_soon(listener.serve, truncate)
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        settings = make_settings(sandbox, api_key, base_url=f"http://127.0.0.1:{port}")
+    async with tcp_upstream(truncate) as url:
+        settings = make_settings(sandbox, api_key, base_url=url)
         async with serving(settings) as (client, http):
             result = await call(client, "naive_llm_models", {})
             assert busy_connections(http) == 0
-        group.cancel_scope.cancel()
     assert result.is_error
-    assert text_of(result).startswith(
-        f"connection_error: the answer from http://127.0.0.1:{port} was cut off"
-    )
+    assert text_of(result).startswith(f"connection_error: the answer from {url} was cut off")
     assert "RemoteProtocolError" in text_of(result)
 
 
