@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import load, sizes, startup, streaming
+from bench import load, overhead, sizes, startup, streaming
 from bench.report import render
 
 RESULTS = Path(__file__).with_name("results.md")
@@ -26,12 +26,29 @@ def main() -> None:
     parser.add_argument(
         "--in-flight", type=int, default=50, help="calls in flight in the load run (default 50)"
     )
+    parser.add_argument("--burst", type=int, default=200, help="simultaneous calls in the burst (default 200)")
     parser.add_argument("--smoke", action="store_true", help="a few runs of everything, nothing written")
     args = parser.parse_args()
-    runs, calls, in_flight = (3, 40, 10) if args.smoke else (args.runs, args.calls, args.in_flight)
+    if args.smoke:
+        runs, calls, in_flight, burst, rounds, memory_calls = 3, 40, 10, 20, 1, 20
+    else:
+        runs, calls, in_flight, burst, rounds, memory_calls = args.runs, args.calls, args.in_flight, args.burst, 3, 1000
     logging.basicConfig(level=logging.WARNING)
 
     sections = [
+        render(
+            "Overhead of one call",
+            anyio.run(overhead.measure, runs * 3, memory_calls),
+            notes=[
+                "Each run makes the direct request, then the same call through each client, in turn; "
+                "\"added\" is the call minus the direct request of the same run.",
+                "Direct: httpx2 posts the chat request and reads the SSE stream, as a program calling "
+                "Naive itself would. The sandbox runs in a process of its own.",
+                "Floor: the same SDK client calling bench/bare_server.py's one trivial tool.",
+                "Memory: this process's RSS (client and in-memory server) after 100 warm-up calls and "
+                "after the rest.",
+            ],
+        ),
         render(
             "Streaming",
             anyio.run(streaming.measure, runs),
@@ -54,6 +71,18 @@ def main() -> None:
     )
     loaded = load.run(calls, in_flight)
     sections.append(render("Load over streamable HTTP", loaded.figures(in_flight), notes=loaded.notes()))
+    sections.append(
+        render(
+            "Burst over streamable HTTP",
+            load.burst(burst, rounds),
+            notes=[
+                f"{burst} MCP clients (the Python SDK's), sessions open and warm, call at once; the "
+                f"upstream takes {load.BURST_LATENCY * 1000:.0f} ms to answer; {rounds} rounds.",
+                "Floor: the same clients against bench/bare_http_server.py, whose one tool waits "
+                f"{load.BURST_LATENCY * 1000:.0f} ms.",
+            ],
+        )
+    )
     report = "\n".join(sections)
     sys.stdout.write(report)
     if not args.smoke:

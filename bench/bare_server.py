@@ -1,4 +1,4 @@
-"""The floor for bench/startup.py: a bare MCPServer with one trivial tool, on stdio."""
+"""The floor: a bare MCPServer with one trivial tool (in memory, or on stdio when run)."""
 
 from mcp.server.mcpserver import MCPServer
 
@@ -11,4 +11,5 @@ def echo(text: str) -> str:
     return text
 
 
-server.run("stdio")
+if __name__ == "__main__":
+    server.run("stdio")

@@ -1,18 +1,23 @@
-"""Load over streamable HTTP: many chat calls, many in flight, against the sandbox on loopback.
+"""Load over streamable HTTP against the sandbox on loopback, each in a process of its own.
 
-A real `naive-mcp --transport streamable-http` subprocess; `in_flight` MCP clients each make
-their share of `calls` chat calls back to back. Counted: errors, per-call latency, and the
-server's resident memory (VmRSS) after warm-up, halfway and at the end — it must stay flat.
+- Sustained: `in_flight` MCP clients each make their share of `calls` chat calls back to back.
+  Counted: errors, per-call latency, and the server's resident memory (VmRSS) after warm-up,
+  halfway and at the end — it must stay flat.
+- Burst: `burst` clients, each with its session open and warm, call at the same moment, with the
+  upstream taking 200 ms to answer; the clock runs until the last answer. The same burst against
+  a bare MCPServer whose one tool waits the same 200 ms is the SDK's floor, measured alongside.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +27,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from bench.report import Figure
-from naive_mcp.sandbox import SandboxConfig, serve_in_thread
+from bench.upstream import free_port, rss_mb, sandbox_process, wait_until_healthy
 
-STARTUP_SECONDS = 20
 MEMORY_GROWTH_TARGET_MB = 5.0
+BURST_LATENCY = 0.2  # seconds the upstream takes to answer, in the burst
+BURST_TARGET_MS = 1.5 * BURST_LATENCY * 1000
 
 
 @dataclass
@@ -57,29 +63,105 @@ class LoadRun:
 
 
 def run(calls: int, in_flight: int) -> LoadRun:
-    with serve_in_thread(SandboxConfig(initial_credits=1e9)) as sandbox:
-        port = _free_port()
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "NAIVE_BASE_URL": sandbox.url,
-            "NAIVE_API_KEY": f"nv_sk_test_load_{uuid.uuid4().hex}",
-            "NAIVE_DEFAULT_MODEL": "openai/gpt-5-mini",
-            "NAIVE_LOG_LEVEL": "WARNING",
-        }
-        command = [
-            str(Path(sys.executable).with_name("naive-mcp")),
-            "--transport",
-            "streamable-http",
-            "--port",
-            str(port),
-        ]
-        server = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        try:
-            _wait_until_healthy(port)
-            return anyio.run(_load, f"http://127.0.0.1:{port}/mcp", calls, in_flight, server.pid)
-        finally:
-            server.terminate()
-            server.wait(30)
+    with sandbox_process() as upstream, _naive_mcp(upstream) as (url, pid):
+        return anyio.run(_load, url, calls, in_flight, pid)
+
+
+def burst(calls: int, rounds: int) -> list[Figure]:
+    """`rounds` bursts of `calls` simultaneous chat calls, naive-mcp then the bare floor."""
+    with sandbox_process(latency=BURST_LATENCY) as upstream, _naive_mcp(upstream) as (url, _):
+        naive = anyio.run(_bursts, url, "naive_llm_chat", "prompt", calls, rounds)
+    bare_server = str(Path(__file__).with_name("bare_http_server.py"))
+    with _http_server(lambda port: [sys.executable, bare_server, port, str(BURST_LATENCY)], {}) as (url, _):
+        bare = anyio.run(_bursts, url, "wait", "text", calls, rounds)
+    naive_totals = [total for total, _ in naive]
+    bare_totals = [total for total, _ in bare]
+    return [
+        Figure(f"{calls} simultaneous chat calls, until the last answer, naive-mcp", naive_totals, BURST_TARGET_MS),
+        Figure(
+            f"{calls} simultaneous calls, until the last answer, bare MCPServer (floor)", bare_totals, BURST_TARGET_MS
+        ),
+        Figure(
+            "burst, naive-mcp / bare",
+            [statistics.median(naive_totals) / statistics.median(bare_totals)],
+            None,
+            unit="x",
+        ),
+        Figure("errors in the bursts", [float(sum(errors for _, errors in naive))], 0.0, unit="calls"),
+    ]
+
+
+@contextmanager
+def _naive_mcp(upstream: str) -> Iterator[tuple[str, int]]:
+    env = {
+        "NAIVE_BASE_URL": upstream,
+        "NAIVE_API_KEY": f"nv_sk_test_load_{uuid.uuid4().hex}",
+        "NAIVE_DEFAULT_MODEL": "openai/gpt-5-mini",
+    }
+    command = str(Path(sys.executable).with_name("naive-mcp"))
+    with _http_server(lambda port: [command, "--transport", "streamable-http", "--port", port], env) as served:
+        yield served
+
+
+@contextmanager
+def _http_server(command: Callable[[str], list[str]], env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """Run an MCP server on a free port (`command(port)`); yields its MCP endpoint and its pid."""
+    port = str(free_port())
+    argv = command(port)
+    environment = {"PATH": os.environ.get("PATH", ""), "NAIVE_LOG_LEVEL": "WARNING", **env}
+    server = subprocess.Popen(
+        argv, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", server)
+        yield f"http://127.0.0.1:{port}/mcp", server.pid
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+async def _bursts(url: str, tool: str, argument: str, calls: int, rounds: int) -> list[tuple[float, int]]:
+    """Per round: ms from the go to the last answer, and the errors."""
+    results: list[tuple[float, int]] = []
+    ready = 0
+    all_ready = anyio.Event()
+    go = [anyio.Event() for _ in range(rounds)]
+    finished: list[float] = []
+    errors = 0
+    round_done = [anyio.Event() for _ in range(rounds)]
+
+    async def client(index: int) -> None:
+        nonlocal ready, errors
+        async with (
+            httpx2.AsyncClient(timeout=httpx2.Timeout(60)) as http,
+            Client(streamable_http_client(url, http_client=http)) as session,
+        ):
+            await session.list_tools()
+            await session.call_tool(tool, {argument: "warm"})
+            ready += 1
+            if ready == calls:
+                all_ready.set()
+            for turn in range(rounds):
+                await go[turn].wait()
+                result = await session.call_tool(tool, {argument: f"burst {index}.{turn}"})
+                errors += result.is_error
+                finished.append(time.perf_counter())
+                if len(finished) == calls:
+                    round_done[turn].set()
+
+    async with anyio.create_task_group() as group:
+        for index in range(calls):
+            group.start_soon(client, index)
+        await all_ready.wait()
+        for turn in range(rounds):
+            await anyio.sleep(0.5)  # let the warm-up's stragglers settle
+            finished.clear()
+            errors = 0
+            started = time.perf_counter()
+            go[turn].set()
+            await round_done[turn].wait()
+            results.append(((max(finished) - started) * 1000, errors))
+    return results
 
 
 async def _load(url: str, calls: int, in_flight: int, pid: int) -> LoadRun:
@@ -104,7 +186,7 @@ async def _load(url: str, calls: int, in_flight: int, pid: int) -> LoadRun:
                 errors += result.is_error
                 done += 1
                 if measuring and done == calls // 2:
-                    rss.append(_rss_mb(pid))
+                    rss.append(rss_mb(pid))
 
     # Warm-up at full concurrency: imports, the connection pool, as many sessions as the run has.
     async with anyio.create_task_group() as group:
@@ -113,37 +195,12 @@ async def _load(url: str, calls: int, in_flight: int, pid: int) -> LoadRun:
     latencies.clear()
     errors = 0
     done = 0
-    rss.append(_rss_mb(pid))
+    rss.append(rss_mb(pid))
     measuring = True
     started = time.perf_counter()
     async with anyio.create_task_group() as group:
         for index in range(in_flight):
             group.start_soon(client, index, per_client)
     seconds = time.perf_counter() - started
-    rss.append(_rss_mb(pid))
+    rss.append(rss_mb(pid))
     return LoadRun(per_client * in_flight, errors, seconds, latencies, rss)
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_until_healthy(port: int) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("naive-mcp did not start")

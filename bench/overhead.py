@@ -1,0 +1,148 @@
+"""What one `naive_llm_chat` call adds: through MCP (in memory and over a real stdio
+subprocess) against the same request made directly with httpx2, run after run in turn, so both
+see the same machine. The bare MCPServer's own trivial call is measured alongside: that part of
+the added time is the SDK's floor.
+
+Also here: the resident memory of the in-memory server and client before and after 1,000 calls.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from pydantic import SecretStr
+
+from bench import bare_server
+from bench.report import Figure
+from bench.upstream import rss_mb, sandbox_process
+from naive_mcp.server import create_server
+from naive_mcp.settings import Settings
+
+MODEL = "openai/gpt-5-mini"
+PROMPT = "benchmark"
+IN_MEMORY_TARGET_MS = 1.0
+STDIO_TARGET_MS = 2.0
+MEMORY_GROWTH_TARGET_MB = 5.0
+
+Call = Callable[[], Awaitable[object]]
+
+
+async def measure(runs: int, memory_calls: int) -> list[Figure]:
+    with sandbox_process() as url:
+        key = f"nv_sk_test_bench_{uuid.uuid4().hex}"
+        async with (
+            httpx2.AsyncClient() as http,
+            Client(create_server(_settings(url, key))) as in_memory,
+            _stdio(url, key) as stdio,
+            Client(bare_server.server) as bare,
+            _stdio_bare() as bare_stdio,
+        ):
+            calls: dict[str, Call] = {
+                "direct": lambda: _direct(http, url, key),
+                "in memory": lambda: _chat(in_memory),
+                "stdio": lambda: _chat(stdio),
+                "bare in memory": lambda: bare.call_tool("echo", {"text": PROMPT}),
+                "bare stdio": lambda: bare_stdio.call_tool("echo", {"text": PROMPT}),
+            }
+            for call in calls.values():  # warm: imports, connection pools, caches
+                for _ in range(5):
+                    await call()
+            times: dict[str, list[float]] = {name: [] for name in calls}
+            for _ in range(runs):
+                for name, call in calls.items():
+                    times[name].append(await _ms(call))
+            growth = await _memory_growth(lambda: _chat(in_memory), memory_calls)
+
+    def added(name: str) -> list[float]:
+        return [through - direct for through, direct in zip(times[name], times["direct"], strict=True)]
+
+    return [
+        Figure("the chat request made directly with httpx2", times["direct"], None),
+        Figure("naive_llm_chat through MCP, in memory", times["in memory"], None),
+        Figure("added by MCP and naive-mcp, in memory", added("in memory"), IN_MEMORY_TARGET_MS),
+        Figure("naive_llm_chat through MCP, stdio", times["stdio"], None),
+        Figure("added by MCP and naive-mcp, stdio", added("stdio"), STDIO_TARGET_MS),
+        Figure("floor: bare MCPServer trivial call, in memory", times["bare in memory"], None),
+        Figure("floor: bare MCPServer trivial call, stdio", times["bare stdio"], None),
+        Figure(
+            f"memory growth after {memory_calls} in-memory chat calls", [growth], MEMORY_GROWTH_TARGET_MB, unit="MB"
+        ),
+    ]
+
+
+async def _ms(call: Call) -> float:
+    started = time.perf_counter()
+    await call()
+    return (time.perf_counter() - started) * 1000
+
+
+async def _chat(client: Client) -> None:
+    result = await client.call_tool("naive_llm_chat", {"prompt": PROMPT, "model": MODEL})
+    if result.is_error:
+        raise RuntimeError(f"the benchmark call failed: {result.content}")
+
+
+async def _direct(http: httpx2.AsyncClient, url: str, key: str) -> None:
+    """What a program calling Naive itself would do: send the request, read the stream."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": True}
+    headers = {"Authorization": f"Bearer {key}"}
+    async with http.stream("POST", f"{url}/v1/llm/chat/completions", json=body, headers=headers) as response:
+        response.raise_for_status()
+        async for event in httpx2.EventSource(response):
+            if event.data != "[DONE]":
+                json.loads(event.data)
+
+
+async def _memory_growth(call: Call, calls: int) -> float:
+    """MB of resident memory this process gained over `calls` calls, after a warm-up of 100."""
+    for _ in range(100):
+        await call()
+    gc.collect()
+    before = rss_mb(os.getpid())
+    for _ in range(calls):
+        await call()
+    gc.collect()
+    return rss_mb(os.getpid()) - before
+
+
+def _settings(url: str, key: str) -> Settings:
+    return Settings(base_url=url, api_key=SecretStr(key), log_level="WARNING")
+
+
+@asynccontextmanager
+async def _stdio(url: str, key: str) -> AsyncIterator[Client]:
+    env = {"NAIVE_BASE_URL": url, "NAIVE_API_KEY": key}
+    async with _stdio_client([str(Path(sys.executable).with_name("naive-mcp"))], env) as client:
+        yield client
+
+
+@asynccontextmanager
+async def _stdio_bare() -> AsyncIterator[Client]:
+    async with _stdio_client([sys.executable, bare_server.__file__], {}) as client:
+        yield client
+
+
+@asynccontextmanager
+async def _stdio_client(command: list[str], env: dict[str, str]) -> AsyncIterator[Client]:
+    env = {"PATH": os.environ.get("PATH", ""), "NAIVE_LOG_LEVEL": "WARNING", **env}
+    with open(os.devnull, "w") as quiet:  # noqa: ASYNC230 (opening /dev/null does not block)
+        params = StdioServerParameters(command=command[0], args=command[1:], env=env)
+        async with Client(stdio_client(params, errlog=quiet)) as client:
+            yield client
+
+
+def summary(figures: list[Figure]) -> str:
+    return ", ".join(f"{f.name}: {statistics.median(f.samples):.2f}" for f in figures)
