@@ -26,13 +26,22 @@ def main() -> None:
     parser.add_argument(
         "--in-flight", type=int, default=50, help="calls in flight in the load run (default 50)"
     )
-    parser.add_argument("--burst", type=int, default=200, help="simultaneous calls in the burst (default 200)")
+    parser.add_argument(
+        "--burst", type=int, default=200, help="simultaneous calls in the burst (default 200)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a few runs of everything, nothing written")
     args = parser.parse_args()
     if args.smoke:
         runs, calls, in_flight, burst, rounds, memory_calls = 3, 40, 10, 20, 1, 20
     else:
-        runs, calls, in_flight, burst, rounds, memory_calls = args.runs, args.calls, args.in_flight, args.burst, 3, 1000
+        runs, calls, in_flight, burst, rounds, memory_calls = (
+            args.runs,
+            args.calls,
+            args.in_flight,
+            args.burst,
+            3,
+            1000,
+        )
     logging.basicConfig(level=logging.WARNING)
 
     sections = [
@@ -41,7 +50,7 @@ def main() -> None:
             anyio.run(overhead.measure, runs * 3, memory_calls),
             notes=[
                 "Each run makes the direct request, then the same call through each client, in turn; "
-                "\"added\" is the call minus the direct request of the same run.",
+                '"added" is the call minus the direct request of the same run.',
                 "Direct: httpx2 posts the chat request and reads the SSE stream, as a program calling "
                 "Naive itself would. The sandbox runs in a process of its own.",
                 "Floor: the same SDK client calling bench/bare_server.py's one trivial tool.",
@@ -57,7 +66,7 @@ def main() -> None:
                 "First chunk: from the sandbox sending its first SSE chunk to the progress callback.",
                 "Cancel: from the client cancelling the call to the sandbox seeing the connection close.",
             ],
-        )
+        ),
     ]
     sections.append(render("Output sizes", anyio.run(sizes.measure)))
     sections.append(

@@ -19,7 +19,7 @@ async def wait(text: str) -> str:
     return text
 
 
-@server.custom_route("/health", methods=["GET"])
+@server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 

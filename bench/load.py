@@ -77,9 +77,15 @@ def burst(calls: int, rounds: int) -> list[Figure]:
     naive_totals = [total for total, _ in naive]
     bare_totals = [total for total, _ in bare]
     return [
-        Figure(f"{calls} simultaneous chat calls, until the last answer, naive-mcp", naive_totals, BURST_TARGET_MS),
         Figure(
-            f"{calls} simultaneous calls, until the last answer, bare MCPServer (floor)", bare_totals, BURST_TARGET_MS
+            f"{calls} simultaneous chat calls, until the last answer, naive-mcp",
+            naive_totals,
+            BURST_TARGET_MS,
+        ),
+        Figure(
+            f"{calls} simultaneous calls, until the last answer, bare MCPServer (floor)",
+            bare_totals,
+            BURST_TARGET_MS,
         ),
         Figure(
             "burst, naive-mcp / bare",
@@ -99,7 +105,9 @@ def _naive_mcp(upstream: str) -> Iterator[tuple[str, int]]:
         "NAIVE_DEFAULT_MODEL": "openai/gpt-5-mini",
     }
     command = str(Path(sys.executable).with_name("naive-mcp"))
-    with _http_server(lambda port: [command, "--transport", "streamable-http", "--port", port], env) as served:
+    with _http_server(
+        lambda port: [command, "--transport", "streamable-http", "--port", port], env
+    ) as served:
         yield served
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -19,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import httpx2
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -78,7 +76,10 @@ async def measure(runs: int, memory_calls: int) -> list[Figure]:
         Figure("floor: bare MCPServer trivial call, in memory", times["bare in memory"], None),
         Figure("floor: bare MCPServer trivial call, stdio", times["bare stdio"], None),
         Figure(
-            f"memory growth after {memory_calls} in-memory chat calls", [growth], MEMORY_GROWTH_TARGET_MB, unit="MB"
+            f"memory growth after {memory_calls} in-memory chat calls",
+            [growth],
+            MEMORY_GROWTH_TARGET_MB,
+            unit="MB",
         ),
     ]
 
@@ -142,7 +143,3 @@ async def _stdio_client(command: list[str], env: dict[str, str]) -> AsyncIterato
         params = StdioServerParameters(command=command[0], args=command[1:], env=env)
         async with Client(stdio_client(params, errlog=quiet)) as client:
             yield client
-
-
-def summary(figures: list[Figure]) -> str:
-    return ", ".join(f"{f.name}: {statistics.median(f.samples):.2f}" for f in figures)

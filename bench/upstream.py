@@ -21,7 +21,9 @@ def sandbox_process(latency: float = 0.0) -> Iterator[str]:
     """`python -m naive_mcp.sandbox` on a free loopback port; yields its base URL."""
     port = free_port()
     command = [sys.executable, "-m", "naive_mcp.sandbox", "--port", str(port), "--latency", str(latency)]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(url, process)

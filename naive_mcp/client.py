@@ -70,15 +70,33 @@ def make_http_client(settings: Settings) -> httpx2.AsyncClient:
 class NaiveClient:
     """Typed calls to the Naive `llm` primitive."""
 
-    def __init__(self, settings: Settings, http: httpx2.AsyncClient) -> None:
+    def __init__(self, settings: Settings, http: httpx2.AsyncClient | None = None) -> None:
+        """`http` is shared and closed by its owner; without it the client makes its own on first
+        use (making one loads the CA bundle, ~40 ms a server only listing its tools should not
+        spend at start-up) and closes it in `aclose`."""
         self._settings = settings
-        self._http = http
+        self._given_http = http
+        self._own_http: httpx2.AsyncClient | None = None
         self._base_url = settings.base_url
         self._shown_url = settings.shown_base_url
         # Listings and stats answer in seconds: the long read timeout is for generations only.
         self._quick_timeout = httpx2.Timeout(
             min(settings.read_timeout, _QUICK_READ_SECONDS), connect=settings.connect_timeout
         )
+
+    @property
+    def _http(self) -> httpx2.AsyncClient:
+        if self._given_http is not None:
+            return self._given_http
+        if self._own_http is None:
+            self._own_http = make_http_client(self._settings)
+        return self._own_http
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this client made, if it made one."""
+        if self._own_http is not None:
+            await self._own_http.aclose()
+            self._own_http = None
 
     async def chat(
         self, body: dict[str, Any], caller: Caller, on_chunk: Callable[[ChatStream], None] | None = None

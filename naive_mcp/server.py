@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 
 import httpx2
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -15,7 +15,6 @@ from pydantic import AnyHttpUrl
 
 from naive_mcp import __version__
 from naive_mcp.budget import key_digest
-from naive_mcp.client import make_http_client
 from naive_mcp.primitives import REGISTRY
 from naive_mcp.services import Services
 from naive_mcp.settings import Settings
@@ -53,8 +52,8 @@ def create_server(
 
     `services` shares one set (one HTTP client, one model cache, one access control) across
     every connection of an HTTP deployment; its access control then guards the HTTP endpoint.
-    Without it, the server makes its own when it starts (over `http`, if given, else its own
-    client) and closes them when it stops.
+    Without it, the server makes its own when it starts, over `http` if given, else over an HTTP
+    client made on the first upstream call and closed when the server stops.
     """
 
     usage = services.usage if services is not None else UsageLedger()
@@ -64,9 +63,11 @@ def create_server(
         if services is not None:
             yield services
             return
-        async with AsyncExitStack() as stack:
-            client = http if http is not None else await stack.enter_async_context(make_http_client(settings))
-            yield Services.create(settings, client, usage=usage)
+        own = Services.create(settings, http, usage=usage)
+        try:
+            yield own
+        finally:
+            await own.client.aclose()
         logger.info("usage: %s", usage.summary())
 
     guarded = services is not None and services.access.enabled

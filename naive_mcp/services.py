@@ -52,22 +52,38 @@ class CallsInFlight:
 
 
 class RecentGenerations:
-    """The generation ids this server got back lately: the ones whose stats may lag a moment."""
+    """The generation ids this server got back lately: the ones whose stats may lag a moment.
 
-    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+    Ids are kept in the order they came (a dict keeps insertion order, and the clock only moves
+    forward), so expiring is popping from the front: O(1) a call, however many are kept. At most
+    `limit` are kept; past it the oldest go first (a lookup for one of them just does not wait).
+    """
+
+    def __init__(
+        self, window: float, clock: Callable[[], float] = time.monotonic, limit: int = 10_000
+    ) -> None:
         self._window = window
         self._clock = clock
+        self._limit = limit
         self._seen: dict[str, float] = {}
 
     def add(self, generation_id: str) -> None:
         now = self._clock()
-        for old in [key for key, when in self._seen.items() if when < now - self._window]:
-            del self._seen[old]
+        self._seen.pop(generation_id, None)
         self._seen[generation_id] = now
+        cutoff = now - self._window
+        while self._seen:
+            oldest, when = next(iter(self._seen.items()))
+            if when >= cutoff and len(self._seen) <= self._limit:
+                break
+            del self._seen[oldest]
 
     def __contains__(self, generation_id: str) -> bool:
         when = self._seen.get(generation_id)
         return when is not None and when >= self._clock() - self._window
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +100,7 @@ class Services:
 
     @classmethod
     def create(
-        cls, settings: Settings, http: httpx2.AsyncClient, *, usage: UsageLedger | None = None
+        cls, settings: Settings, http: httpx2.AsyncClient | None = None, *, usage: UsageLedger | None = None
     ) -> Services:
         client = NaiveClient(settings, http)
         return cls(
