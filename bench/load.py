@@ -69,13 +69,13 @@ def run(calls: int, in_flight: int) -> LoadRun:
 
 def burst(calls: int, rounds: int) -> list[Figure]:
     """`rounds` bursts of `calls` simultaneous chat calls, naive-mcp then the bare floor."""
-    with sandbox_process(latency=BURST_LATENCY) as upstream, _naive_mcp(upstream) as (url, _):
-        naive = anyio.run(_bursts, url, "naive_llm_chat", "prompt", calls, rounds)
+    with sandbox_process(latency=BURST_LATENCY) as upstream, _naive_mcp(upstream) as (url, pid):
+        naive = anyio.run(_bursts, url, pid, "naive_llm_chat", "prompt", calls, rounds)
     bare_server = str(Path(__file__).with_name("bare_http_server.py"))
-    with _http_server(lambda port: [sys.executable, bare_server, port, str(BURST_LATENCY)], {}) as (url, _):
-        bare = anyio.run(_bursts, url, "wait", "text", calls, rounds)
-    naive_totals = [total for total, _ in naive]
-    bare_totals = [total for total, _ in bare]
+    with _http_server(lambda port: [sys.executable, bare_server, port, str(BURST_LATENCY)], {}) as (url, pid):
+        bare = anyio.run(_bursts, url, pid, "wait", "text", calls, rounds)
+    naive_totals = [burst.total_ms for burst in naive]
+    bare_totals = [burst.total_ms for burst in bare]
     return [
         Figure(
             f"{calls} simultaneous chat calls, until the last answer, naive-mcp",
@@ -93,8 +93,24 @@ def burst(calls: int, rounds: int) -> list[Figure]:
             None,
             unit="x",
         ),
-        Figure("errors in the bursts", [float(sum(errors for _, errors in naive))], 0.0, unit="calls"),
+        Figure("server CPU time per call in the burst, naive-mcp", [b.cpu_ms_per_call for b in naive], None),
+        Figure(
+            "server CPU time per call in the burst, bare MCPServer", [b.cpu_ms_per_call for b in bare], None
+        ),
+        Figure("errors in the bursts", [float(sum(burst.errors for burst in naive))], 0.0, unit="calls"),
     ]
+
+
+@dataclass(frozen=True)
+class Burst:
+    total_ms: float  # from the go to the last answer
+    errors: int
+    cpu_ms_per_call: float  # the server process's CPU time (user + system) over the burst, per call
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -128,9 +144,9 @@ def _http_server(command: Callable[[str], list[str]], env: dict[str, str]) -> It
         server.wait(30)
 
 
-async def _bursts(url: str, tool: str, argument: str, calls: int, rounds: int) -> list[tuple[float, int]]:
-    """Per round: ms from the go to the last answer, and the errors."""
-    results: list[tuple[float, int]] = []
+async def _bursts(url: str, pid: int, tool: str, argument: str, calls: int, rounds: int) -> list[Burst]:
+    """One `Burst` per round."""
+    results: list[Burst] = []
     ready = 0
     all_ready = anyio.Event()
     go = [anyio.Event() for _ in range(rounds)]
@@ -165,10 +181,12 @@ async def _bursts(url: str, tool: str, argument: str, calls: int, rounds: int) -
             await anyio.sleep(0.5)  # let the warm-up's stragglers settle
             finished.clear()
             errors = 0
+            cpu_before = _cpu_seconds(pid)
             started = time.perf_counter()
             go[turn].set()
             await round_done[turn].wait()
-            results.append(((max(finished) - started) * 1000, errors))
+            cpu_ms = (_cpu_seconds(pid) - cpu_before) * 1000
+            results.append(Burst((max(finished) - started) * 1000, errors, cpu_ms / calls))
     return results
 
 

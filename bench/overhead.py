@@ -1,7 +1,8 @@
 """What one `naive_llm_chat` call adds: through MCP (in memory and over a real stdio
 subprocess) against the same request made directly with httpx2, run after run in turn, so both
-see the same machine. The bare MCPServer's own trivial call is measured alongside: that part of
-the added time is the SDK's floor.
+see the same machine. Two floors are measured alongside: the bare MCPServer's own trivial call,
+and a relay — a bare MCPServer whose one tool makes that same direct request — so that what the
+SDK adds and what naive-mcp adds on top can be told apart.
 
 Also here: the resident memory of the in-memory server and client before and after 1,000 calls.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx2
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.server.mcpserver import MCPServer
 from pydantic import SecretStr
 
 from bench import bare_server
@@ -36,6 +38,7 @@ STDIO_TARGET_MS = 2.0
 MEMORY_GROWTH_TARGET_MB = 5.0
 
 Call = Callable[[], Awaitable[object]]
+PAIRED = ("in memory", "relay", "stdio")  # calls measured against a direct request made just before
 
 
 async def measure(runs: int, memory_calls: int) -> list[Figure]:
@@ -46,11 +49,13 @@ async def measure(runs: int, memory_calls: int) -> list[Figure]:
             Client(create_server(_settings(url, key))) as in_memory,
             _stdio(url, key) as stdio,
             Client(bare_server.server) as bare,
+            Client(_relay(http, url, key)) as relay,
             _stdio_bare() as bare_stdio,
         ):
             calls: dict[str, Call] = {
                 "direct": lambda: _direct(http, url, key),
                 "in memory": lambda: _chat(in_memory),
+                "relay": lambda: relay.call_tool("relay", {"text": PROMPT}),
                 "stdio": lambda: _chat(stdio),
                 "bare in memory": lambda: bare.call_tool("echo", {"text": PROMPT}),
                 "bare stdio": lambda: bare_stdio.call_tool("echo", {"text": PROMPT}),
@@ -58,19 +63,30 @@ async def measure(runs: int, memory_calls: int) -> list[Figure]:
             for call in calls.values():  # warm: imports, connection pools, caches
                 for _ in range(5):
                     await call()
+            gc.collect()
+            gc.freeze()  # as `naive-mcp` does once started
             times: dict[str, list[float]] = {name: [] for name in calls}
-            for _ in range(runs):
-                for name, call in calls.items():
+            for name, call in calls.items():
+                if name == "direct":
+                    continue
+                # A block per client, each call paired with a direct request made just before it.
+                for _ in range(runs):
+                    if name in PAIRED:
+                        times["direct"].append(await _ms(calls["direct"]))
                     times[name].append(await _ms(call))
             growth = await _memory_growth(lambda: _chat(in_memory), memory_calls)
 
     def added(name: str) -> list[float]:
-        return [through - direct for through, direct in zip(times[name], times["direct"], strict=True)]
+        offset = PAIRED.index(name) * runs
+        direct = times["direct"][offset : offset + runs]
+        return [through - before for through, before in zip(times[name], direct, strict=True)]
 
     return [
         Figure("the chat request made directly with httpx2", times["direct"], None),
         Figure("naive_llm_chat through MCP, in memory", times["in memory"], None),
         Figure("added by MCP and naive-mcp, in memory", added("in memory"), IN_MEMORY_TARGET_MS),
+        Figure("floor: the same request from a bare MCPServer tool, in memory", times["relay"], None),
+        Figure("added by the SDK alone (relay - direct), in memory", added("relay"), None),
         Figure("naive_llm_chat through MCP, stdio", times["stdio"], None),
         Figure("added by MCP and naive-mcp, stdio", added("stdio"), STDIO_TARGET_MS),
         Figure("floor: bare MCPServer trivial call, in memory", times["bare in memory"], None),
@@ -117,6 +133,19 @@ async def _memory_growth(call: Call, calls: int) -> float:
         await call()
     gc.collect()
     return rss_mb(os.getpid()) - before
+
+
+def _relay(http: httpx2.AsyncClient, url: str, key: str) -> MCPServer:
+    """The SDK's floor for a chat call: a bare server whose tool makes the direct request."""
+    server = MCPServer("relay")
+
+    @server.tool()
+    async def relay(text: str) -> str:
+        """Make the chat request directly."""
+        await _direct(http, url, key)
+        return text
+
+    return server
 
 
 def _settings(url: str, key: str) -> Settings:

@@ -57,7 +57,7 @@ def _serve(settings: Settings) -> None:
     if settings.transport == "stdio":
         from naive_mcp.server import create_server
 
-        server = create_server(settings)
+        server = create_server(settings, progress_needs_token=True)
         logger.info("naive-mcp serving on stdio; upstream %s", settings.shown_base_url)
         _freeze_startup_objects()
         server.run("stdio")

@@ -40,8 +40,12 @@ class ProgressReporter:
         self._changed.set()
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[ProgressReporter]:
-        """Send notifications while the block runs; stop when it ends."""
+    async def running(self, *, enabled: bool = True) -> AsyncIterator[ProgressReporter]:
+        """Send notifications while the block runs; stop when it ends. Not `enabled`: updates are
+        taken and dropped, and no task runs."""
+        if not enabled:
+            yield self
+            return
         try:
             async with anyio.create_task_group() as task_group:
                 task_group.start_soon(self._loop)

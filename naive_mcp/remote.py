@@ -44,7 +44,7 @@ async def serve_http(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM."""
     check_exposure(settings)
     async with make_http_client(settings) as http:
-        services = Services.create(settings, http)
+        services = Services.create(settings, http, progress_needs_token=True)
         app = build_app(create_server(settings, services=services), settings)
         config = uvicorn.Config(
             app,

@@ -46,7 +46,11 @@ def _usage_scope(services: Services | None) -> UsageScope:
 
 
 def create_server(
-    settings: Settings, *, services: Services | None = None, http: httpx2.AsyncClient | None = None
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    http: httpx2.AsyncClient | None = None,
+    progress_needs_token: bool = False,
 ) -> MCPServer[Services]:
     """Build the server.
 
@@ -54,6 +58,8 @@ def create_server(
     every connection of an HTTP deployment; its access control then guards the HTTP endpoint.
     Without it, the server makes its own when it starts, over `http` if given, else over an HTTP
     client made on the first upstream call and closed when the server stops.
+    `progress_needs_token`: served over JSON-RPC (stdio), where a call without a progress token
+    gets no progress reporter.
     """
 
     usage = services.usage if services is not None else UsageLedger()
@@ -63,7 +69,7 @@ def create_server(
         if services is not None:
             yield services
             return
-        own = Services.create(settings, http, usage=usage)
+        own = Services.create(settings, http, usage=usage, progress_needs_token=progress_needs_token)
         try:
             yield own
         finally:

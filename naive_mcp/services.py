@@ -97,10 +97,17 @@ class Services:
     recent_generations: RecentGenerations
     budget: Budget
     usage: UsageLedger
+    # Over JSON-RPC a client that wants progress sends a token; in process a callback is unseen.
+    progress_needs_token: bool = False
 
     @classmethod
     def create(
-        cls, settings: Settings, http: httpx2.AsyncClient | None = None, *, usage: UsageLedger | None = None
+        cls,
+        settings: Settings,
+        http: httpx2.AsyncClient | None = None,
+        *,
+        usage: UsageLedger | None = None,
+        progress_needs_token: bool = False,
     ) -> Services:
         client = NaiveClient(settings, http)
         return cls(
@@ -113,6 +120,7 @@ class Services:
             recent_generations=RecentGenerations(window=_RECENT_GENERATION_SECONDS),
             budget=Budget(settings),
             usage=usage if usage is not None else UsageLedger(),
+            progress_needs_token=progress_needs_token,
         )
 
     def caller(self, grant: Grant, user_id: str | None, project_id: str | None) -> Caller:

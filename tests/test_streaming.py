@@ -410,3 +410,34 @@ async def test_progress_that_cannot_be_sent_never_fails_the_call() -> None:
                 await anyio.lowlevel.checkpoint()
         reporter.update(lambda: "more news")
     assert sent == ["news"], "one failed send ends the notifications, not the call"
+
+
+async def test_a_reporter_nobody_can_hear_sends_nothing_and_runs_no_task() -> None:
+    sent: list[str] = []
+
+    async def send(progress: float, message: str) -> None:
+        sent.append(message)
+
+    reporter = ProgressReporter(send, interval=0, heartbeat=0.01)
+    async with reporter.running(enabled=False):
+        reporter.update(lambda: "news")
+        for _ in range(20):  # a running loop sends the first news at its first turn
+            await anyio.lowlevel.checkpoint()
+    assert sent == []
+
+
+def test_over_json_rpc_only_a_call_with_a_progress_token_gets_a_reporter() -> None:
+    from types import SimpleNamespace
+
+    from naive_mcp.tools import _progress_wanted
+
+    def context(params: dict[str, object]) -> Any:
+        return SimpleNamespace(request_context=SimpleNamespace(params=params))
+
+    with_token = {"name": "naive_llm_chat", "_meta": {"progressToken": 7}}
+    without = {"name": "naive_llm_chat", "_meta": {}}
+    json_rpc = SimpleNamespace(progress_needs_token=True)
+    in_process = SimpleNamespace(progress_needs_token=False)
+    assert _progress_wanted(json_rpc, context(with_token))  # type: ignore[arg-type]
+    assert not _progress_wanted(json_rpc, context(without))  # type: ignore[arg-type]
+    assert _progress_wanted(in_process, context(without))  # type: ignore[arg-type]
