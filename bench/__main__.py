@@ -42,7 +42,9 @@ def main() -> None:
             3,
             1000,
         )
-    logging.basicConfig(level=logging.WARNING)
+    # force: importing a bare MCPServer (bench/bare_server.py) already set the root logger to INFO,
+    # and logging every HTTP request would load the client side of every figure.
+    logging.basicConfig(level=logging.WARNING, force=True)
 
     sections = [
         render(

@@ -31,8 +31,11 @@ _INITIALIZE = {
 
 
 def measure(runs: int) -> list[Figure]:
-    naive = [_spawn([str(Path(sys.executable).with_name("naive-mcp"))]) for _ in range(runs)]
-    bare = [_spawn([sys.executable, str(Path(__file__).with_name("bare_server.py"))]) for _ in range(runs)]
+    naive: list[tuple[float, float]] = []
+    bare: list[tuple[float, float]] = []
+    for _ in range(runs):  # in turn, so that both see the same machine
+        naive.append(_spawn([str(Path(sys.executable).with_name("naive-mcp"))]))
+        bare.append(_spawn([sys.executable, str(Path(__file__).with_name("bare_server.py"))]))
     naive_start = [seconds * 1000 for seconds, _ in naive]
     bare_start = [seconds * 1000 for seconds, _ in bare]
     naive_rss = [rss for _, rss in naive]

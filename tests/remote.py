@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -16,9 +14,8 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from bench.upstream import free_port, wait_until_healthy
 from tests.conftest import NAIVE_MCP
-
-STARTUP_SECONDS = 20
 
 
 @dataclass
@@ -34,12 +31,6 @@ class HttpServer:
 
     def logs(self) -> str:
         return self.stderr.read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -68,17 +59,10 @@ def http_server(
 
 
 def _wait_until_healthy(server: HttpServer) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"naive-mcp exited at start:\n{server.logs()}")
-        try:
-            if httpx2.get(f"{server.base}/health", timeout=1).status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.05)  # a readiness probe, not a wait for behaviour
-    raise AssertionError(f"naive-mcp did not become healthy:\n{server.logs()}")
+    try:
+        wait_until_healthy(server.base, server.process)
+    except RuntimeError as error:
+        raise AssertionError(f"{error}:\n{server.logs()}") from None
 
 
 @asynccontextmanager
