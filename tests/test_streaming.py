@@ -432,12 +432,36 @@ def test_over_json_rpc_only_a_call_with_a_progress_token_gets_a_reporter() -> No
     from naive_mcp.tools import _progress_wanted
 
     def context(params: dict[str, object]) -> Any:
-        return SimpleNamespace(request_context=SimpleNamespace(params=params))
+        return SimpleNamespace(request_context=SimpleNamespace(params=params, session=None))
 
     with_token = {"name": "naive_llm_chat", "_meta": {"progressToken": 7}}
     without = {"name": "naive_llm_chat", "_meta": {}}
     json_rpc = SimpleNamespace(progress_needs_token=True)
-    in_process = SimpleNamespace(progress_needs_token=False)
     assert _progress_wanted(json_rpc, context(with_token))  # type: ignore[arg-type]
     assert not _progress_wanted(json_rpc, context(without))  # type: ignore[arg-type]
-    assert _progress_wanted(in_process, context(without))  # type: ignore[arg-type]
+
+
+async def test_in_process_only_a_call_with_a_progress_callback_gets_a_reporter(
+    sandbox: RunningSandbox, api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    running = ProgressReporter.running
+
+    def spy(self: ProgressReporter, *, enabled: bool = True) -> Any:
+        seen.append(enabled)
+        return running(self, enabled=enabled)
+
+    monkeypatch.setattr(ProgressReporter, "running", spy)
+    heard: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        heard.append(message)
+
+    async with Client(create_server(make_settings(sandbox, api_key))) as client:
+        quiet = await client.call_tool("naive_llm_chat", {"prompt": "no one listens"})
+        loud = await client.call_tool(
+            "naive_llm_chat", {"prompt": "someone listens"}, progress_callback=on_progress
+        )
+    assert not quiet.is_error and not loud.is_error
+    assert seen == [False, True]
+    assert heard, "the call with a callback still hears its progress"
