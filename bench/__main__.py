@@ -74,9 +74,10 @@ def main() -> None:
     sections.append(
         render(
             "Cold start and idle memory",
-            startup.measure(max(1, runs // 3)),
+            startup.measure(runs),
             notes=[
-                "Spawn to the first tools/list answer over stdio; RSS read then. Floor: bench/bare_server.py."
+                "Spawn to the first tools/list answer over stdio; RSS read then. Floor: "
+                "bench/bare_server.py, spawned in turn with naive-mcp; the ratio is taken run by run."
             ],
         )
     )

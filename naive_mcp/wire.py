@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Built on the first upstream answer, not at start-up: tools/list never needs these.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class FunctionCall(_Wire):
