@@ -74,8 +74,8 @@ def _serve(settings: Settings) -> None:
 def _freeze_startup_objects() -> None:
     """Move what start-up made (modules, schemas, the app) out of the garbage collector's sight.
 
-    They live as long as the process; left in view, every full collection walks them all again,
-    and under load that was the largest single cost of a call (bench/results.md, before/after).
+    They live as long as the process; left in view, every full collection walks them all again:
+    a burst of 20 calls over HTTP took 0.13-0.16 s of server CPU before, 0.05-0.08 s after.
     """
     gc.freeze()
 
