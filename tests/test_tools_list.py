@@ -66,3 +66,25 @@ async def test_a_2025_era_client_with_the_initialize_handshake_is_served_too(set
         assert len((await legacy.list_tools()).tools) == 5
         result = await legacy.call_tool("naive_llm_chat", {"prompt": "hi"})
     assert not result.is_error
+
+
+async def test_output_schemas_hold_their_shapes_inline_without_references(client: Client) -> None:
+    tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    for name, tool in tools.items():
+        if tool.output_schema is not None:
+            assert not schema_keys(tool.output_schema) & {"$ref", "$defs"}, name
+    usage = tools["naive_llm_chat"].output_schema["properties"]["usage"]  # type: ignore[index]
+    assert usage["type"] == "object" and usage["properties"]["cost"] == {"type": "number"}
+
+
+def test_a_model_that_refers_to_itself_keeps_its_references() -> None:
+    from pydantic import BaseModel
+
+    from naive_mcp.schema import output_schema
+
+    class Node(BaseModel):
+        name: str
+        children: list[Node] = []
+
+    schema = output_schema(Node)
+    assert "$defs" in schema and "$ref" in str(schema)
