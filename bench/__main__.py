@@ -51,8 +51,10 @@ def main() -> None:
             "Overhead of one call",
             anyio.run(overhead.measure, runs * 3, memory_calls),
             notes=[
-                "Each run makes the direct request, then the same call through each client, in turn; "
-                '"added" is the call minus the direct request of the same run.',
+                "A block of runs per client; in each run of the chat and relay blocks the direct "
+                'request is made just before the call, and "added" is the call minus that request.',
+                "No progress token or callback is sent, as most calls go; a call that asks for "
+                "progress also runs the progress reporter (~0.5 ms in memory, bench/history.md).",
                 "Direct: httpx2 posts the chat request and reads the SSE stream, as a program calling "
                 "Naive itself would. The sandbox runs in a process of its own.",
                 "Floor: the same SDK client calling bench/bare_server.py's one trivial tool.",
@@ -88,10 +90,10 @@ def main() -> None:
             "Burst over streamable HTTP",
             load.burst(burst, rounds),
             notes=[
-                f"{burst} MCP clients (the Python SDK's), sessions open and warm, call at once; the "
+                f"{burst} MCP clients (the Python SDK's), connected and warmed by a call, call at once; the "
                 f"upstream takes {load.BURST_LATENCY * 1000:.0f} ms to answer; {rounds} rounds.",
                 "Floor: the same clients against bench/bare_http_server.py, whose one tool waits "
-                f"{load.BURST_LATENCY * 1000:.0f} ms.",
+                f"{load.BURST_LATENCY * 1000:.0f} ms, measured right after naive-mcp (not run by run).",
             ],
         )
     )

@@ -75,6 +75,7 @@ async def measure(runs: int, memory_calls: int) -> list[Figure]:
                         times["direct"].append(await _ms(calls["direct"]))
                     times[name].append(await _ms(call))
             growth = await _memory_growth(lambda: _chat(in_memory), memory_calls)
+            gc.unfreeze()
 
     def added(name: str) -> list[float]:
         offset = PAIRED.index(name) * runs

@@ -77,6 +77,7 @@ class NaiveClient:
         self._settings = settings
         self._given_http = http
         self._own_http: httpx2.AsyncClient | None = None
+        self._closed = False
         self._base_url = settings.base_url
         self._shown_url = settings.shown_base_url
         # Listings and stats answer in seconds: the long read timeout is for generations only.
@@ -89,14 +90,16 @@ class NaiveClient:
         if self._given_http is not None:
             return self._given_http
         if self._own_http is None:
+            if self._closed:
+                raise RuntimeError("NaiveClient used after aclose()")
             self._own_http = make_http_client(self._settings)
         return self._own_http
 
     async def aclose(self) -> None:
-        """Close the HTTP client this client made, if it made one."""
+        """Close the HTTP client this client made, if it made one; no call may follow."""
+        self._closed = True
         if self._own_http is not None:
             await self._own_http.aclose()
-            self._own_http = None
 
     async def chat(
         self, body: dict[str, Any], caller: Caller, on_chunk: Callable[[ChatStream], None] | None = None

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 
 from naive_mcp.client import make_http_client
 from naive_mcp.errors import ConfigurationError
-from naive_mcp.server import create_server
+from naive_mcp.server import create_server, freeze_startup_objects
 from naive_mcp.services import CallsInFlight, Services
 from naive_mcp.settings import Settings
 
@@ -46,6 +46,7 @@ async def serve_http(settings: Settings) -> None:
     async with make_http_client(settings) as http:
         services = Services.create(settings, http, progress_needs_token=True)
         app = build_app(create_server(settings, services=services), settings)
+        freeze_startup_objects()
         config = uvicorn.Config(
             app,
             host=settings.host,

