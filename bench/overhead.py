@@ -12,24 +12,17 @@ from __future__ import annotations
 import gc
 import json
 import os
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import httpx2
 from mcp import Client
-from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.server.mcpserver import MCPServer
-from pydantic import SecretStr
 
-from bench import bare_server
+from bench import bare_server, clients
 from bench.report import Figure
 from bench.upstream import rss_mb, sandbox_process
-from naive_mcp.server import create_server
-from naive_mcp.settings import Settings
 
 MODEL = "openai/gpt-5-mini"
 PROMPT = "benchmark"
@@ -46,11 +39,11 @@ async def measure(runs: int, memory_calls: int) -> list[Figure]:
         key = f"nv_sk_test_bench_{uuid.uuid4().hex}"
         async with (
             httpx2.AsyncClient() as http,
-            Client(create_server(_settings(url, key))) as in_memory,
-            _stdio(url, key) as stdio,
+            clients.in_memory(url, key) as in_memory,
+            clients.stdio(url, key) as stdio,
             Client(bare_server.server) as bare,
             Client(_relay(http, url, key)) as relay,
-            _stdio_bare() as bare_stdio,
+            clients.stdio_bare() as bare_stdio,
         ):
             calls: dict[str, Call] = {
                 "direct": lambda: _direct(http, url, key),
@@ -147,29 +140,3 @@ def _relay(http: httpx2.AsyncClient, url: str, key: str) -> MCPServer:
         return text
 
     return server
-
-
-def _settings(url: str, key: str) -> Settings:
-    return Settings(base_url=url, api_key=SecretStr(key), log_level="WARNING")
-
-
-@asynccontextmanager
-async def _stdio(url: str, key: str) -> AsyncIterator[Client]:
-    env = {"NAIVE_BASE_URL": url, "NAIVE_API_KEY": key}
-    async with _stdio_client([str(Path(sys.executable).with_name("naive-mcp"))], env) as client:
-        yield client
-
-
-@asynccontextmanager
-async def _stdio_bare() -> AsyncIterator[Client]:
-    async with _stdio_client([sys.executable, bare_server.__file__], {}) as client:
-        yield client
-
-
-@asynccontextmanager
-async def _stdio_client(command: list[str], env: dict[str, str]) -> AsyncIterator[Client]:
-    env = {"PATH": os.environ.get("PATH", ""), "NAIVE_LOG_LEVEL": "WARNING", **env}
-    with open(os.devnull, "w") as quiet:  # noqa: ASYNC230 (opening /dev/null does not block)
-        params = StdioServerParameters(command=command[0], args=command[1:], env=env)
-        async with Client(stdio_client(params, errlog=quiet)) as client:
-            yield client

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from bench.report import Figure
+from bench.upstream import rss_mb
 
 COLD_START_RATIO_TARGET = 1.2
 IDLE_MEMORY_RATIO_TARGET = 1.15
@@ -75,7 +76,7 @@ def _spawn(command: list[str]) -> tuple[float, float]:
         _send(process, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
         _answer(process, 2)
         seconds = time.perf_counter() - started
-        return seconds, _rss_mb(process.pid)
+        return seconds, rss_mb(process.pid)
     finally:
         process.stdin.close()
         process.wait(30)
@@ -96,10 +97,3 @@ def _answer(process: subprocess.Popen[str], request_id: int) -> dict[str, object
         message: dict[str, object] = json.loads(line)
         if message.get("id") == request_id:
             return message
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")

@@ -9,24 +9,16 @@ even across the stdio subprocess.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 from mcp import Client
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from pydantic import SecretStr
 
+from bench import clients
 from bench.report import Figure
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.sandbox.ledger import RequestRecord
-from naive_mcp.server import create_server
-from naive_mcp.settings import Settings
 
 # A long slow answer, so that a cancel always lands mid-stream; the upstream's own latency is zero.
 CONFIG = SandboxConfig(slow_chunk_delay=0.02, slow_words=600)
@@ -39,8 +31,8 @@ async def measure(runs: int) -> list[Figure]:
     with serve_in_thread(CONFIG) as sandbox:
         key = f"nv_sk_test_bench_{uuid.uuid4().hex}"
         figures: list[Figure] = []
-        for transport, connect in (("in memory", _in_memory), ("stdio", _stdio)):
-            async with connect(sandbox, key) as client:
+        for transport, connect in (("in memory", clients.in_memory), ("stdio", clients.stdio)):
+            async with connect(sandbox.url, key) as client:
                 await client.call_tool("naive_llm_models", {})  # warm: connection pool, imports
                 first = [await _first_progress_ms(client, sandbox, key) for _ in range(runs)]
                 cancel = [await _cancel_ms(client, sandbox, key) for _ in range(runs)]
@@ -99,28 +91,3 @@ async def _ended(sandbox: RunningSandbox, key: str) -> RequestRecord:
     record = sandbox.sandbox.ledger.requests(key)[-1]
     assert await anyio.to_thread.run_sync(record.stream_ended.wait, 10), "the upstream stream never ended"
     return record
-
-
-def _settings(sandbox: RunningSandbox, key: str) -> Settings:
-    return Settings(base_url=sandbox.url, api_key=SecretStr(key), log_level="WARNING")
-
-
-@asynccontextmanager
-async def _in_memory(sandbox: RunningSandbox, key: str) -> AsyncIterator[Client]:
-    async with Client(create_server(_settings(sandbox, key))) as client:
-        yield client
-
-
-@asynccontextmanager
-async def _stdio(sandbox: RunningSandbox, key: str) -> AsyncIterator[Client]:
-    command = Path(sys.executable).with_name("naive-mcp")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "NAIVE_BASE_URL": sandbox.url,
-        "NAIVE_API_KEY": key,
-        "NAIVE_LOG_LEVEL": "WARNING",
-    }
-    with open(os.devnull, "w") as quiet:  # noqa: ASYNC230 (opening /dev/null does not block)
-        params = StdioServerParameters(command=str(command), env=env)
-        async with Client(stdio_client(params, errlog=quiet)) as client:
-            yield client

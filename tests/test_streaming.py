@@ -238,6 +238,15 @@ async def upstream(*events: str, content_type: str = "text/event-stream") -> Asy
         )
 
 
+async def chat_with(*events: str, content_type: str = "text/event-stream") -> CallToolResult:
+    """One `naive_llm_chat` against an upstream whose answer is exactly `events`."""
+    async with (
+        upstream(*events, content_type=content_type) as settings,
+        Client(create_server(settings)) as client,
+    ):
+        return await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+
+
 async def test_keepalives_blank_data_and_unknown_fields_are_ignored() -> None:
     events = (
         ": OPENROUTER PROCESSING\r\n\r\n",
@@ -249,8 +258,7 @@ async def test_keepalives_blank_data_and_unknown_fields_are_ignored() -> None:
         chunk(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "cost": 0.1}),
         "data: [DONE]\n\n",
     )
-    async with upstream(*events) as settings, Client(create_server(settings)) as client:
-        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+    result = await chat_with(*events)
 
     assert not result.is_error, text_of(result)
     assert text_of(result) == "Hello"
@@ -278,8 +286,7 @@ async def test_a_chunk_that_is_not_json_is_a_clear_error_keeping_the_text() -> N
 
 async def test_a_stream_that_just_stops_was_cut_off() -> None:
     events = (chunk(choices=[delta("Half")]),)
-    async with upstream(*events) as settings, Client(create_server(settings)) as client:
-        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+    result = await chat_with(*events)
 
     assert result.is_error
     assert text_of(result).startswith(
@@ -299,11 +306,7 @@ async def test_an_upstream_that_answers_in_one_piece_is_read_whole() -> None:
         "credits_used": 0.02,
         "credits_remaining": 9.98,
     }
-    async with (
-        upstream(json.dumps(whole), content_type="application/json") as settings,
-        Client(create_server(settings)) as client,
-    ):
-        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+    result = await chat_with(json.dumps(whole), content_type="application/json")
 
     assert not result.is_error
     assert text_of(result) == "Whole"
@@ -373,8 +376,7 @@ async def test_a_malformed_detail_never_costs_a_finished_answer() -> None:
         chunk(choices=[], usage={"prompt_tokens": "n/a", "cost": 0.1}, credits_used="lots"),
         "data: [DONE]\n\n",
     )
-    async with upstream(*events) as settings, Client(create_server(settings)) as client:
-        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+    result = await chat_with(*events)
 
     assert not result.is_error, text_of(result)
     assert text_of(result) == "Kept"
@@ -389,8 +391,7 @@ async def test_an_event_larger_than_a_megabyte_is_read() -> None:
         chunk(choices=[delta(big)]),
         chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]),
     )
-    async with upstream(*events) as settings, Client(create_server(settings)) as client:
-        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+    result = await chat_with(*events)
     assert not result.is_error, text_of(result)[:200]
     assert len(text_of(result)) == 1_500_000
 
