@@ -13,7 +13,6 @@ the token by a short digest prefix.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from mcp.server.auth.provider import AccessToken
 from pydantic import BaseModel, ConfigDict
 
-from naive_mcp.caller import TenantId
+from naive_mcp.caller import TenantId, secret_digest
 
 _NAIVE_KEY = re.compile(r"^nv_(?:sk_(?:live|test)|sess)_[A-Za-z0-9_\-]{4,}$")
 
@@ -48,7 +47,7 @@ class AccessControl:
     """The server's `TokenVerifier`, and the grant behind each verified token."""
 
     def __init__(self, tokens: Mapping[str, TokenGrant], *, client_keys: bool) -> None:
-        self._tokens = {_digest(token): grant for token, grant in tokens.items()}
+        self._tokens = {secret_digest(token): grant for token, grant in tokens.items()}
         self._client_keys = client_keys
 
     @property
@@ -56,7 +55,7 @@ class AccessControl:
         return bool(self._tokens) or self._client_keys
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        digest = _digest(token)
+        digest = secret_digest(token)
         if digest in self._tokens:
             return AccessToken(token=token, client_id=f"token-{digest[:8]}", scopes=[])
         if self._client_keys and _NAIVE_KEY.match(token):
@@ -67,11 +66,7 @@ class AccessControl:
         """The grant of a verified token; the empty grant when the call was not authenticated."""
         if access is None:
             return Grant()
-        pinned = self._tokens.get(_digest(access.token))
+        pinned = self._tokens.get(secret_digest(access.token))
         if pinned is not None:
             return Grant(user_id=pinned.user_id, project_id=pinned.project_id)
         return Grant(api_key=access.token)
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -19,6 +20,15 @@ TenantId = Annotated[
 ]
 
 
+# How usage and refusals name calls made for the key's own subject (no user).
+OWN_TENANT = "(the key's own)"
+
+
+def secret_digest(secret: str) -> str:
+    """A name for a key or token that is not the secret (SHA-256, hex)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     """The identity of one upstream call. No user means the API key's own subject.
@@ -29,6 +39,20 @@ class Caller:
     api_key: str = field(repr=False)
     user_id: str | None = None
     project_id: str | None = None
+
+    @property
+    def key_digest(self) -> str:
+        return secret_digest(self.api_key)
+
+    @property
+    def tenant(self) -> str:
+        """The Naive user a call is for; `default` and `me` are the key's own subject, as no user is."""
+        return self.user_id if self.user_id not in (None, "default", "me") else OWN_TENANT
+
+    @property
+    def user(self) -> str | None:
+        """The user as the ledger keeps it: None for the key's own subject."""
+        return None if self.tenant == OWN_TENANT else self.user_id
 
     def headers(self) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.api_key}"}

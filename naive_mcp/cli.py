@@ -80,6 +80,8 @@ def _serve_with_sandbox(settings: Settings) -> None:
                     "base_url": sandbox.url,
                     "api_key": settings.api_key or SecretStr(SANDBOX_API_KEY),
                     "default_model": settings.default_model or SANDBOX_DEFAULT_MODEL,
+                    # Play money: it stays in the process unless a store is named.
+                    "store": settings.store or "memory",
                 }
             )
         )

@@ -80,6 +80,14 @@ _OWN_KINDS: dict[str, _Kind] = {
     "unknown_method": _Kind(False, "Call naive_search_primitives to see every method and its arguments."),
     "spending_cap": _Kind(False, "Stay within the cap named above, or ask the operator to raise it."),
     "model_not_allowed": _Kind(False, "Use a model the server allows."),
+    "bad_store": _Kind(
+        False,
+        "Nothing was sent upstream. The operator must fix NAIVE_STORE (a writable file path, `memory`, "
+        "or a reachable postgresql:// URL) and restart the server.",
+    ),
+    "store_too_new": _Kind(
+        False, "Upgrade naive-mcp to the version that made this store, or use another store."
+    ),
     "connection_error": _Kind(True, "Check NAIVE_BASE_URL and the network, then retry."),
     "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),
     "bad_response": _Kind(

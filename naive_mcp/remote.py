@@ -7,6 +7,8 @@
 - One HTTP client, one model cache and one access control serve every connection.
 - SIGINT/SIGTERM: stop accepting, give calls in flight `NAIVE_SHUTDOWN_GRACE` seconds, cancel
   the rest (which closes their upstream connections), close the upstream client.
+- Stateless: a 2025-era client's `notifications/cancelled` stops its call, on whichever replica
+  it runs (`cancels.py`; replicas share a `CancelRelay`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, StatelessCancels
 from naive_mcp.client import make_http_client
 from naive_mcp.errors import ConfigurationError
-from naive_mcp.server import create_server, freeze_startup_objects
+from naive_mcp.server import create_server, freeze_startup_objects, log_usage
 from naive_mcp.services import CallsInFlight, Services
 from naive_mcp.settings import Settings
 
@@ -40,12 +43,13 @@ _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 
-async def serve_http(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM."""
+async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. `cancel_relay`: what replicas share to pass stateless cancels
+    on to one another (default: this process only)."""
     check_exposure(settings)
     async with make_http_client(settings) as http:
         services = Services.create(settings, http, progress_needs_token=True)
-        app = build_app(create_server(settings, services=services), settings)
+        app = build_app(create_server(settings, services=services), settings, cancel_relay=cancel_relay)
         freeze_startup_objects()
         config = uvicorn.Config(
             app,
@@ -64,8 +68,9 @@ async def serve_http(settings: Settings) -> None:
             " (stateless)" if settings.stateless and settings.transport == "streamable-http" else "",
             settings.shown_base_url,
         )
-        await _Server(config, services.calls, settings.shutdown_grace).serve()
-    logger.info("usage: %s", services.usage.summary())
+        async with services.running():
+            await _Server(config, services.calls, settings.shutdown_grace).serve()
+            await log_usage(services)
     logger.info("naive-mcp stopped")
 
 
@@ -130,7 +135,16 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
-def build_app(server: MCPServer[Services], settings: Settings) -> Starlette:
+def build_app(
+    server: MCPServer[Services],
+    settings: Settings,
+    *,
+    cancel_relay: CancelRelay | None = None,
+    cancel_poll_interval: float = DEFAULT_POLL_INTERVAL,
+) -> Starlette:
+    """The HTTP app. Stateless streamable HTTP: `notifications/cancelled` stops the call it names,
+    here or, through `cancel_relay` (default: in memory, this process only), on another replica
+    sharing it, which asks the relay every `cancel_poll_interval` seconds while calls run."""
     register: Callable[[Callable[[Request], Awaitable[Response]]], object] = server.custom_route(
         "/health", methods=["GET"]
     )
@@ -144,13 +158,17 @@ def build_app(server: MCPServer[Services], settings: Settings) -> Starlette:
             transport_security=security,
             host=settings.host,
         )
-    return server.streamable_http_app(
+    app = server.streamable_http_app(
         streamable_http_path=settings.endpoint_path,
         stateless_http=settings.stateless,
         max_request_body_size=settings.max_request_bytes,
         transport_security=security,
         host=settings.host,
     )
+    if settings.stateless:
+        cancels = StatelessCancels(cancel_relay, poll_interval=cancel_poll_interval)
+        cancels.install(app, settings.endpoint_path, max_body_bytes=settings.max_request_bytes)
+    return app
 
 
 async def _health(request: Request) -> Response:

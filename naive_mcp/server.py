@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import httpx2
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.settings import AuthSettings
@@ -15,12 +16,13 @@ from mcp.server.mcpserver.resources import FunctionResource
 from pydantic import AnyHttpUrl
 
 from naive_mcp import __version__
-from naive_mcp.budget import key_digest
+from naive_mcp.caller import secret_digest
 from naive_mcp.primitives import REGISTRY
 from naive_mcp.services import Services
 from naive_mcp.settings import Settings
+from naive_mcp.store import EVERYTHING, UsageScope
 from naive_mcp.tools import build_tools
-from naive_mcp.usage import EVERYTHING, USAGE_URI, UsageLedger, UsageScope
+from naive_mcp.usage import USAGE_URI, usage_json, usage_summary
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +33,26 @@ INSTRUCTIONS = (
 )
 
 
-def _usage_scope(services: Services | None) -> UsageScope:
+def _usage_scope(services: Services) -> UsageScope:
     """What the reader of naive://usage may see: everything over stdio or to an operator token;
     a pinned token its own user's usage; a client with its own key that key's usage."""
-    if services is None:
-        return EVERYTHING
     grant = services.access.grant(get_access_token())
     if grant.user_id is not None:
         server_key = services.settings.api_key
-        digest = key_digest(server_key.get_secret_value()) if server_key is not None else None
+        digest = secret_digest(server_key.get_secret_value()) if server_key is not None else None
         return UsageScope(key_digest=digest, user=grant.user_id)
     if grant.api_key is not None:
-        return UsageScope(key_digest=key_digest(grant.api_key))
+        return UsageScope(key_digest=secret_digest(grant.api_key))
     return EVERYTHING
+
+
+async def log_usage(services: Services) -> None:
+    """The usage ledger, in a line, when the server stops."""
+    try:
+        store = await services.guard.store()
+        logger.info("usage: %s", await usage_summary(store))
+    except Exception as exc:  # the store is away: stopping matters more than the line
+        logger.warning("usage: not available (%s)", type(exc).__name__)
 
 
 def create_server(
@@ -63,19 +72,28 @@ def create_server(
     gets no progress reporter.
     """
 
-    usage = services.usage if services is not None else UsageLedger()
+    running: list[Services] = [services] if services is not None else []  # what naive://usage reads
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
         if services is not None:
             yield services
             return
-        own = Services.create(settings, http, usage=usage, progress_needs_token=progress_needs_token)
+        own = Services.create(settings, http, progress_needs_token=progress_needs_token)
+        running.append(own)
         try:
-            yield own
+            async with own.running():
+                try:
+                    yield own
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await log_usage(own)
         finally:
-            await own.client.aclose()
-        logger.info("usage: %s", usage.summary())
+            running.remove(own)
+
+    async def read_usage() -> str:
+        current = running[-1]
+        return await usage_json(await current.guard.store(), _usage_scope(current))
 
     guarded = services is not None and services.access.enabled
     server = MCPServer(
@@ -100,10 +118,10 @@ def create_server(
             uri=USAGE_URI,
             name="usage",
             title="What this server has spent",
-            description="Chat calls, tokens, USD cost and credits since the server started, in all, "
-            "per model and per tenant (Naive user).",
+            description="Chat calls, tokens, USD cost and credits through this server's store: all time, "
+            "today and this month; in all, per model, per tenant (Naive user) and per outcome.",
             mime_type="application/json",
-            fn=lambda: usage.as_json(_usage_scope(services)),
+            fn=read_usage,
         )
     )
     return server

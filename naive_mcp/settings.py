@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
@@ -99,10 +99,22 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Most credits one chat call may cost."
     )
     max_total_credits: float | None = Field(
-        default=None, gt=0, description="Most credits this server may spend in all (while it runs)."
+        default=None, gt=0, description="Most credits spent through this store in all, ever."
+    )
+    max_total_credits_per_day: float | None = Field(
+        default=None, gt=0, description="Most credits spent through this store per UTC day."
+    )
+    max_total_credits_per_month: float | None = Field(
+        default=None, gt=0, description="Most credits spent through this store per UTC month."
     )
     max_tenant_credits: float | None = Field(
-        default=None, gt=0, description="Most credits this server may spend for each Naive user (tenant)."
+        default=None, gt=0, description="Most credits spent for each Naive user (tenant), ever."
+    )
+    max_tenant_credits_per_day: float | None = Field(
+        default=None, gt=0, description="Most credits spent for each Naive user (tenant) per UTC day."
+    )
+    max_tenant_credits_per_month: float | None = Field(
+        default=None, gt=0, description="Most credits spent for each Naive user (tenant) per UTC month."
     )
     min_credits_remaining: float | None = Field(
         default=None, ge=0, description="Chat calls stop when the balance would fall below this many credits."
@@ -110,7 +122,24 @@ class Settings(BaseSettings):
     credits_per_usd: float = Field(
         default=25.0,
         gt=0,
-        description="Credits per USD assumed for cost estimates until responses show the real rate.",
+        description="Credits per USD assumed for cost estimates until an answered call shows the real rate.",
+    )
+    cap_wait: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="Seconds a call that fits a cap only once calls in flight settle may wait for them.",
+    )
+    store: str | None = Field(
+        default=None,
+        description="Where state lives: unset, a SQLite file in the user's data directory; a path; "
+        "`memory`; or postgresql://user:password@host/db. Environment or flag.",
+    )
+    store_lease: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="Seconds after which a silent process's reservations are settled by another.",
     )
     transport: Literal["stdio", "streamable-http", "sse"] = Field(
         default="stdio", description="stdio (a client starts the server), streamable-http, or sse (legacy)."
@@ -189,8 +218,10 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs or errors."""
         key = [self.api_key.get_secret_value()] if self.api_key is not None else []
-        password = urlsplit(self.base_url).password
-        return [*key, *self.auth_tokens, *([password] if password else [])]
+        passwords = [urlsplit(url).password for url in (self.base_url, self.store or "")]
+        # As written in the URL, and decoded (as a driver's message would show it).
+        shown = {form for password in passwords if password for form in (password, unquote(password))}
+        return [*key, *self.auth_tokens, *sorted(shown)]
 
     @property
     def shown_base_url(self) -> str:

@@ -65,6 +65,12 @@ class ChatStream:
         self.started = False
 
     @property
+    def generation_id(self) -> str | None:
+        """The upstream's id for this generation, once a chunk has named it."""
+        value = self._top.get("id")
+        return value if isinstance(value, str) else None
+
+    @property
     def text(self) -> str:
         return "".join(self._text)
 

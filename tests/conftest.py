@@ -20,6 +20,7 @@ from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 
+
 # The console script an MCP client would launch.
 NAIVE_MCP = Path(sys.executable).with_name("naive-mcp")
 DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
@@ -72,6 +73,8 @@ def make_settings(sandbox: RunningSandbox, api_key: str | None, **overrides: Any
         "generation_wait": 3.0,
         # Retries are tested on their own (test_faults.py); elsewhere a fault should show at once.
         "max_retries": 0,
+        # State in the process, never the developer's own store; the store's tests choose theirs.
+        "store": "memory",
         **overrides,
     }
     return Settings(**values)
@@ -92,7 +95,12 @@ def errlog(tmp_path: Path) -> Iterator[TextIO]:
 
 def upstream_env(sandbox: RunningSandbox, api_key: str | None) -> dict[str, str]:
     """The settings an MCP client's config would set to point the server at the sandbox."""
-    env = {"NAIVE_BASE_URL": sandbox.url, "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL, "NAIVE_MAX_RETRIES": "0"}
+    env = {
+        "NAIVE_BASE_URL": sandbox.url,
+        "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL,
+        "NAIVE_MAX_RETRIES": "0",
+        "NAIVE_STORE": "memory",
+    }
     if api_key is not None:
         env["NAIVE_API_KEY"] = api_key
     return env
@@ -103,7 +111,9 @@ async def naive_mcp(errlog: TextIO, env: dict[str, str], *args: str) -> AsyncIte
     """A connected client to a `naive-mcp` subprocess, bounded in time."""
     assert NAIVE_MCP.exists(), f"{NAIVE_MCP} is missing: install the package into the venv"
     params = StdioServerParameters(
-        command=str(NAIVE_MCP), args=list(args), env={"PATH": os.environ["PATH"], **env}
+        command=str(NAIVE_MCP),
+        args=list(args),
+        env={"PATH": os.environ["PATH"], "NAIVE_STORE": "memory", **env},
     )
     with anyio.fail_after(SESSION_TIMEOUT):
         async with Client(stdio_client(params, errlog=errlog)) as client:

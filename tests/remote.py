@@ -43,7 +43,7 @@ def http_server(
     with stderr.open("wb") as log:
         process = subprocess.Popen(
             [str(NAIVE_MCP), "--transport", transport, "--port", str(port), *args],
-            env={"PATH": os.environ["PATH"], **env},
+            env={"PATH": os.environ["PATH"], "NAIVE_STORE": "memory", **env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,

@@ -66,8 +66,16 @@ async def call(client: Client, tool: str, arguments: dict[str, Any]) -> CallTool
         return await client.call_tool(tool, arguments)
 
 
+async def no_busy_connections(http: httpx2.AsyncClient) -> None:
+    """A call cut off mid-answer is settled from its generation's stats, looked up in the
+    background: that lookup may hold a connection for a moment, then must give it back."""
+    with anyio.fail_after(BOUND_SECONDS):
+        while busy_connections(http):  # noqa: ASYNC110 - httpcore's pool has no event to wait on
+            await anyio.sleep(0.02)
+
+
 async def healthy_after(client: Client, http: httpx2.AsyncClient, model: str = "openai/gpt-5-mini") -> None:
-    assert busy_connections(http) == 0, "a connection was left busy"
+    await no_busy_connections(http)
     after = await call(client, "naive_llm_chat", {"prompt": "next", "model": model})
     assert not after.is_error, text_of(after)
 
@@ -231,7 +239,7 @@ async def test_an_oversized_response_is_refused(sandbox: RunningSandbox, api_key
     async with serving(make_settings(sandbox, api_key, max_response_bytes=2048)) as (client, http):
         listing = await call(client, "naive_llm_models", {})
         answer = await call(client, "naive_llm_chat", {"prompt": "x" * 3000})
-        assert busy_connections(http) == 0
+        await no_busy_connections(http)
     assert text_of(listing).startswith(
         "bad_response: the upstream's answer is larger than NAIVE_MAX_RESPONSE_BYTES (2048 bytes)"
     )

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from naive_mcp.sandbox import RunningSandbox
-from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, TOOL_NAMES
+from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, TOOL_NAMES, upstream_env
 from tests.outside_clients import EXIT_TOOL_ERROR, result_of, run_inspector
 
 pytestmark = [pytest.mark.interop]
@@ -27,12 +27,7 @@ Inspect = Callable[..., CompletedProcess[str]]
 @pytest.fixture
 def inspect(sandbox: RunningSandbox, api_key: str, tmp_path: Path) -> Inspect:
     """Run the Inspector CLI against `naive-mcp` on stdio, pointed at the sandbox with a fresh key."""
-    settings = {
-        "NAIVE_API_KEY": api_key,
-        "NAIVE_BASE_URL": sandbox.url,
-        "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL,
-        "NAIVE_MAX_RETRIES": "0",
-    }
+    settings = upstream_env(sandbox, api_key)
     env = [option for name, value in settings.items() for option in ("-e", f"{name}={value}")]
 
     def run(*options: str) -> CompletedProcess[str]:

@@ -16,7 +16,7 @@ import pytest
 from mcp.types import CallToolResult, TextContent
 
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
-from tests.conftest import DEFAULT_MODEL, NAIVE_MCP
+from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, upstream_env
 from tests.remote import HttpServer, connect, http_server
 
 pytestmark = pytest.mark.anyio
@@ -29,15 +29,7 @@ def text_of(result: CallToolResult) -> str:
 
 
 def upstream(sandbox: RunningSandbox, api_key: str | None = None, **more: str) -> dict[str, str]:
-    env = {
-        "NAIVE_BASE_URL": sandbox.url,
-        "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL,
-        "NAIVE_MAX_RETRIES": "0",
-        **more,
-    }
-    if api_key:
-        env["NAIVE_API_KEY"] = api_key
-    return env
+    return {**upstream_env(sandbox, api_key or None), **more}
 
 
 async def chat(server: HttpServer, token: str | None, prompt: str, **arguments: Any) -> CallToolResult:
@@ -103,7 +95,7 @@ def test_refuses_to_listen_beyond_loopback_without_auth(
 ) -> None:
     completed = subprocess.run(
         [str(NAIVE_MCP), "--transport", "streamable-http", *args],
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={"PATH": "/usr/bin:/bin", "NAIVE_STORE": "memory", **env},
         capture_output=True,
         text=True,
         timeout=30,

@@ -10,7 +10,7 @@ from subprocess import CompletedProcess
 import pytest
 
 from naive_mcp.sandbox import RunningSandbox
-from tests.conftest import DEFAULT_MODEL, TOOL_NAMES
+from tests.conftest import DEFAULT_MODEL, TOOL_NAMES, upstream_env
 from tests.outside_clients import EXIT_TOOL_ERROR, result_of, run_inspector, run_ts_client
 from tests.remote import http_server
 
@@ -20,13 +20,7 @@ TOKEN = "interop-team-token"
 
 
 def env(sandbox: RunningSandbox, api_key: str) -> dict[str, str]:
-    return {
-        "NAIVE_BASE_URL": sandbox.url,
-        "NAIVE_API_KEY": api_key,
-        "NAIVE_DEFAULT_MODEL": DEFAULT_MODEL,
-        "NAIVE_MAX_RETRIES": "0",
-        "NAIVE_AUTH_TOKENS": json.dumps([TOKEN]),
-    }
+    return {**upstream_env(sandbox, api_key), "NAIVE_AUTH_TOKENS": json.dumps([TOKEN])}
 
 
 def call(home: Path, connection: list[str], arguments: dict[str, str]) -> CompletedProcess[str]:

@@ -9,15 +9,10 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
 from naive_mcp.caller import TenantId
-from naive_mcp.errors import (
-    ConfigurationError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-)
+from naive_mcp.errors import ConfigurationError
 from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
 from naive_mcp.registry import CallContext, Method, MethodResult
+from naive_mcp.streaming import ChatStream
 from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import ChatCompletion
 
@@ -414,25 +409,15 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     services = call.services
     body = arguments.request_body(services.settings.default_model)
     caller = call.caller(arguments.user_id, arguments.project_id)
-    budget = services.budget
-    budget.check_models(body)
-    prices = await services.catalog.models(caller) if budget.needs_prices else []
-    reservation = budget.admit(caller, body, prices)
-    try:
-        completion = await services.client.chat(
-            body, caller, on_chunk=lambda stream: call.progress.update(stream.progress_message)
-        )
-    except (UpstreamError, UpstreamUnreachable, UpstreamTimeout, UpstreamProtocolError):
-        budget.release(reservation)  # failed before any token: nothing was generated
-        raise
-    except BaseException:
-        budget.settle(reservation, None)  # cut off or cancelled mid-answer: count its worst case
-        raise
-    budget.settle(reservation, completion)
-    services.usage.record(caller, completion)
-    if completion.id:
-        services.recent_generations.add(completion.id)
-    return ChatResult.from_completion(completion, notes=reservation.notes)
+    async with services.guard.spending(caller, body) as spend:
+
+        def on_chunk(stream: ChatStream) -> None:
+            spend.saw(stream.generation_id)
+            call.progress.update(stream.progress_message)
+
+        completion = await services.client.chat(body, caller, on_chunk=on_chunk)
+        spend.answered(completion)
+    return ChatResult.from_completion(completion, notes=spend.notes)
 
 
 CHAT = Method(

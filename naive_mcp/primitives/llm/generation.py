@@ -79,7 +79,7 @@ class GenerationResult(MethodResult):
 
 async def generation(call: CallContext, arguments: GenerationArguments) -> GenerationResult:
     caller = call.caller(arguments.user_id, arguments.project_id)
-    just_made = arguments.id in call.services.recent_generations
+    just_made = await call.services.guard.made_lately(arguments.id)
     stats = await call.services.client.generation(arguments.id, caller, just_made=just_made)
     return GenerationResult.from_generation(arguments.id, stats)
 

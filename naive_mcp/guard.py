@@ -1,0 +1,549 @@
+"""The spend guard: nothing that spends reaches the upstream without a reservation that fits
+every cap, and every call that did ends in exactly one ledger row.
+
+    async with guard.spending(caller, body) as spend:
+        completion = await client.chat(body, caller, on_chunk=lambda s: spend.saw(s.generation_id))
+        spend.answered(completion)
+
+1. Allowed models (NAIVE_ALLOWED_MODELS); then, under any credit cap, the call's worst case: its
+   prompt (counted generously) and `max_tokens` of output at the dearest model of its fallback
+   chain, at the credits-per-USD rate answered calls have shown (the costly end of the documented
+   range, NAIVE_CREDITS_PER_USD, until one has). A call without `max_tokens` gets the largest
+   one that fits, and is told so.
+2. Reserve that worst case in the store, atomically, on every cap row of the call (total,
+   tenant, key; all time, UTC day, UTC month). A call that fits only once calls in flight settle
+   waits for them, up to NAIVE_CAP_WAIT seconds; a refusal names the cap, the numbers, what
+   calls in flight hold and when the cap's period resets.
+3. Settle on every way out: answered (the upstream's credits), failed before any token (nothing),
+   cut off or cancelled (from the generation's stats once the upstream has them, when its id
+   is known; the worst case when not). The hold is in the store from before the call, with the
+   generation id as soon as the first chunk names it, under this process's lease: if the process
+   dies, another settles it the same way when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+
+from naive_mcp.caller import Caller
+from naive_mcp.catalog import ModelCatalog
+from naive_mcp.client import NaiveClient
+from naive_mcp.errors import (
+    ConfigurationError,
+    NaiveError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from naive_mcp.estimate import (
+    LONGEST_OUTPUT,
+    SpendingRefused,
+    amount,
+    check_allowed,
+    dearest_prices,
+    output_budget,
+    prompt_tokens,
+)
+from naive_mcp.settings import Settings
+from naive_mcp.store import CallRecord, CallResult, CapRow, Figures, OpenHold, Outcome, Store, StoreLocation
+from naive_mcp.wire import ChatCompletion
+
+logger = logging.getLogger(__name__)
+
+Period = Literal["all", "day", "month"]
+# Failures that come before the upstream generated anything: nothing was spent.
+NOTHING_GENERATED = (UpstreamError, UpstreamUnreachable, UpstreamTimeout, UpstreamProtocolError)
+# A call waiting for room under a cap looks again this often (sooner when a call here settles).
+_WAIT_POLL_SECONDS = 0.1
+# Whether a generation id was handed out lately enough that its stats may still be on the way.
+RECENT_GENERATION_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    scope: Literal["total", "tenant"]
+    period: Period
+    credits: float
+    setting: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpendingPolicy:
+    """What the operator set for spending (the spending group of the settings)."""
+
+    allowed_models: tuple[str, ...] = ()
+    max_call_credits: float | None = None
+    caps: tuple[Cap, ...] = ()
+    min_credits_remaining: float | None = None
+    assumed_rate: float = 25.0
+    cap_wait: float = 10.0
+    lease_seconds: float = 30.0
+    settle_wait: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SpendingPolicy:
+        periods: tuple[tuple[Period, str], ...] = (("all", ""), ("day", "_PER_DAY"), ("month", "_PER_MONTH"))
+        scopes: tuple[Literal["total", "tenant"], ...] = ("total", "tenant")
+        caps = [
+            Cap(scope, period, credits, f"NAIVE_MAX_{scope.upper()}_CREDITS{suffix}")
+            for scope in scopes
+            for period, suffix in periods
+            if (credits := getattr(settings, f"max_{scope}_credits{suffix.lower()}")) is not None
+        ]
+        return cls(
+            allowed_models=tuple(settings.allowed_models),
+            max_call_credits=settings.max_call_credits,
+            caps=tuple(caps),
+            min_credits_remaining=settings.min_credits_remaining,
+            assumed_rate=settings.credits_per_usd,
+            cap_wait=settings.cap_wait,
+            lease_seconds=settings.store_lease,
+            settle_wait=settings.generation_wait,
+        )
+
+    @property
+    def needs_prices(self) -> bool:
+        """Whether admitting a call needs the models' prices (any credit cap is set)."""
+        return bool(self.caps) or self.max_call_credits is not None or self.min_credits_remaining is not None
+
+
+@dataclass
+class Spend:
+    """One admitted call, as its method sees it."""
+
+    _guard: SpendGuard = field(repr=False)
+    call: CallRecord
+    credits: float  # held
+    notes: list[str] = field(default_factory=list)
+    generation_id: str | None = None
+    completion: ChatCompletion | None = None
+
+    def saw(self, generation_id: str | None) -> None:
+        """A chunk arrived naming the generation: write its id to the hold, once, in the background."""
+        if generation_id is None or self.generation_id is not None:
+            return
+        self.generation_id = generation_id
+        self._guard.in_background(
+            self._guard.store_now().note, self.call.call_id, generation_id=generation_id
+        )
+
+    def answered(self, completion: ChatCompletion) -> None:
+        self.completion = completion
+
+
+class _Refusal(Exception):
+    def __init__(self, error: SpendingRefused, *, waitable: bool) -> None:
+        self.error = error
+        self.waitable = waitable
+
+
+class SpendGuard:
+    def __init__(
+        self,
+        policy: SpendingPolicy,
+        location: StoreLocation,
+        client: NaiveClient,
+        catalog: ModelCatalog,
+        server_key: str | None,
+    ) -> None:
+        self._policy = policy
+        self._location = location
+        self._client = client
+        self._catalog = catalog
+        self._server_key = server_key
+        self.owner = uuid.uuid4().hex  # this process's lease
+        self._store: Store | None = None
+        self._store_error: NaiveError | None = None
+        self._ready = anyio.Event()
+        self._tasks: TaskGroup | None = None
+        self._settled = anyio.Event()  # set (and replaced) whenever a call here settles
+        self._rate: float | None = None
+
+    # --- running: the store, the lease, the sweep --------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Open the store (in the background: tools can be listed meanwhile), hold this process's
+        lease, settle the holds of processes that died, and, on the way out, finish the settling
+        under way and give the lease back."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            keeper = anyio.CancelScope()
+
+            async def keep() -> None:
+                with keeper:
+                    await self._keep()
+
+            tasks.start_soon(keep)
+            try:
+                yield
+            finally:
+                keeper.cancel()
+        self._tasks = None
+        if self._store is not None:
+            with anyio.CancelScope(shield=True):
+                await self._store.drop_lease(self.owner)
+                await self._store.aclose()
+
+    async def _keep(self) -> None:
+        try:
+            store = await Store.open(self._location)
+            await store.renew_lease(self.owner, self._policy.lease_seconds)
+            self._rate = await store.rate()
+        except NaiveError as error:
+            self._store_error = error
+            logger.error("%s", error.message)
+            return
+        finally:
+            self._ready.set()
+        self._store = store
+        logger.info("store: %s (%s)", self._location.shown, self._location.kind)
+        every = self._policy.lease_seconds / 3
+        while True:
+            await self._sweep(store)
+            await anyio.sleep(every)
+            try:
+                await store.renew_lease(self.owner, self._policy.lease_seconds)
+            except Exception as exc:  # the database is away: keep serving, try again next round
+                logger.warning("could not renew this process's lease in the store: %s", type(exc).__name__)
+
+    async def store(self) -> Store:
+        await self._ready.wait()
+        if self._store is None:
+            raise self._store_error or ConfigurationError("the store is not open", kind="bad_store")
+        return self._store
+
+    def store_now(self) -> Store:
+        assert self._store is not None, "used before the store was open"
+        return self._store
+
+    def in_background(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        assert self._tasks is not None, "SpendGuard.running() is not entered"
+        self._tasks.start_soon(lambda: fn(*args, **kwargs))
+
+    async def made_lately(self, generation_id: str) -> bool:
+        return await (await self.store()).made_lately(generation_id, RECENT_GENERATION_SECONDS)
+
+    # --- one call ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def spending(self, caller: Caller, body: dict[str, Any]) -> AsyncIterator[Spend]:
+        """Admit the call (or raise SpendingRefused), yield it, settle it however it ends.
+        May set body["max_tokens"]."""
+        spend = await self.admit(caller, body)
+        try:
+            yield spend
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self.settle(spend, caller, exc)
+            raise
+        with anyio.CancelScope(shield=True):
+            await self.settle(spend, caller)
+
+    async def admit(self, caller: Caller, body: dict[str, Any]) -> Spend:
+        """Reserve the call's worst case in the store, or raise SpendingRefused (after waiting up to
+        NAIVE_CAP_WAIT for calls in flight, when only they stand in the way)."""
+        policy = self._policy
+        check_allowed(body, policy.allowed_models)
+        store = await self.store()
+        prices = dearest_prices(body, await self._catalog.models(caller)) if policy.needs_prices else None
+        call = CallRecord(
+            call_id=uuid.uuid4().hex,
+            started_at=time.time(),
+            key_digest=caller.key_digest,
+            user_id=caller.user,
+            project_id=caller.project_id,
+            model_asked=str(body["model"]),
+        )
+        return await self._admit(store, call, caller, body, prices)
+
+    async def settle(self, spend: Spend, caller: Caller, error: BaseException | None = None) -> None:
+        """The call is over: `error` is how it failed, if it did."""
+        store = self.store_now()
+        if error is None and spend.completion is not None:
+            await self._settle_answered(store, spend, spend.completion)
+        elif isinstance(error, NOTHING_GENERATED):
+            await self._settle(store, spend.call, CallResult("failed", 0.0, credits_reported=False))
+        else:
+            cancelled = isinstance(error, anyio.get_cancelled_exc_class())
+            await self._settle_unfinished(store, spend, caller, "cancelled" if cancelled else "cut_off")
+
+    async def _admit(
+        self,
+        store: Store,
+        call: CallRecord,
+        caller: Caller,
+        body: dict[str, Any],
+        prices: tuple[float, float] | None,
+    ) -> Spend:
+        rows = cap_rows(caller, datetime.fromtimestamp(call.started_at, UTC))
+        chosen: dict[str, Any] = {}
+
+        def decide(figures: Figures) -> float:
+            chosen.clear()
+            if prices is None:  # no credit cap: nothing to hold, but the hold row is written
+                return 0.0
+            self._rate = figures.rate or self._rate
+            return self._worst_case(figures, caller, body, prices, rows, chosen)
+
+        deadline = anyio.current_time() + self._policy.cap_wait
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):  # once written, the hold is settled below
+                    credits = await store.reserve(call, self.owner, rows, decide)
+                break
+            except _Refusal as refusal:
+                left = deadline - anyio.current_time()
+                if not refusal.waitable or left <= 0:
+                    await store.record(call, CallResult("refused", 0.0, credits_reported=False))
+                    raise refusal.error from None
+                with anyio.move_on_after(min(left, _WAIT_POLL_SECONDS)):
+                    await self._settled.wait()
+        spend = Spend(self, call, credits)
+        if "max_tokens" in chosen:
+            body["max_tokens"] = chosen["max_tokens"]
+            spend.notes.append(f"max_tokens set to {chosen['max_tokens']} to fit {chosen['cap']}")
+        return spend
+
+    def _worst_case(
+        self,
+        figures: Figures,
+        caller: Caller,
+        body: dict[str, Any],
+        prices: tuple[float, float],
+        rows: Sequence[CapRow],
+        chosen: dict[str, Any],
+    ) -> float:
+        """The call's worst case in credits, if it fits every cap now; else a _Refusal that says
+        whether it would fit once the calls in flight settle."""
+        rate = figures.rate or self._policy.assumed_rate
+        prompt_credits = prices[0] * prompt_tokens(body) * rate
+        per_token = prices[1] * rate
+        rooms = self._rooms(figures, caller, rows)
+        room = min(rooms, key=lambda r: r.left)
+        max_tokens, thinking = output_budget(body)
+        least = prompt_credits + per_token * ((max_tokens or 1) + thinking)
+        if max_tokens is None:
+            fits = (
+                math.floor((room.left - prompt_credits) / per_token) - thinking
+                if per_token > 0
+                else LONGEST_OUTPUT
+            )
+            max_tokens = min(fits, LONGEST_OUTPUT)
+            if max_tokens < 1:
+                raise self._refusal(rooms, room, least)
+            chosen.update(max_tokens=max_tokens, cap=room.label or "the spending caps")
+        worst = prompt_credits + per_token * (max_tokens + thinking)
+        if worst > room.left:
+            raise self._refusal(rooms, room, worst)
+        return worst
+
+    def _rooms(self, figures: Figures, caller: Caller, rows: Sequence[CapRow]) -> list[_Room]:
+        policy = self._policy
+        rooms = [_Room(math.inf, "", 0.0)]
+        if policy.max_call_credits is not None:
+            rooms.append(
+                _Room(
+                    policy.max_call_credits,
+                    f"NAIVE_MAX_CALL_CREDITS ({policy.max_call_credits:g} credits per call)",
+                    0.0,
+                )
+            )
+        for cap in policy.caps:
+            row = rows[_ROW_INDEX[cap.scope, cap.period]]
+            spent, held = figures.rows.get(row, (0.0, 0.0))
+            left = cap.credits - spent - held
+            whose = f" for {caller.tenant}" if cap.scope == "tenant" else ""
+            rooms.append(
+                _Room(
+                    left,
+                    f"{cap.setting} ({cap.credits:g}{whose}{_PER[cap.period]}; {max(left, 0):.6g} left, "
+                    f"{held:.6g} held by calls in flight{_resets(cap.period, row[1])})",
+                    held,
+                )
+            )
+        if policy.min_credits_remaining is not None:
+            held = figures.rows.get(rows[_ROW_INDEX["key", "all"]], (0.0, 0.0))[1]
+            if figures.balance is None:
+                if held > 0:
+                    # The balance comes with the first answer on a key: until then, one call at a time.
+                    rooms.append(
+                        _Room(
+                            -math.inf,
+                            "NAIVE_MIN_CREDITS_REMAINING (the balance is not known yet: the first answer "
+                            "on this key reports it)",
+                            held,
+                            blocked=True,
+                        )
+                    )
+            else:
+                left = figures.balance - held - policy.min_credits_remaining
+                rooms.append(
+                    _Room(
+                        left,
+                        f"NAIVE_MIN_CREDITS_REMAINING ({policy.min_credits_remaining:g}; balance "
+                        f"{figures.balance:.6g}, {held:.6g} held by calls in flight)",
+                        held,
+                    )
+                )
+        return rooms
+
+    def _refusal(self, rooms: list[_Room], room: _Room, needed: float) -> _Refusal:
+        # Waiting helps if, with every reservation of the calls in flight given back, it would fit.
+        waitable = all(r.left + r.held >= needed or (r.blocked and r.held > 0) for r in rooms) and any(
+            r.held > 0 for r in rooms
+        )
+        setting = room.label.split(" ", 1)[0]
+        if room.blocked:
+            message = f"{room.label}; try again when the call in flight on this key has finished."
+        else:
+            message = (
+                f"this call could cost up to {needed:.6g} credits, more than {room.label} allows. "
+                "Lower max_tokens, shorten the prompt or choose a cheaper model "
+                f"(naive_llm_models sort=price); or ask the operator to raise {setting}."
+            )
+        return _Refusal(SpendingRefused(message), waitable=waitable)
+
+    # --- settling ------------------------------------------------------------------------------
+
+    async def _settle(
+        self,
+        store: Store,
+        call: CallRecord,
+        result: CallResult,
+        *,
+        balance: float | None = None,
+        rate_sample: tuple[float, float] | None = None,
+    ) -> None:
+        try:
+            await store.settle(call, result, balance=balance, rate_sample=rate_sample)
+        except Exception as exc:  # the store is away: the hold stays, and a later sweep settles it
+            logger.error("could not settle call %s in the store: %s", call.call_id, type(exc).__name__)
+        self._settled.set()
+        self._settled = anyio.Event()
+
+    async def _settle_answered(self, store: Store, spend: Spend, completion: ChatCompletion) -> None:
+        usage = completion.usage
+        cost = amount(usage.cost if usage is not None else None)
+        used = amount(completion.credits_used)
+        rate_sample = (used, cost) if used and cost else None
+        if rate_sample is not None:
+            self._rate = None  # the store's sum is the rate now; read again at the next reserve
+        credits = used if used is not None else (cost * self.rate if cost is not None else spend.credits)
+        result = CallResult(
+            "answered",
+            credits,
+            credits_reported=used is not None,
+            model=completion.model,
+            provider=completion.provider,
+            generation_id=completion.id,
+            prompt_tokens=usage.prompt_tokens if usage is not None else None,
+            completion_tokens=usage.completion_tokens if usage is not None else None,
+            cost_usd=cost,
+        )
+        balance = amount(completion.credits_remaining)
+        await self._settle(store, spend.call, result, balance=balance, rate_sample=rate_sample)
+
+    async def _settle_unfinished(self, store: Store, spend: Spend, caller: Caller, outcome: Outcome) -> None:
+        if spend.generation_id is None:
+            await self._settle(store, spend.call, CallResult(outcome, spend.credits, credits_reported=False))
+            return
+        await store.note(spend.call.call_id, generation_id=spend.generation_id, ending=outcome)
+        hold = OpenHold(spend.call, spend.credits, spend.generation_id, outcome)
+        self.in_background(self._settle_from_stats, store, hold, caller)
+
+    async def _settle_from_stats(self, store: Store, hold: OpenHold, caller: Caller | None) -> None:
+        """Settle a call that ended without its cost: from the generation's stats when the upstream
+        has them (it may take a moment), else at its worst case."""
+        outcome = hold.ending or "cut_off"
+        result = CallResult(outcome, hold.credits, credits_reported=False, generation_id=hold.generation_id)
+        if caller is not None and hold.generation_id is not None:
+            try:
+                stats = await self._client.generation(hold.generation_id, caller, just_made=True)
+            except NaiveError as error:
+                logger.info("no stats for %s (%s): settled at its worst case", hold.generation_id, error.kind)
+            else:
+                cost = amount(stats.total_cost)
+                if cost is not None:
+                    result = CallResult(
+                        outcome,
+                        cost * self.rate,
+                        credits_reported=False,
+                        model=stats.model,
+                        provider=stats.provider_name,
+                        generation_id=hold.generation_id,
+                        prompt_tokens=stats.tokens_prompt,
+                        completion_tokens=stats.tokens_completion,
+                        cost_usd=cost,
+                    )
+        with anyio.CancelScope(shield=True):
+            await self._settle(store, hold.call, result)
+
+    async def _sweep(self, store: Store) -> None:
+        """Settle the holds of processes whose lease ran out."""
+        try:
+            orphans = await store.claim_orphans(self.owner)
+        except Exception as exc:
+            logger.warning("could not sweep the store: %s", type(exc).__name__)
+            return
+        for hold in orphans:
+            logger.info("settling call %s of a process that stopped", hold.call.call_id)
+            await self._settle_from_stats(store, hold, self._caller_for(hold))
+
+    def _caller_for(self, hold: OpenHold) -> Caller | None:
+        """Who can look up a dead process's call: this server's key, if the call was made with it."""
+        key = self._server_key
+        if key is None or Caller(key).key_digest != hold.call.key_digest:
+            return None
+        return Caller(key, user_id=hold.call.user_id, project_id=hold.call.project_id)
+
+    @property
+    def rate(self) -> float:
+        return self._rate or self._policy.assumed_rate
+
+
+@dataclass(frozen=True, slots=True)
+class _Room:
+    left: float  # credits left under this limit
+    label: str
+    held: float  # of what is used there, held by calls in flight
+    blocked: bool = False
+
+
+_PER = {"all": "", "day": " per UTC day", "month": " per UTC month"}
+# Where each scope and period sits in cap_rows().
+_ROW_INDEX = {("total", "all"): 0, ("total", "day"): 1, ("total", "month"): 2}
+_ROW_INDEX |= {("tenant", "all"): 3, ("tenant", "day"): 4, ("tenant", "month"): 5, ("key", "all"): 6}
+
+
+def cap_rows(caller: Caller, now: datetime) -> list[CapRow]:
+    """The store rows a call counts on: total, its tenant, its key; all time, this day, this month."""
+    periods = ["all", now.strftime("day:%Y-%m-%d"), now.strftime("month:%Y-%m")]
+    tenant = f"tenant:{caller.key_digest}:{caller.user or ''}"
+    return [
+        *(("total", p) for p in periods),
+        *((tenant, p) for p in periods),
+        (f"key:{caller.key_digest}", "all"),
+    ]
+
+
+def _resets(period: Period, key: str) -> str:
+    if period == "all":
+        return ""
+    start = datetime.strptime(key.split(":", 1)[1], "%Y-%m-%d" if period == "day" else "%Y-%m").replace(
+        tzinfo=UTC
+    )
+    end = start + timedelta(days=1) if period == "day" else (start + timedelta(days=32)).replace(day=1)
+    return f"; resets {end:%Y-%m-%d %H:%M} UTC"

@@ -1,0 +1,184 @@
+"""Which database a `NAIVE_STORE` value names, its SQLAlchemy engine, and its schema migrated forward.
+
+- unset: a SQLite file in the user's data directory, shared by every process of that user;
+- a path (or `sqlite:///path`): that SQLite file;
+- `memory`: SQLite in this process only (tests, throwaway runs);
+- `postgresql://…` (or `postgres://…`): PostgreSQL, for replicas on several hosts.
+
+SQLite runs in WAL mode (readers never wait for the writer) with `synchronous=NORMAL` (a commit
+survives the process dying; only a power cut may lose the newest ones), and every transaction
+takes the write lock at BEGIN (`BEGIN IMMEDIATE`), so two processes reserving at once queue
+instead of failing on a lock upgrade.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from naive_mcp.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+# The schema this code reads and writes: the newest revision under migrations/versions.
+SCHEMA_REVISION = "0001"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+# A process waits this long for another's write transaction before giving up (seconds).
+_SQLITE_BUSY_SECONDS = 30
+# Serialises concurrent migrations of one PostgreSQL database (any constant will do; ours).
+_MIGRATION_LOCK = 0x6E61697665  # "naive"
+STORE_FILE = "store.sqlite3"
+
+Engine_ = Literal["memory", "sqlite", "postgresql"]
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where the state lives, parsed from NAIVE_STORE."""
+
+    kind: Engine_
+    url: str  # SQLAlchemy URL, password included: never shown
+    shown: str  # for messages and logs: no password
+
+    @classmethod
+    def parse(cls, value: str | None) -> StoreLocation:
+        if value is None or not value.strip():
+            path = Path(platformdirs.user_data_dir("naive-mcp", appauthor=False)) / STORE_FILE
+            return cls._sqlite(path)
+        value = value.strip()
+        if value == "memory":
+            return cls("memory", "sqlite+pysqlite://", "memory")
+        if value.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            try:
+                url = make_url(value).set(drivername="postgresql+psycopg")
+            except Exception as exc:  # sqlalchemy raises ArgumentError, ValueError
+                raise ConfigurationError(
+                    "NAIVE_STORE is not a valid PostgreSQL URL (postgresql://user:password@host:5432/db)",
+                    kind="bad_store",
+                ) from exc
+            return cls(
+                "postgresql",
+                url.render_as_string(hide_password=False),
+                url.render_as_string(hide_password=True),
+            )
+        if value.startswith("sqlite:///"):
+            return cls._sqlite(Path(value.removeprefix("sqlite:///")))
+        if "://" in value:
+            raise ConfigurationError(
+                f"NAIVE_STORE names an unknown kind of store ({value.split('://', 1)[0]}://): use a file "
+                "path, `memory`, or postgresql://user:password@host/db",
+                kind="bad_store",
+            )
+        return cls._sqlite(Path(value))
+
+    @classmethod
+    def _sqlite(cls, path: Path) -> StoreLocation:
+        path = path.expanduser().absolute()
+        return cls("sqlite", f"sqlite+pysqlite:///{path}", str(path))
+
+    @property
+    def password(self) -> str | None:
+        if self.kind != "postgresql":
+            return None
+        password = make_url(self.url).password
+        return None if password is None else str(password)
+
+
+def create_store_engine(location: StoreLocation, *, pool_size: int = 10) -> Engine:
+    if location.kind == "postgresql":
+        return create_engine(location.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+    if location.kind == "memory":
+        engine = create_engine(location.url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        path = Path(location.shown)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the store's directory {path.parent}: {exc.strerror}. Set NAIVE_STORE to a "
+                "writable path.",
+                kind="bad_store",
+            ) from exc
+        engine = create_engine(
+            location.url, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_SECONDS}
+        )
+    _sqlite_transactions(engine, wal=location.kind == "sqlite")
+    return engine
+
+
+def _sqlite_transactions(engine: Engine, *, wal: bool) -> None:
+    """pysqlite's own transaction handling is off (it begins late and lazily); ours begins every
+    transaction with the write lock (SQLAlchemy's documented recipe for pysqlite)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: object) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_SECONDS * 1000}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def migrate(engine: Engine, location: StoreLocation) -> None:
+    """Bring the schema to SCHEMA_REVISION, in one transaction that one process at a time runs;
+    refuse a store that a newer naive-mcp has migrated past what this code knows."""
+    try:
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            current = _revision(connection)
+            if current == SCHEMA_REVISION:
+                return
+            _upgrade(connection, current, location)
+    except SQLAlchemyError as exc:
+        raise ConfigurationError(
+            f"cannot open the store at {location.shown}: {_reason(exc)}", kind="bad_store"
+        ) from exc
+
+
+def _revision(connection: Connection) -> str | None:
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+    return None if row is None else str(row[0])
+
+
+def _upgrade(connection: Connection, current: str | None, location: StoreLocation) -> None:
+    # Alembic is imported only when there is something to migrate: most starts have nothing to do.
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    if current is not None and current not in known:
+        raise ConfigurationError(
+            f"the store at {location.shown} has schema revision {current}, newer than this naive-mcp knows "
+            f"(up to {SCHEMA_REVISION}): upgrade naive-mcp, or point NAIVE_STORE at another store.",
+            kind="store_too_new",
+        )
+    logger.info(
+        "migrating the store at %s from %s to %s", location.shown, current or "empty", SCHEMA_REVISION
+    )
+    command.upgrade(config, SCHEMA_REVISION)
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None)
+    return str(original or exc).strip().splitlines()[0]

@@ -1,0 +1,97 @@
+"""What the store keeps and hands back, as plain values (no SQL, no SQLAlchemy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Outcome = Literal["answered", "failed", "cut_off", "cancelled", "refused"]
+OUTCOMES: tuple[Outcome, ...] = ("answered", "failed", "cut_off", "cancelled", "refused")
+
+CapRow = tuple[str, str]  # (scope, period)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """Who made a chat call and what it asked for: the part of a ledger row known at the start."""
+
+    call_id: str
+    started_at: float
+    key_digest: str
+    user_id: str | None
+    project_id: str | None
+    model_asked: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """How a call ended: the rest of its ledger row."""
+
+    outcome: Outcome
+    credits: float | None  # what was counted against the caps
+    credits_reported: bool  # the upstream's own figure, not an estimate
+    model: str | None = None
+    provider: str | None = None
+    generation_id: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What a reservation is decided on, read inside its transaction with the rows locked."""
+
+    rows: dict[CapRow, tuple[float, float]]  # (spent, reserved) of each row the call raises
+    balance: float | None  # the key's balance when last reported
+    rate: float | None  # credits per USD that answered calls showed; None before the first
+
+
+@dataclass(frozen=True, slots=True)
+class OpenHold:
+    """A reservation whose process died: to be settled by whoever claims it."""
+
+    call: CallRecord
+    credits: float
+    generation_id: str | None
+    ending: Outcome | None
+
+
+@dataclass(slots=True)
+class Tally:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    credits: float = 0.0
+    credits_unknown: int = 0  # calls whose credits the upstream did not report (estimated)
+
+    def add(self, other: Tally) -> None:
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.credits += other.credits
+        self.credits_unknown += other.credits_unknown
+
+
+@dataclass(frozen=True, slots=True)
+class UsageScope:
+    """Whose usage a reader may see: all (the operator), one API key's, or one pinned user's."""
+
+    key_digest: str | None = None
+    user: str | None = None
+
+
+EVERYTHING = UsageScope()
+
+
+@dataclass(slots=True)
+class UsageRow:
+    """One group of the ledger: calls of one tenant (user on a key) with one model and outcome."""
+
+    key_digest: str
+    user_id: str | None
+    model: str
+    outcome: Outcome
+    tally: Tally = field(default_factory=Tally)

@@ -1,0 +1,419 @@
+"""The state store: caps, holds, leases, the ledger, balances, the learned rate, cancels.
+
+One set of SQLAlchemy Core queries serves SQLite and PostgreSQL. Each operation is one
+transaction, run on a worker thread (one thread hop per transaction, not per statement: the
+store's cost per call is two short transactions). `memory` runs them inline: it is a SQLite
+database inside this process, microseconds a transaction, so a hop would cost more than the work.
+
+Reserving is one atomic step: the call's cap rows are created if new, then locked in
+(scope, period) order (`SELECT … ORDER BY … FOR UPDATE` on PostgreSQL; SQLite's BEGIN IMMEDIATE
+locks the database), the caller's rule decides from the locked figures, and the rows are raised
+with a hold row written, all before the transaction ends. Settling deletes the hold (once: a
+hold already settled elsewhere is left alone) and moves its credits from reserved to spent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar
+
+import anyio
+from anyio import CapacityLimiter
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from naive_mcp.store import tables as t
+from naive_mcp.store.engine import StoreLocation, create_store_engine, migrate
+from naive_mcp.store.records import (
+    CallRecord,
+    CallResult,
+    CapRow,
+    Figures,
+    OpenHold,
+    Outcome,
+    Tally,
+    UsageRow,
+    UsageScope,
+)
+
+_T = TypeVar("_T")
+RATE = "credits_per_usd"
+# Cancels announced for a call on another replica are kept this long (seconds).
+CANCEL_KEEP_SECONDS = 600.0
+
+
+class Store:
+    def __init__(self, location: StoreLocation, engine: Engine) -> None:
+        self.location = location
+        self._engine = engine
+        self._inline = location.kind == "memory"
+        # SQLite has one writer at a time: this process queues its own transactions here instead
+        # of in SQLite's busy handler, which sleeps in steps. PostgreSQL gets the pool's worth.
+        self._limiter = CapacityLimiter(1 if location.kind != "postgresql" else engine.pool.size())  # type: ignore[attr-defined]
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    async def open(cls, location: StoreLocation) -> Store:
+        """Connect and migrate (on a worker thread: SQLAlchemy's import and the first connect
+        would otherwise hold up the server's first answers)."""
+
+        def opened() -> Store:
+            engine = create_store_engine(location)
+            migrate(engine, location)
+            return cls(location, engine)
+
+        if location.kind == "memory":
+            return opened()
+        return await anyio.to_thread.run_sync(opened)
+
+    async def aclose(self) -> None:
+        await self._run(self._engine.dispose)
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._inline:
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    # --- reserving and settling ---------------------------------------------------------------
+
+    async def reserve(
+        self,
+        call: CallRecord,
+        owner: str,
+        rows: Sequence[CapRow],
+        decide: Callable[[Figures], float],
+    ) -> float:
+        """Hold what `decide` says (credits) on every row of `rows`, atomically; `decide` may raise
+        to refuse, and then nothing is written. Returns the credits held."""
+        return await self._run(self._reserve, call, owner, sorted(set(rows)), decide)
+
+    def _reserve(
+        self, call: CallRecord, owner: str, rows: list[CapRow], decide: Callable[[Figures], float]
+    ) -> float:
+        with self._engine.begin() as db:
+            if rows:
+                db.execute(
+                    self._insert(t.caps).on_conflict_do_nothing(),
+                    [
+                        {"scope": scope, "period": period, "spent": 0.0, "reserved": 0.0}
+                        for scope, period in rows
+                    ],
+                )
+            locked = db.execute(
+                select(t.caps.c.scope, t.caps.c.period, t.caps.c.spent, t.caps.c.reserved)
+                .where(tuple_(t.caps.c.scope, t.caps.c.period).in_(rows))
+                .order_by(t.caps.c.scope, t.caps.c.period)
+                .with_for_update()
+            ).all()
+            figures = Figures(
+                rows={(row.scope, row.period): (row.spent, row.reserved) for row in locked},
+                balance=db.execute(
+                    select(t.balances.c.credits_remaining).where(t.balances.c.key_digest == call.key_digest)
+                ).scalar(),
+                rate=_rate(db),
+            )
+            credits = decide(figures)
+            if credits and rows:
+                _raise_rows(db, rows, reserved=credits)
+            db.execute(
+                t.holds.insert().values(
+                    id=call.call_id,
+                    owner=owner,
+                    started_at=call.started_at,
+                    credits=credits,
+                    rows=json.dumps(rows),
+                    key_digest=call.key_digest,
+                    user_id=call.user_id,
+                    project_id=call.project_id,
+                    model_asked=call.model_asked,
+                )
+            )
+            return credits
+
+    async def note(
+        self, call_id: str, *, generation_id: str | None = None, ending: Outcome | None = None
+    ) -> None:
+        """Write down what a hold's settler will need: the generation id, how the call ended."""
+        values: dict[str, Any] = {}
+        if generation_id is not None:
+            values["generation_id"] = generation_id
+        if ending is not None:
+            values["ending"] = ending
+        if values:
+            await self._run(self._note, call_id, values)
+
+    def _note(self, call_id: str, values: dict[str, Any]) -> None:
+        with self._engine.begin() as db:
+            db.execute(update(t.holds).where(t.holds.c.id == call_id).values(**values))
+
+    async def settle(
+        self,
+        call: CallRecord,
+        result: CallResult,
+        *,
+        balance: float | None = None,
+        rate_sample: tuple[float, float] | None = None,
+    ) -> bool:
+        """End a call's hold: count `result.credits` as spent on its rows, write its ledger row,
+        the key's balance and a (credits, USD) rate sample. False if it was settled already."""
+        return await self._run(self._settle, call, result, balance, rate_sample)
+
+    def _settle(
+        self,
+        call: CallRecord,
+        result: CallResult,
+        balance: float | None,
+        rate_sample: tuple[float, float] | None,
+    ) -> bool:
+        now = time.time()
+        with self._engine.begin() as db:
+            hold = db.execute(
+                delete(t.holds)
+                .where(t.holds.c.id == call.call_id)
+                .returning(t.holds.c.credits, t.holds.c.rows)
+            ).first()
+            if hold is None:
+                return False
+            rows = [(scope, period) for scope, period in json.loads(hold.rows)]
+            spent = result.credits or 0.0
+            if rows and (spent or hold.credits):
+                _raise_rows(db, rows, reserved=-hold.credits, spent=spent)
+            db.execute(t.ledger.insert().values(**_ledger_values(call, result, now)))
+            if balance is not None:
+                values = {"key_digest": call.key_digest, "credits_remaining": balance, "seen_at": now}
+                db.execute(
+                    self._insert(t.balances)
+                    .values(**values)
+                    .on_conflict_do_update(
+                        index_elements=[t.balances.c.key_digest],
+                        set_={"credits_remaining": balance, "seen_at": now},
+                    )
+                )
+            if rate_sample is not None:
+                credits, usd = rate_sample
+                db.execute(
+                    self._insert(t.rates)
+                    .values(name=RATE, credits=credits, usd=usd)
+                    .on_conflict_do_update(
+                        index_elements=[t.rates.c.name],
+                        set_={"credits": t.rates.c.credits + credits, "usd": t.rates.c.usd + usd},
+                    )
+                )
+            return True
+
+    async def record(self, call: CallRecord, result: CallResult) -> None:
+        """A ledger row for a call that held nothing (refused by a cap)."""
+        await self._run(self._record, call, result)
+
+    def _record(self, call: CallRecord, result: CallResult) -> None:
+        with self._engine.begin() as db:
+            db.execute(t.ledger.insert().values(**_ledger_values(call, result, time.time())))
+
+    async def rate(self) -> float | None:
+        return await self._run(self._read_rate)
+
+    def _read_rate(self) -> float | None:
+        with self._engine.connect() as db:
+            return _rate(db)
+
+    # --- leases and the holds of processes that died -------------------------------------------
+
+    async def renew_lease(self, owner: str, seconds: float) -> None:
+        await self._run(self._renew_lease, owner, time.time() + seconds)
+
+    def _renew_lease(self, owner: str, expires_at: float) -> None:
+        with self._engine.begin() as db:
+            db.execute(
+                self._insert(t.leases)
+                .values(owner=owner, expires_at=expires_at)
+                .on_conflict_do_update(index_elements=[t.leases.c.owner], set_={"expires_at": expires_at})
+            )
+
+    async def drop_lease(self, owner: str) -> None:
+        await self._run(self._drop_lease, owner)
+
+    def _drop_lease(self, owner: str) -> None:
+        with self._engine.begin() as db:
+            db.execute(delete(t.leases).where(t.leases.c.owner == owner))
+
+    async def claim_orphans(self, owner: str) -> list[OpenHold]:
+        """Take over the holds of processes whose lease expired (or that never had one), so that
+        exactly one live process settles each; drop those leases. Also forgets old, empty day and
+        month rows and old cancels, so the store does not grow without bound."""
+        return await self._run(self._claim_orphans, owner, time.time())
+
+    def _claim_orphans(self, owner: str, now: float) -> list[OpenHold]:
+        with self._engine.begin() as db:
+            live = select(t.leases.c.owner).where(t.leases.c.expires_at >= now)
+            orphans = db.execute(
+                select(t.holds)
+                .where(t.holds.c.owner != owner, t.holds.c.owner.not_in(live))
+                .order_by(t.holds.c.id)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if orphans:
+                db.execute(
+                    update(t.holds).where(t.holds.c.id.in_([row.id for row in orphans])).values(owner=owner)
+                )
+            db.execute(delete(t.leases).where(t.leases.c.expires_at < now))
+            _forget_old(db, now)
+        return [
+            OpenHold(
+                call=CallRecord(
+                    call_id=row.id,
+                    started_at=row.started_at,
+                    key_digest=row.key_digest,
+                    user_id=row.user_id,
+                    project_id=row.project_id,
+                    model_asked=row.model_asked,
+                ),
+                credits=row.credits,
+                generation_id=row.generation_id,
+                ending=row.ending,
+            )
+            for row in orphans
+        ]
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def usage(self, scope: UsageScope, since: float | None = None) -> list[UsageRow]:
+        """The ledger, grouped by key, user, model (answered or asked) and outcome."""
+        return await self._run(self._usage, scope, since)
+
+    def _usage(self, scope: UsageScope, since: float | None) -> list[UsageRow]:
+        ledger = t.ledger.c
+        model = func.coalesce(ledger.model, ledger.model_asked)
+        query = select(
+            ledger.key_digest,
+            ledger.user_id,
+            model.label("model"),
+            ledger.outcome,
+            func.count().label("calls"),
+            func.coalesce(func.sum(ledger.prompt_tokens), 0).label("prompt_tokens"),
+            func.coalesce(func.sum(ledger.completion_tokens), 0).label("completion_tokens"),
+            func.coalesce(func.sum(ledger.cost_usd), 0.0).label("cost_usd"),
+            func.coalesce(func.sum(ledger.credits), 0.0).label("credits"),
+            func.sum(1 - ledger.credits_reported).label("credits_unknown"),
+        ).group_by(ledger.key_digest, ledger.user_id, model, ledger.outcome)
+        if scope.key_digest is not None:
+            query = query.where(ledger.key_digest == scope.key_digest)
+        if scope.user is not None:
+            query = query.where(ledger.user_id == scope.user)
+        if since is not None:
+            query = query.where(ledger.ended_at >= since)
+        with self._engine.connect() as db:
+            return [
+                UsageRow(
+                    key_digest=row.key_digest,
+                    user_id=row.user_id,
+                    model=row.model,
+                    outcome=row.outcome,
+                    tally=Tally(
+                        calls=row.calls,
+                        prompt_tokens=int(row.prompt_tokens),
+                        completion_tokens=int(row.completion_tokens),
+                        cost_usd=float(row.cost_usd),
+                        credits=float(row.credits),
+                        credits_unknown=int(row.credits_unknown or 0),
+                    ),
+                )
+                for row in db.execute(query)
+            ]
+
+    async def made_lately(self, generation_id: str, seconds: float) -> bool:
+        """Whether a call through this store got `generation_id` back within the last `seconds`."""
+        return await self._run(self._made_lately, generation_id, time.time() - seconds)
+
+    def _made_lately(self, generation_id: str, since: float) -> bool:
+        with self._engine.connect() as db:
+            in_ledger = db.execute(
+                select(t.ledger.c.id)
+                .where(t.ledger.c.generation_id == generation_id, t.ledger.c.ended_at >= since)
+                .limit(1)
+            ).first()
+            if in_ledger is not None:
+                return True
+            in_flight = db.execute(
+                select(t.holds.c.id).where(t.holds.c.generation_id == generation_id).limit(1)
+            ).first()
+            return in_flight is not None
+
+    # --- cancels across replicas ---------------------------------------------------------------
+
+    async def publish_cancel(self, key: str) -> None:
+        await self._run(self._publish_cancel, key, time.time())
+
+    def _publish_cancel(self, key: str, now: float) -> None:
+        with self._engine.begin() as db:
+            db.execute(
+                self._insert(t.cancels)
+                .values(key=key, created_at=now)
+                .on_conflict_do_update(index_elements=[t.cancels.c.key], set_={"created_at": now})
+            )
+
+    async def cancelled(self, keys: Collection[str]) -> set[str]:
+        if not keys:
+            return set()
+        return await self._run(self._cancelled, list(keys), time.time() - CANCEL_KEEP_SECONDS)
+
+    def _cancelled(self, keys: list[str], since: float) -> set[str]:
+        with self._engine.connect() as db:
+            found = db.execute(
+                select(t.cancels.c.key).where(t.cancels.c.key.in_(keys), t.cancels.c.created_at >= since)
+            )
+            return {row.key for row in found}
+
+
+def _rate(db: Connection) -> float | None:
+    row = db.execute(select(t.rates.c.credits, t.rates.c.usd).where(t.rates.c.name == RATE)).first()
+    return row.credits / row.usd if row is not None and row.usd > 0 and row.credits > 0 else None
+
+
+def _raise_rows(db: Connection, rows: list[CapRow], *, reserved: float, spent: float = 0.0) -> None:
+    """Add to the rows' reserved and spent credits, one row at a time in (scope, period) order."""
+    caps = t.caps.c
+    for scope, period in rows:
+        db.execute(
+            update(t.caps)
+            .where(and_(caps.scope == scope, caps.period == period))
+            .values(reserved=caps.reserved + reserved, spent=caps.spent + spent)
+        )
+
+
+def _ledger_values(call: CallRecord, result: CallResult, now: float) -> dict[str, Any]:
+    return {
+        "call_id": call.call_id,
+        "started_at": call.started_at,
+        "ended_at": now,
+        "key_digest": call.key_digest,
+        "user_id": call.user_id,
+        "project_id": call.project_id,
+        "model_asked": call.model_asked,
+        "model": result.model,
+        "provider": result.provider,
+        "generation_id": result.generation_id,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "cost_usd": result.cost_usd,
+        "credits": result.credits,
+        "credits_reported": int(result.credits_reported),
+        "outcome": result.outcome,
+    }
+
+
+def _forget_old(db: Connection, now: float) -> None:
+    day = time.strftime("day:%Y-%m-%d", time.gmtime(now - 3 * 86_400))
+    month = time.strftime("month:%Y-%m", time.gmtime(now - 62 * 86_400))
+    caps = t.caps.c
+    db.execute(
+        delete(t.caps).where(
+            caps.reserved <= 1e-12,
+            or_(
+                and_(caps.period.like("day:%"), caps.period < day),
+                and_(caps.period.like("month:%"), caps.period < month),
+            ),
+        )
+    )
+    db.execute(delete(t.cancels).where(t.cancels.c.created_at < now - CANCEL_KEEP_SECONDS))
