@@ -20,6 +20,7 @@ from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 
+pytest_plugins = ["tests.engines"]
 
 # The console script an MCP client would launch.
 NAIVE_MCP = Path(sys.executable).with_name("naive-mcp")

@@ -35,12 +35,13 @@ class HttpServer:
 
 @contextmanager
 def http_server(
-    tmp: Path, env: dict[str, str], *args: str, transport: str = "streamable-http"
+    tmp: Path, env: dict[str, str], *args: str, transport: str = "streamable-http", port: int | None = None
 ) -> Iterator[HttpServer]:
-    """Start `naive-mcp --transport …` on a free loopback port and wait until /health answers."""
-    port = free_port()
+    """Start `naive-mcp --transport …` on `port` (else a free loopback port) and wait until
+    /health answers."""
+    port = port or free_port()
     stderr = tmp / f"naive-mcp-{port}.stderr"
-    with stderr.open("wb") as log:
+    with stderr.open("ab") as log:
         process = subprocess.Popen(
             [str(NAIVE_MCP), "--transport", transport, "--port", str(port), *args],
             env={"PATH": os.environ["PATH"], "NAIVE_STORE": "memory", **env},

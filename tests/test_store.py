@@ -1,0 +1,264 @@
+"""The durable store: what NAIVE_STORE names, migrations, state that survives restarts and a
+process killed mid-call, and state shared by several processes on one SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import uuid
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult, TextContent, TextResourceContents
+
+from naive_mcp.errors import ConfigurationError
+from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
+from naive_mcp.server import create_server
+from naive_mcp.store import SCHEMA_REVISION, Store, StoreLocation
+from tests.conftest import make_settings, naive_mcp, upstream_env
+from tests.remote import connect, http_server
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 60  # generous, for a busy machine
+# The sandbox bills usage.cost times 1.05, at $0.50 a credit.
+SANDBOX_CREDITS_PER_USD = 2.1
+
+
+def text_of(result: CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+async def usage_of(client: Client) -> dict[str, Any]:
+    content = (await client.read_resource("naive://usage")).contents[0]
+    assert isinstance(content, TextResourceContents)
+    usage: dict[str, Any] = json.loads(content.text)
+    return usage
+
+
+# --- what NAIVE_STORE names ---------------------------------------------------------------------
+
+
+def test_the_default_store_is_a_file_in_the_users_data_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", "/data/home")
+    location = StoreLocation.parse(None)
+    assert (location.kind, location.shown) == ("sqlite", "/data/home/naive-mcp/store.sqlite3")
+
+
+def test_a_postgresql_url_is_shown_without_its_password() -> None:
+    location = StoreLocation.parse("postgresql://naive:s3cr%40t@db.internal:5432/naive")
+    assert location.kind == "postgresql"
+    assert location.shown == "postgresql+psycopg://naive:***@db.internal:5432/naive"
+    assert location.password == "s3cr@t"
+
+
+@pytest.mark.parametrize("value", ["mysql://u:p@h/db", "redis://h"])
+def test_an_unknown_kind_of_store_is_refused_naming_the_choices(value: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        StoreLocation.parse(value)
+    assert refused.value.kind == "bad_store"
+    assert "use a file path, `memory`, or postgresql://" in refused.value.message
+
+
+async def test_a_new_store_is_migrated_and_one_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "store.sqlite3"
+    store = await Store.open(StoreLocation.parse(str(path)))
+    await store.aclose()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_REVISION,)]
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(ConfigurationError) as refused:
+        await Store.open(StoreLocation.parse(str(path)))
+    assert refused.value.kind == "store_too_new"
+    assert f"has schema revision 9999, newer than this naive-mcp knows (up to {SCHEMA_REVISION})" in (
+        refused.value.message
+    )
+
+
+async def test_a_store_that_cannot_be_opened_fails_the_call_and_never_shows_its_password(
+    sandbox: RunningSandbox, api_key: str, errlog: Any
+) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    env = {
+        **upstream_env(sandbox, api_key),
+        "NAIVE_STORE": f"postgresql://naive:{password}@127.0.0.1:9/naive",
+    }
+    async with naive_mcp(errlog, env) as client:
+        assert len((await client.list_tools()).tools) == 5, "tools are listed without a store"
+        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+    errlog.flush()
+    logs = await anyio.Path(errlog.name).read_text()
+    assert result.is_error
+    assert text_of(result).startswith("bad_store: cannot open the store at postgresql+psycopg://")
+    assert "The operator must fix NAIVE_STORE" in text_of(result)
+    assert password not in text_of(result) and password not in logs
+    assert not sandbox.sandbox.ledger.requests(api_key), "nothing was sent upstream"
+
+
+# --- one memory for several processes -----------------------------------------------------------
+
+
+async def test_a_generation_made_through_one_process_is_waited_for_through_another(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path
+) -> None:
+    settings = make_settings(sandbox, api_key, store=str(tmp_path / "shared.sqlite3"))
+    async with Client(create_server(settings)) as first, Client(create_server(settings)) as second:
+        chat = await first.call_tool("naive_llm_chat", {"prompt": "hi"})
+        assert chat.structured_content is not None
+        # The sandbox has no stats for 0.2 s after a completion: the second process waits them out.
+        stats = await second.call_tool("naive_llm_generation", {"id": chat.structured_content["id"]})
+        usage_first, usage_second = await usage_of(first), await usage_of(second)
+    assert not stats.is_error, text_of(stats)
+    assert usage_first == usage_second and usage_first["total"]["calls"] == 1
+
+
+async def test_two_stdio_processes_on_one_sqlite_file_never_spend_past_the_cap(
+    api_key: str, tmp_path: Path, errlog: Any
+) -> None:
+    # Each call's worst case is 100 tokens at $0.4/M and 2.1 credits per USD: 0.000084 credits.
+    cap = 0.000084 * 5 + 0.00001
+    with serve_in_thread(SandboxConfig(slow_chunk_delay=0.01, slow_words=20)) as slow:
+        env = {
+            **upstream_env(slow, api_key),
+            "NAIVE_STORE": str(tmp_path / "shared.sqlite3"),
+            "NAIVE_MAX_TOTAL_CREDITS": str(cap),
+            "NAIVE_CREDITS_PER_USD": str(SANDBOX_CREDITS_PER_USD),
+        }
+        outcomes: list[CallToolResult] = []
+        async with naive_mcp(errlog, env) as one, naive_mcp(errlog, env) as two:
+
+            async def call(client: Client) -> None:
+                arguments = {"prompt": "go", "model": "sandbox/slow", "max_tokens": 100}
+                outcomes.append(await client.call_tool("naive_llm_chat", arguments))
+
+            with anyio.fail_after(WAIT):
+                async with anyio.create_task_group() as group:
+                    for n in range(30):
+                        group.start_soon(call, one if n % 2 else two)
+            usage_one, usage_two = await usage_of(one), await usage_of(two)
+        billed = slow.sandbox.ledger.generations(api_key)
+    answered = [o for o in outcomes if not o.is_error]
+    assert len(answered) >= 5, "the calls that fit are answered"
+    assert all("NAIVE_MAX_TOTAL_CREDITS" in text_of(o) for o in outcomes if o.is_error)
+    billed_credits = sum(g.total_cost for g in billed) * SANDBOX_CREDITS_PER_USD
+    assert billed_credits <= cap, "the upstream's own billing stays within the cap"
+    assert len(billed) == len(answered), "no refused call reached the upstream"
+    assert usage_one == usage_two and usage_one["total"]["calls"] == len(answered)
+
+
+# --- restarts ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+async def test_caps_and_the_ledger_survive_a_restart(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path, stop: signal.Signals
+) -> None:
+    # A long prompt, echoed back and cut at max_tokens: each call costs about the same.
+    arguments = {"prompt": "x" * 2000, "model": "openai/gpt-5.2", "max_tokens": 50}
+    async with Client(create_server(make_settings(sandbox, f"{api_key}_probe"))) as probe:
+        one_call = (await probe.call_tool("naive_llm_chat", arguments)).structured_content
+    assert one_call is not None
+    cap = 2.8 * one_call["credits_used"]  # two calls fit, with the worst case of the second
+    env = {
+        **upstream_env(sandbox, api_key),
+        "NAIVE_STORE": str(tmp_path / "store.sqlite3"),
+        "NAIVE_MAX_TOTAL_CREDITS": str(cap),
+        "NAIVE_CREDITS_PER_USD": str(SANDBOX_CREDITS_PER_USD),
+        "NAIVE_CAP_WAIT": "0",
+    }
+    outcomes: list[CallToolResult] = []
+    for _ in range(3):
+        with http_server(tmp_path, env) as server:
+            async with connect(server, terminate_on_close=False) as client:
+                for _ in range(2):
+                    outcomes.append(await client.call_tool("naive_llm_chat", arguments))
+            server.process.send_signal(stop)
+            server.process.wait(WAIT)
+    with http_server(tmp_path, env) as server:
+        async with connect(server) as client:
+            usage = await usage_of(client)
+    answered = [o for o in outcomes if not o.is_error]
+    spent = sum(o.structured_content["credits_used"] for o in answered if o.structured_content)
+    assert len(answered) == 2, "restarts did not start the caps at zero"
+    assert spent <= cap
+    assert all("NAIVE_MAX_TOTAL_CREDITS" in text_of(o) for o in outcomes if o.is_error)
+    assert usage["total"]["calls"] == 2 == len(sandbox.sandbox.ledger.generations(api_key))
+    assert usage["total"]["credits"] == pytest.approx(spent)
+    assert usage["by_outcome"]["refused"]["calls"] == 4
+
+
+async def test_a_call_killed_mid_answer_is_settled_from_its_generation_by_the_next_process(
+    api_key: str, tmp_path: Path
+) -> None:
+    env_extra = {
+        "NAIVE_STORE": str(tmp_path / "store.sqlite3"),
+        "NAIVE_STORE_LEASE": "1",
+        "NAIVE_MAX_TOTAL_CREDITS": "10",
+    }
+    with serve_in_thread(SandboxConfig(slow_chunk_delay=0.05, slow_words=400)) as paced:
+        env = {**upstream_env(paced, api_key), **env_extra}
+        with http_server(tmp_path, env) as server:
+            async with connect(server, terminate_on_close=False) as client:
+                first = await client.call_tool("naive_llm_chat", {"prompt": "teach the rate"})
+                assert not first.is_error, text_of(first)
+
+            async def doomed() -> None:
+                with suppress(Exception):  # its server is killed under it
+                    async with connect(server, terminate_on_close=False) as client:
+                        await client.call_tool("naive_llm_chat", {"prompt": "go", "model": "sandbox/slow"})
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(doomed)
+                record = await _first_chunk_sent(paced, api_key, "sandbox/slow")
+                await _generation_id_written(tmp_path / "store.sqlite3")
+                os.kill(server.process.pid, signal.SIGKILL)
+                server.process.wait(WAIT)
+        assert await anyio.to_thread.run_sync(record.stream_ended.wait, WAIT)
+        killed = next(g for g in paced.sandbox.ledger.generations(api_key) if g.model == "sandbox/slow")
+        with http_server(tmp_path, env) as server:
+            async with connect(server) as client:
+                with anyio.fail_after(WAIT):
+                    # The next process settles it once the killed one's lease has run out.
+                    while "cut_off" not in (usage := await usage_of(client))["by_outcome"]:  # noqa: ASYNC110
+                        await anyio.sleep(0.1)
+    cut_off = usage["by_outcome"]["cut_off"]
+    assert killed.cancelled and killed.total_cost > 0, "the upstream billed the part it sent"
+    assert cut_off["calls"] == 1
+    assert cut_off["cost_usd"] == pytest.approx(killed.total_cost)
+    assert cut_off["credits"] == pytest.approx(killed.total_cost * SANDBOX_CREDITS_PER_USD, rel=0.01)
+    assert usage["total"]["calls"] == 2
+
+
+async def _generation_id_written(path: Path) -> None:
+    """Until the hold of the call in flight carries its generation id (written just after the
+    first chunk named it)."""
+
+    def written() -> bool:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT 1 FROM holds WHERE generation_id IS NOT NULL").fetchone() is not None
+
+    with anyio.fail_after(WAIT):
+        while not await anyio.to_thread.run_sync(written):  # noqa: ASYNC110 - another process's database
+            await anyio.sleep(0.02)
+
+
+async def _first_chunk_sent(sandbox: RunningSandbox, api_key: str, model: str) -> Any:
+    with anyio.fail_after(WAIT):
+        while True:
+            for record in sandbox.sandbox.ledger.requests(api_key):
+                if (
+                    isinstance(record.body, dict)
+                    and record.body.get("model") == model
+                    and record.first_chunk_at
+                ):
+                    return record
+            await anyio.sleep(0.02)
