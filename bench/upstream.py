@@ -17,9 +17,9 @@ STARTUP_SECONDS = 20
 
 
 @contextmanager
-def sandbox_process(latency: float = 0.0) -> Iterator[str]:
-    """`python -m naive_mcp.sandbox` on a free loopback port; yields its base URL."""
-    port = free_port()
+def sandbox_process(latency: float = 0.0, port: int | None = None) -> Iterator[str]:
+    """`python -m naive_mcp.sandbox` on `port` (else a free loopback port); yields its base URL."""
+    port = port or free_port()
     command = [sys.executable, "-m", "naive_mcp.sandbox", "--port", str(port), "--latency", str(latency)]
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

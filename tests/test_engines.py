@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import httpx2
 import psycopg
 import pytest
 
-from bench.upstream import free_port, sandbox_process, wait_until_healthy
+from bench.upstream import free_port, sandbox_process
 from tests.conftest import DEFAULT_MODEL
 from tests.engines import BalancerKind, PostgresServer, balancer
 
@@ -129,20 +126,7 @@ def assert_all_served(client: httpx2.Client) -> None:
         assert chat.json()["choices"][0]["message"]["content"]
 
 
-@contextmanager
-def sandbox_on(port: int) -> Iterator[str]:
+def sandbox_on(port: int) -> AbstractContextManager[str]:
     """The sandbox upstream in a process of its own on a given port, so that it can be restarted
-    on the same one (bench.upstream.sandbox_process picks a new port each time)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "naive_mcp.sandbox", "--port", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(30)
+    on the same one."""
+    return sandbox_process(port=port)
