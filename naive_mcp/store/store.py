@@ -342,28 +342,37 @@ class Store:
 
     # --- cancels across replicas ---------------------------------------------------------------
 
-    async def publish_cancel(self, key: str) -> None:
-        await self._run(self._publish_cancel, key, time.time())
+    async def publish_cancel(self, key: str, at: float) -> None:
+        """A cancel for the call `key` arrived at `at` (wall clock) on a replica where it was not."""
+        await self._run(self._publish_cancel, key, at)
 
-    def _publish_cancel(self, key: str, now: float) -> None:
+    def _publish_cancel(self, key: str, at: float) -> None:
         with self._engine.begin() as db:
             db.execute(
                 self._insert(t.cancels)
-                .values(key=key, created_at=now)
-                .on_conflict_do_update(index_elements=[t.cancels.c.key], set_={"created_at": now})
+                .values(key=key, created_at=at)
+                .on_conflict_do_update(
+                    index_elements=[t.cancels.c.key],
+                    set_={"created_at": func.max(t.cancels.c.created_at, at)}
+                    if self._engine.dialect.name == "sqlite"
+                    else {"created_at": func.greatest(t.cancels.c.created_at, at)},
+                )
             )
 
-    async def cancelled(self, keys: Collection[str]) -> set[str]:
+    async def cancelled(self, keys: Collection[str]) -> dict[str, float]:
+        """Which of `keys` were published lately, each with its latest time."""
         if not keys:
-            return set()
+            return {}
         return await self._run(self._cancelled, list(keys), time.time() - CANCEL_KEEP_SECONDS)
 
-    def _cancelled(self, keys: list[str], since: float) -> set[str]:
+    def _cancelled(self, keys: list[str], since: float) -> dict[str, float]:
         with self._engine.connect() as db:
             found = db.execute(
-                select(t.cancels.c.key).where(t.cancels.c.key.in_(keys), t.cancels.c.created_at >= since)
+                select(t.cancels.c.key, t.cancels.c.created_at).where(
+                    t.cancels.c.key.in_(keys), t.cancels.c.created_at >= since
+                )
             )
-            return {row.key for row in found}
+            return {row.key: row.created_at for row in found}
 
 
 def _rate(db: Connection) -> float | None:
