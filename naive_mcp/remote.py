@@ -18,7 +18,7 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 
 import anyio
@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, StatelessCancels
 from naive_mcp.client import make_http_client
 from naive_mcp.errors import ConfigurationError
+from naive_mcp.guard import SpendGuard
 from naive_mcp.server import create_server, freeze_startup_objects, log_usage
 from naive_mcp.services import CallsInFlight, Services
 from naive_mcp.settings import Settings
@@ -45,11 +46,12 @@ _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*
 
 async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = None) -> None:
     """Serve until SIGINT/SIGTERM. `cancel_relay`: what replicas share to pass stateless cancels
-    on to one another (default: this process only)."""
+    on to one another (default: the store, which every replica on it shares)."""
     check_exposure(settings)
     async with make_http_client(settings) as http:
         services = Services.create(settings, http, progress_needs_token=True)
-        app = build_app(create_server(settings, services=services), settings, cancel_relay=cancel_relay)
+        relay = cancel_relay or StoreCancelRelay(services.guard)
+        app = build_app(create_server(settings, services=services), settings, cancel_relay=relay)
         freeze_startup_objects()
         config = uvicorn.Config(
             app,
@@ -72,6 +74,19 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
             await _Server(config, services.calls, settings.shutdown_grace).serve()
             await log_usage(services)
     logger.info("naive-mcp stopped")
+
+
+class StoreCancelRelay:
+    """The cancel relay between replicas: the store's table of cancels (`CancelRelay`)."""
+
+    def __init__(self, guard: SpendGuard) -> None:
+        self._guard = guard
+
+    async def publish(self, key: str, at: float) -> None:
+        await (await self._guard.store()).publish_cancel(key, at)
+
+    async def cancelled(self, keys: Collection[str]) -> Mapping[str, float]:
+        return await (await self._guard.store()).cancelled(keys)
 
 
 class _Server(uvicorn.Server):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from tests.conftest import upstream_env
 from tests.engines import balancer
 from tests.remote import HttpServer, connect, http_server
+from tests.test_stateless_cancel import WELL_BEFORE_THE_END, ended, is_answer_progress, last_chat
 
 pytestmark = pytest.mark.anyio
 
@@ -131,3 +133,34 @@ def _text(result: Any) -> str:
     content = result.contents[0]
     assert isinstance(content, TextResourceContents)
     return content.text
+
+
+async def test_a_stateless_cancel_reaches_the_call_on_another_replica_through_the_store(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path, postgres_url: str
+) -> None:
+    env = {**upstream_env(sandbox, api_key), "NAIVE_STORE": postgres_url}
+    with replicas(tmp_path, env) as (base, servers):
+        async with connect(through(base), mode="legacy") as client:
+            heard = anyio.Event()
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                if is_answer_progress(message):
+                    heard.set()
+
+            async def call() -> None:
+                arguments = {"prompt": "long", "model": "sandbox/slow"}
+                await client.call_tool("naive_llm_chat", arguments, progress_callback=on_progress)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(call)
+                with anyio.fail_after(WAIT):
+                    await heard.wait()
+                cancelled_at = time.monotonic()
+                group.cancel_scope.cancel()  # the SDK client sends notifications/cancelled
+            record = last_chat(sandbox, api_key)
+            await ended(record)
+    logs = "".join(server.logs() for server in servers)
+    assert record.disconnected_at is not None, "the upstream saw the call go away"
+    assert record.disconnected_at - cancelled_at < WELL_BEFORE_THE_END
+    # Round robin sent the cancel to the replica after the call's: it came through the store.
+    assert "a cancel from another replica cancelled 1 call(s) in flight" in logs
