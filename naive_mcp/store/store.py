@@ -381,14 +381,15 @@ def _rate(db: Connection) -> float | None:
 
 
 def _raise_rows(db: Connection, rows: list[CapRow], *, reserved: float, spent: float = 0.0) -> None:
-    """Add to the rows' reserved and spent credits, one row at a time in (scope, period) order."""
+    """Add to the rows' reserved and spent credits: locked first in (scope, period) order (one
+    multi-row UPDATE alone would lock them in whatever order it meets them, and deadlock), then
+    raised in one statement."""
     caps = t.caps.c
-    for scope, period in rows:
-        db.execute(
-            update(t.caps)
-            .where(and_(caps.scope == scope, caps.period == period))
-            .values(reserved=caps.reserved + reserved, spent=caps.spent + spent)
-        )
+    chosen = tuple_(caps.scope, caps.period).in_(rows)
+    db.execute(select(caps.scope).where(chosen).order_by(caps.scope, caps.period).with_for_update()).all()
+    db.execute(
+        update(t.caps).where(chosen).values(reserved=caps.reserved + reserved, spent=caps.spent + spent)
+    )
 
 
 def _ledger_values(call: CallRecord, result: CallResult, now: float) -> dict[str, Any]:
