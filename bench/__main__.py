@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 import anyio
 
-from bench import load, overhead, sizes, startup, streaming
+from bench import clients, load, overhead, sizes, startup, store, streaming
 from bench.report import render
 
 RESULTS = Path(__file__).with_name("results.md")
+SECTIONS = ("overhead", "streaming", "sizes", "startup", "load", "burst", "store")
 
 
 def main() -> None:
@@ -30,78 +32,111 @@ def main() -> None:
         "--burst", type=int, default=200, help="simultaneous calls in the burst (default 200)"
     )
     parser.add_argument("--smoke", action="store_true", help="a few runs of everything, nothing written")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable); the results file is then not written",
+    )
     args = parser.parse_args()
     if args.smoke:
-        runs, calls, in_flight, burst, rounds, memory_calls = 3, 40, 10, 20, 1, 20
+        runs, calls, in_flight, burst, rounds, memory_calls, block = 3, 40, 10, 20, 1, 20, 5
     else:
-        runs, calls, in_flight, burst, rounds, memory_calls = (
+        runs, calls, in_flight, burst, rounds, memory_calls, block = (
             args.runs,
             args.calls,
             args.in_flight,
             args.burst,
             3,
             1000,
+            20,
         )
+    chosen = set(args.only or SECTIONS)
     # force: importing a bare MCPServer (bench/bare_server.py) already set the root logger to INFO,
     # and logging every HTTP request would load the client side of every figure.
     logging.basicConfig(level=logging.WARNING, force=True)
+    # Every server the bench starts names its store (bench/clients.py: the run's scratch SQLite
+    # file unless a figure needs another); this catches any in-process one that does not (the
+    # output sizes', whose bytes no store changes), and overrides a NAIVE_STORE of the user's.
+    os.environ["NAIVE_STORE"] = clients.scratch_store()
 
-    sections = [
-        render(
-            "Overhead of one call",
-            anyio.run(overhead.measure, runs * 3, memory_calls),
-            notes=[
-                "A block of runs per client; in each run of the chat and relay blocks the direct "
-                'request is made just before the call, and "added" is the call minus that request.',
-                "No progress token or callback is sent, as most calls go; a call that asks for "
-                "progress also runs the progress reporter (~0.5 ms in memory, bench/history.md).",
-                "Direct: httpx2 posts the chat request and reads the SSE stream, as a program calling "
-                "Naive itself would. The sandbox runs in a process of its own.",
-                "Floor: the same SDK client calling bench/bare_server.py's one trivial tool.",
-                "Memory: this process's RSS (client and in-memory server) after 100 warm-up calls and "
-                "after the rest.",
-            ],
-        ),
-        render(
-            "Streaming",
-            anyio.run(streaming.measure, runs),
-            notes=[
-                "Sandbox upstream on loopback with zero latency; `sandbox/slow` answers in 20 ms chunks.",
-                "First chunk: from the sandbox sending its first SSE chunk to the progress callback.",
-                "Cancel: from the client cancelling the call to the sandbox seeing the connection close.",
-            ],
-        ),
-    ]
-    sections.append(render("Output sizes", anyio.run(sizes.measure)))
-    sections.append(
-        render(
-            "Cold start and idle memory",
-            startup.measure(runs),
-            notes=[
-                "Spawn to the first tools/list answer over stdio; RSS read then. Floor: "
-                "bench/bare_server.py, spawned in turn with naive-mcp; the ratio is taken run by run."
-            ],
-        )
-    )
-    loaded = load.run(calls, in_flight)
-    sections.append(render("Load over streamable HTTP", loaded.figures(in_flight), notes=loaded.notes()))
-    sections.append(
-        render(
-            "Burst over streamable HTTP",
-            load.burst(burst, rounds),
-            notes=[
-                f"{burst} MCP clients (the Python SDK's), connected and warmed by a call, call at once; the "
-                f"upstream takes {load.BURST_LATENCY * 1000:.0f} ms to answer; {rounds} rounds.",
-                "Floor: the same clients against bench/bare_http_server.py, whose one tool waits "
-                f"{load.BURST_LATENCY * 1000:.0f} ms, measured right after naive-mcp (not run by run).",
-            ],
-        )
-    )
+    sections: list[str] = []
+    if "overhead" in chosen:
+        sections.append(_overhead(runs, memory_calls))
+    if "streaming" in chosen:
+        sections.append(_streaming(runs))
+    if "sizes" in chosen:
+        sections.append(render("Output sizes", anyio.run(sizes.measure)))
+    if "startup" in chosen:
+        sections.append(_startup(runs))
+    if "load" in chosen:
+        loaded = load.run(calls, in_flight)
+        sections.append(render("Load over streamable HTTP", loaded.figures(in_flight), notes=loaded.notes()))
+    if "burst" in chosen:
+        sections.append(_burst(burst, rounds))
+    if "store" in chosen:
+        figures, notes = anyio.run(store.measure, runs * 10, runs, block)
+        sections.append(render("State store", figures, notes=notes))
     report = "\n".join(sections)
     sys.stdout.write(report)
-    if not args.smoke:
+    if not args.smoke and args.only is None:
         RESULTS.write_text("# naive-mcp benchmark results\n\n`python -m bench` wrote this file.\n\n" + report)
         sys.stdout.write(f"\nwritten to {RESULTS}\n")
+
+
+def _overhead(runs: int, memory_calls: int) -> str:
+    return render(
+        "Overhead of one call",
+        anyio.run(overhead.measure, runs * 3, memory_calls),
+        notes=[
+            "A block of runs per client; in each run of the chat and relay blocks the direct "
+            'request is made just before the call, and "added" is the call minus that request.',
+            "No progress token or callback is sent, as most calls go; a call that asks for "
+            "progress also runs the progress reporter (~0.5 ms in memory, bench/history.md).",
+            "Direct: httpx2 posts the chat request and reads the SSE stream, as a program calling "
+            "Naive itself would. The sandbox runs in a process of its own.",
+            "naive-mcp's store: a SQLite file (the default engine) in a temp dir of the run.",
+            "Floor: the same SDK client calling bench/bare_server.py's one trivial tool.",
+            "Memory: this process's RSS (client and in-memory server) after 100 warm-up calls and "
+            "after the rest.",
+        ],
+    )
+
+
+def _streaming(runs: int) -> str:
+    return render(
+        "Streaming",
+        anyio.run(streaming.measure, runs),
+        notes=[
+            "Sandbox upstream on loopback with zero latency; `sandbox/slow` answers in 20 ms chunks.",
+            "First chunk: from the sandbox sending its first SSE chunk to the progress callback.",
+            "Cancel: from the client cancelling the call to the sandbox seeing the connection close.",
+        ],
+    )
+
+
+def _startup(runs: int) -> str:
+    return render(
+        "Cold start and idle memory",
+        startup.measure(runs),
+        notes=[
+            "Spawn to the first tools/list answer over stdio; RSS read then. Floor: "
+            "bench/bare_server.py, spawned in turn with naive-mcp; the ratio is taken run by run."
+        ],
+    )
+
+
+def _burst(burst: int, rounds: int) -> str:
+    return render(
+        "Burst over streamable HTTP",
+        load.burst(burst, rounds),
+        notes=[
+            f"{burst} MCP clients (the Python SDK's), connected and warmed by a call, call at once; the "
+            f"upstream takes {load.BURST_LATENCY * 1000:.0f} ms to answer; {rounds} rounds.",
+            "Floor: the same clients against bench/bare_http_server.py, whose one tool waits "
+            f"{load.BURST_LATENCY * 1000:.0f} ms, measured right after naive-mcp (not run by run).",
+        ],
+    )
 
 
 main()

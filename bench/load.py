@@ -26,6 +26,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from bench import clients
 from bench.report import Figure
 from bench.upstream import free_port, rss_mb, sandbox_process, wait_until_healthy
 
@@ -119,6 +120,9 @@ def _naive_mcp(upstream: str) -> Iterator[tuple[str, int]]:
         "NAIVE_BASE_URL": upstream,
         "NAIVE_API_KEY": f"nv_sk_test_load_{uuid.uuid4().hex}",
         "NAIVE_DEFAULT_MODEL": "openai/gpt-5-mini",
+        # The run's scratch SQLite file, the default engine: a single HTTP server's load pays
+        # what its store costs (one writer at a time), and never writes to the user's own store.
+        **clients.server_env(),
     }
     command = str(Path(sys.executable).with_name("naive-mcp"))
     with _http_server(

@@ -14,12 +14,14 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Figure:
-    """One measured figure: samples (in `unit`) against a target for the median."""
+    """One measured figure: samples (in `unit`) against a target for the median. `missing` says
+    why a figure could not be measured on this machine (then it has no samples)."""
 
     name: str
     samples: Sequence[float]
     target: float | None
     unit: str = "ms"
+    missing: str | None = None
 
     @property
     def median(self) -> float:
@@ -38,6 +40,10 @@ class Figure:
 
     def row(self) -> str:
         target = "—" if self.target is None else f"≤ {self.target:g} {self.unit}"
+        if self.missing is not None:
+            blank = ["—"] * 4
+            cells = [f"{self.name} ({self.unit})", *blank, "0", target, f"not measured: {self.missing}"]
+            return "| " + " | ".join(cells) + " |"
         cells = [
             f"{self.name} ({self.unit})",
             f"{self.median:.2f}",

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import clients
 from bench.report import Figure
 from bench.upstream import rss_mb
 
@@ -63,7 +64,10 @@ def measure(runs: int) -> list[Figure]:
 
 def _spawn(command: list[str]) -> tuple[float, float]:
     """Seconds from spawn to the tools/list answer, and the server's RSS (MB) then."""
-    env = {"PATH": os.environ.get("PATH", ""), "NAIVE_LOG_LEVEL": "WARNING"}
+    # naive-mcp opens the run's scratch SQLite file, the default engine (in the background:
+    # tools/list does not wait for it), as a user's start opens theirs; never the user's own.
+    # The bare server ignores it.
+    env = {"PATH": os.environ.get("PATH", ""), "NAIVE_LOG_LEVEL": "WARNING", **clients.server_env()}
     started = time.perf_counter()
     process = subprocess.Popen(
         command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True

@@ -88,6 +88,9 @@ async def _call(client: Client, on_progress: object) -> None:
 
 
 async def _ended(sandbox: RunningSandbox, key: str) -> RequestRecord:
-    record = sandbox.sandbox.ledger.requests(key)[-1]
+    # The newest chat request: not simply the newest request, since after a cancel the server
+    # asks for the generation's stats in the background (to settle the call's cost).
+    chats = [r for r in sandbox.sandbox.ledger.requests(key) if r.path.endswith("/chat/completions")]
+    record = chats[-1]
     assert await anyio.to_thread.run_sync(record.stream_ended.wait, 10), "the upstream stream never ended"
     return record
