@@ -188,6 +188,10 @@ def _nothing_held(figures: Figures) -> float:
 
 async def _chat_blocks(stores: dict[str, str], rounds: int, block: int) -> dict[str, list[float]]:
     """Seconds each block of `block` chat calls took, per store, round by round."""
+    # Migrated one at a time first: servers opening new stores at once, each on a worker thread,
+    # would run Alembic concurrently in this process, and its module-level proxies collide.
+    for value in stores.values():
+        await (await Store.open(StoreLocation.parse(value))).aclose()
     with sandbox_process() as url:
         key = f"nv_sk_test_bench_{uuid.uuid4().hex}"
         async with AsyncExitStack() as stack:
