@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import anyio
 from anyio import CapacityLimiter
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from naive_mcp.store import tables as t
@@ -37,9 +37,9 @@ from naive_mcp.store.records import (
     UsageRow,
     UsageScope,
 )
+from naive_mcp.store.statements import RATE, Statements
 
 _T = TypeVar("_T")
-RATE = "credits_per_usd"
 # Cancels announced for a call on another replica are kept this long (seconds).
 CANCEL_KEEP_SECONDS = 600.0
 
@@ -53,6 +53,7 @@ class Store:
         # of in SQLite's busy handler, which sleeps in steps. PostgreSQL gets the pool's worth.
         self._limiter = CapacityLimiter(1 if location.kind != "postgresql" else engine.pool.size())  # type: ignore[attr-defined]
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._q = Statements.for_dialect(engine.dialect.name)
 
     @classmethod
     async def open(cls, location: StoreLocation) -> Store:
@@ -92,43 +93,40 @@ class Store:
     def _reserve(
         self, call: CallRecord, owner: str, rows: list[CapRow], decide: Callable[[Figures], float]
     ) -> float:
+        q = self._q
         with self._engine.begin() as db:
             if rows:
                 db.execute(
-                    self._insert(t.caps).on_conflict_do_nothing(),
+                    q.add_rows,
                     [
                         {"scope": scope, "period": period, "spent": 0.0, "reserved": 0.0}
                         for scope, period in rows
                     ],
                 )
-            locked = db.execute(
-                select(t.caps.c.scope, t.caps.c.period, t.caps.c.spent, t.caps.c.reserved)
-                .where(tuple_(t.caps.c.scope, t.caps.c.period).in_(rows))
-                .order_by(t.caps.c.scope, t.caps.c.period)
-                .with_for_update()
-            ).all()
+            locked = db.execute(q.lock_rows, {"rows": rows}).all() if rows else []
             figures = Figures(
                 rows={(row.scope, row.period): (row.spent, row.reserved) for row in locked},
-                balance=db.execute(
-                    select(t.balances.c.credits_remaining).where(t.balances.c.key_digest == call.key_digest)
-                ).scalar(),
-                rate=_rate(db),
+                balance=db.execute(q.balance, {"key": call.key_digest}).scalar(),
+                rate=_rate(db, q),
             )
             credits = decide(figures)
-            if credits and rows:
-                _raise_rows(db, rows, reserved=credits)
+            if credits and rows:  # the rows are locked already, above
+                db.execute(q.raise_rows, {"rows": rows, "add_reserved": credits, "add_spent": 0.0})
             db.execute(
-                t.holds.insert().values(
-                    id=call.call_id,
-                    owner=owner,
-                    started_at=call.started_at,
-                    credits=credits,
-                    rows=json.dumps(rows),
-                    key_digest=call.key_digest,
-                    user_id=call.user_id,
-                    project_id=call.project_id,
-                    model_asked=call.model_asked,
-                )
+                q.add_hold,
+                {
+                    "id": call.call_id,
+                    "owner": owner,
+                    "started_at": call.started_at,
+                    "credits": credits,
+                    "rows": json.dumps(rows),
+                    "key_digest": call.key_digest,
+                    "user_id": call.user_id,
+                    "project_id": call.project_id,
+                    "model_asked": call.model_asked,
+                    "generation_id": None,
+                    "ending": None,
+                },
             )
             return credits
 
@@ -136,17 +134,15 @@ class Store:
         self, call_id: str, *, generation_id: str | None = None, ending: Outcome | None = None
     ) -> None:
         """Write down what a hold's settler will need: the generation id, how the call ended."""
-        values: dict[str, Any] = {}
-        if generation_id is not None:
-            values["generation_id"] = generation_id
-        if ending is not None:
-            values["ending"] = ending
-        if values:
-            await self._run(self._note, call_id, values)
+        if generation_id is not None or ending is not None:
+            await self._run(self._note, call_id, generation_id, ending)
 
-    def _note(self, call_id: str, values: dict[str, Any]) -> None:
+    def _note(self, call_id: str, generation_id: str | None, ending: Outcome | None) -> None:
         with self._engine.begin() as db:
-            db.execute(update(t.holds).where(t.holds.c.id == call_id).values(**values))
+            db.execute(
+                self._q.note,
+                {"hold_id": call_id, "note_generation_id": generation_id, "note_ending": ending},
+            )
 
     async def settle(
         self,
@@ -168,39 +164,27 @@ class Store:
         rate_sample: tuple[float, float] | None,
     ) -> bool:
         now = time.time()
+        q = self._q
         with self._engine.begin() as db:
-            hold = db.execute(
-                delete(t.holds)
-                .where(t.holds.c.id == call.call_id)
-                .returning(t.holds.c.credits, t.holds.c.rows)
-            ).first()
+            hold = db.execute(q.take_hold, {"hold_id": call.call_id}).first()
             if hold is None:
                 return False
             rows = [(scope, period) for scope, period in json.loads(hold.rows)]
             spent = result.credits or 0.0
             if rows and (spent or hold.credits):
-                _raise_rows(db, rows, reserved=-hold.credits, spent=spent)
-            db.execute(t.ledger.insert().values(**_ledger_values(call, result, now)))
+                # Locked in (scope, period) order first: one multi-row UPDATE alone would lock
+                # them in whatever order it meets them, and deadlock against a reserve.
+                db.execute(q.lock_rows, {"rows": rows}).all()
+                db.execute(q.raise_rows, {"rows": rows, "add_reserved": -hold.credits, "add_spent": spent})
+            db.execute(q.add_ledger_row, _ledger_values(call, result, now))
             if balance is not None:
-                values = {"key_digest": call.key_digest, "credits_remaining": balance, "seen_at": now}
                 db.execute(
-                    self._insert(t.balances)
-                    .values(**values)
-                    .on_conflict_do_update(
-                        index_elements=[t.balances.c.key_digest],
-                        set_={"credits_remaining": balance, "seen_at": now},
-                    )
+                    q.set_balance,
+                    {"key_digest": call.key_digest, "credits_remaining": balance, "seen_at": now},
                 )
             if rate_sample is not None:
                 credits, usd = rate_sample
-                db.execute(
-                    self._insert(t.rates)
-                    .values(name=RATE, credits=credits, usd=usd)
-                    .on_conflict_do_update(
-                        index_elements=[t.rates.c.name],
-                        set_={"credits": t.rates.c.credits + credits, "usd": t.rates.c.usd + usd},
-                    )
-                )
+                db.execute(q.add_rate_sample, {"name": RATE, "credits": credits, "usd": usd})
             return True
 
     async def record(self, call: CallRecord, result: CallResult) -> None:
@@ -209,14 +193,14 @@ class Store:
 
     def _record(self, call: CallRecord, result: CallResult) -> None:
         with self._engine.begin() as db:
-            db.execute(t.ledger.insert().values(**_ledger_values(call, result, time.time())))
+            db.execute(self._q.add_ledger_row, _ledger_values(call, result, time.time()))
 
     async def rate(self) -> float | None:
         return await self._run(self._read_rate)
 
     def _read_rate(self) -> float | None:
         with self._engine.connect() as db:
-            return _rate(db)
+            return _rate(db, self._q)
 
     # --- leases and the holds of processes that died -------------------------------------------
 
@@ -375,21 +359,9 @@ class Store:
             return {row.key: row.created_at for row in found}
 
 
-def _rate(db: Connection) -> float | None:
-    row = db.execute(select(t.rates.c.credits, t.rates.c.usd).where(t.rates.c.name == RATE)).first()
+def _rate(db: Connection, q: Statements) -> float | None:
+    row = db.execute(q.rate).first()
     return row.credits / row.usd if row is not None and row.usd > 0 and row.credits > 0 else None
-
-
-def _raise_rows(db: Connection, rows: list[CapRow], *, reserved: float, spent: float = 0.0) -> None:
-    """Add to the rows' reserved and spent credits: locked first in (scope, period) order (one
-    multi-row UPDATE alone would lock them in whatever order it meets them, and deadlock), then
-    raised in one statement."""
-    caps = t.caps.c
-    chosen = tuple_(caps.scope, caps.period).in_(rows)
-    db.execute(select(caps.scope).where(chosen).order_by(caps.scope, caps.period).with_for_update()).all()
-    db.execute(
-        update(t.caps).where(chosen).values(reserved=caps.reserved + reserved, spent=caps.spent + spent)
-    )
 
 
 def _ledger_values(call: CallRecord, result: CallResult, now: float) -> dict[str, Any]:
