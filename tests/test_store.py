@@ -262,3 +262,18 @@ async def _first_chunk_sent(sandbox: RunningSandbox, api_key: str, model: str) -
                 ):
                     return record
             await anyio.sleep(0.02)
+
+
+async def test_fresh_stores_opened_at_once_in_one_process_are_all_migrated(tmp_path: Path) -> None:
+    opened: list[Store] = []
+
+    async def open_one(n: int) -> None:
+        opened.append(await Store.open(StoreLocation.parse(str(tmp_path / f"store-{n}.sqlite3"))))
+
+    async with anyio.create_task_group() as group:
+        for n in range(4):
+            group.start_soon(open_one, n)
+    for store in opened:
+        assert await store.rate() is None
+        await store.aclose()
+    assert len(opened) == 4

@@ -14,6 +14,7 @@ instead of failing on a lock upgrade.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -92,7 +93,10 @@ class StoreLocation:
         return None if password is None else str(password)
 
 
-def create_store_engine(location: StoreLocation, *, pool_size: int = 10) -> Engine:
+def create_store_engine(
+    location: StoreLocation, *, pool_size: int = 10, busy_seconds: float = _SQLITE_BUSY_SECONDS
+) -> Engine:
+    """`busy_seconds`: how long a SQLite connection waits for another's write lock (0: not at all)."""
     if location.kind == "postgresql":
         return create_engine(location.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
     if location.kind == "memory":
@@ -108,13 +112,13 @@ def create_store_engine(location: StoreLocation, *, pool_size: int = 10) -> Engi
                 kind="bad_store",
             ) from exc
         engine = create_engine(
-            location.url, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_SECONDS}
+            location.url, connect_args={"check_same_thread": False, "timeout": busy_seconds}
         )
-    _sqlite_transactions(engine, wal=location.kind == "sqlite")
+    _sqlite_transactions(engine, wal=location.kind == "sqlite", busy_seconds=busy_seconds)
     return engine
 
 
-def _sqlite_transactions(engine: Engine, *, wal: bool) -> None:
+def _sqlite_transactions(engine: Engine, *, wal: bool, busy_seconds: float = _SQLITE_BUSY_SECONDS) -> None:
     """pysqlite's own transaction handling is off (it begins late and lazily); ours begins every
     transaction with the write lock (SQLAlchemy's documented recipe for pysqlite)."""
 
@@ -125,7 +129,7 @@ def _sqlite_transactions(engine: Engine, *, wal: bool) -> None:
         if wal:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_SECONDS * 1000}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -133,17 +137,21 @@ def _sqlite_transactions(engine: Engine, *, wal: bool) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# Alembic keeps its context in module globals: two stores migrating at once in one process
+# (each on a worker thread) would share it and collide.
+_MIGRATING = threading.Lock()
+
+
 def migrate(engine: Engine, location: StoreLocation) -> None:
     """Bring the schema to SCHEMA_REVISION, in one transaction that one process at a time runs;
     refuse a store that a newer naive-mcp has migrated past what this code knows."""
     try:
-        with engine.begin() as connection:
+        with _MIGRATING, engine.begin() as connection:
             if engine.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             current = _revision(connection)
-            if current == SCHEMA_REVISION:
-                return
-            _upgrade(connection, current, location)
+            if current != SCHEMA_REVISION:
+                _upgrade(connection, current, location)
     except SQLAlchemyError as exc:
         raise ConfigurationError(
             f"cannot open the store at {location.shown}: {_reason(exc)}", kind="bad_store"
