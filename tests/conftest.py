@@ -49,6 +49,15 @@ def _no_naive_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _no_default_store_at_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A test that names no store gets the default one (a SQLite file in the user's data
+    directory): under the test session's temp directory, never the developer's own."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "data-home"))
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[RunningSandbox]:
     with serve_in_thread(SandboxConfig(generation_delay=0.2)) as running:
