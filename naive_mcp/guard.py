@@ -67,6 +67,9 @@ Period = Literal["all", "day", "month"]
 NOTHING_GENERATED = (UpstreamError, UpstreamUnreachable, UpstreamTimeout, UpstreamProtocolError)
 # A call waiting for room under a cap looks again this often (sooner when a call here settles).
 _WAIT_POLL_SECONDS = 0.1
+# A generation's stats appear about a second after it ends (naive-api.md): asking sooner only
+# earns 404s, each a request competing with the calls being served.
+_STATS_APPEAR_SECONDS = 0.5
 # Whether a generation id was handed out lately enough that its stats may still be on the way.
 RECENT_GENERATION_SECONDS = 300.0
 
@@ -462,11 +465,15 @@ class SpendGuard:
             return
         await store.note(spend.call.call_id, generation_id=spend.generation_id, ending=outcome)
         hold = OpenHold(spend.call, spend.credits, spend.generation_id, outcome)
-        self.in_background(self._settle_from_stats, store, hold, caller)
+        self.in_background(self._settle_from_stats, store, hold, caller, _STATS_APPEAR_SECONDS)
 
-    async def _settle_from_stats(self, store: Store, hold: OpenHold, caller: Caller | None) -> None:
+    async def _settle_from_stats(
+        self, store: Store, hold: OpenHold, caller: Caller | None, after: float = 0.0
+    ) -> None:
         """Settle a call that ended without its cost: from the generation's stats when the upstream
-        has them (it may take a moment), else at its worst case."""
+        has them (it may take a moment: they are not asked for until `after` seconds have
+        passed), else at its worst case."""
+        await anyio.sleep(after)
         outcome = hold.ending or "cut_off"
         result = CallResult(outcome, hold.credits, credits_reported=False, generation_id=hold.generation_id)
         if caller is not None and hold.generation_id is not None:

@@ -412,8 +412,8 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     async with services.guard.spending(caller, body) as spend:
 
         def on_chunk(stream: ChatStream) -> None:
+            call.progress.update(stream.progress_message)  # first: the client is waiting for it
             spend.saw(stream.generation_id)
-            call.progress.update(stream.progress_message)
 
         completion = await services.client.chat(body, caller, on_chunk=on_chunk)
         spend.answered(completion)
