@@ -29,7 +29,8 @@ from bench.report import Figure
 from bench.upstream import sandbox_process
 from naive_mcp.caller import Caller
 from naive_mcp.guard import cap_rows
-from naive_mcp.store import CallRecord, CallResult, Figures, Store, StoreLocation
+from naive_mcp.store import CallRecord, CallResult, Figures, StoreLocation
+from naive_mcp.store.store import Store
 
 SQLITE_ADDED_TARGET_MS = 1.0
 MODEL = "openai/gpt-5-mini"

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -57,8 +57,11 @@ from naive_mcp.estimate import (
     prompt_tokens,
 )
 from naive_mcp.settings import Settings
-from naive_mcp.store import CallRecord, CallResult, CapRow, Figures, OpenHold, Outcome, Store, StoreLocation
+from naive_mcp.store import CallRecord, CallResult, CapRow, Figures, OpenHold, Outcome, StoreLocation
 from naive_mcp.wire import ChatCompletion
+
+if TYPE_CHECKING:
+    from naive_mcp.store.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,9 @@ Period = Literal["all", "day", "month"]
 NOTHING_GENERATED = (UpstreamError, UpstreamUnreachable, UpstreamTimeout, UpstreamProtocolError)
 # A call waiting for room under a cap looks again this often (sooner when a call here settles).
 _WAIT_POLL_SECONDS = 0.1
+# A server nobody calls opens its store (and settles what dead processes left) this long after
+# start.
+_OPEN_AFTER_SECONDS = 2.0
 # A generation's stats appear about a second after it ends (naive-api.md): asking sooner only
 # earns 404s, each a request competing with the calls being served.
 _STATS_APPEAR_SECONDS = 0.5
@@ -170,6 +176,7 @@ class SpendGuard:
         self._store: Store | None = None
         self._store_error: NaiveError | None = None
         self._ready = anyio.Event()
+        self._wanted = anyio.Event()  # a call needs the store: open it now
         self._tasks: TaskGroup | None = None
         self._settled = anyio.Event()  # set (and replaced) whenever a call here settles
         self._rate: float | None = None
@@ -201,7 +208,14 @@ class SpendGuard:
                 await self._store.aclose()
 
     async def _keep(self) -> None:
+        # Opened when a call first needs it, or shortly after start: not before the server's
+        # first answers (loading SQLAlchemy costs start-up time and memory a server that only
+        # lists its tools has no use for), but soon enough to settle what a dead process left.
+        with anyio.move_on_after(_OPEN_AFTER_SECONDS):
+            await self._wanted.wait()
         try:
+            from naive_mcp.store.store import Store  # SQLAlchemy loads here, not at start-up
+
             store = await Store.open(self._location)
             await store.renew_lease(self.owner, self._policy.lease_seconds)
             self._rate = await store.rate()
@@ -223,6 +237,7 @@ class SpendGuard:
                 logger.warning("could not renew this process's lease in the store: %s", type(exc).__name__)
 
     async def store(self) -> Store:
+        self._wanted.set()
         await self._ready.wait()
         if self._store is None:
             raise self._store_error or ConfigurationError("the store is not open", kind="bad_store")

@@ -14,9 +14,13 @@ import time
 from collections import defaultdict
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from naive_mcp.caller import OWN_TENANT
-from naive_mcp.store import EVERYTHING, Store, Tally, UsageRow, UsageScope
+from naive_mcp.store import EVERYTHING, Tally, UsageRow, UsageScope
+
+if TYPE_CHECKING:
+    from naive_mcp.store.store import Store
 
 USAGE_URI = "naive://usage"
 

@@ -20,7 +20,9 @@ from mcp.types import CallToolResult, TextContent, TextResourceContents
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
-from naive_mcp.store import SCHEMA_REVISION, Store, StoreLocation
+from naive_mcp.store import StoreLocation
+from naive_mcp.store.engine import SCHEMA_REVISION
+from naive_mcp.store.store import Store
 from tests.conftest import make_settings, naive_mcp, upstream_env
 from tests.remote import connect, http_server
 

@@ -1,11 +1,13 @@
 """The state that outlives a process and is shared by every process on one store: caps and their
 reservations, the ledger, the learned credits-per-USD rate, balances, leases, cancels.
 
-`NAIVE_STORE` chooses it (`engine.py`); `Store` is its one interface (`store.py`); the values it
-takes and gives are in `records.py`. Nothing here knows MCP or the upstream.
+`NAIVE_STORE` chooses it (`location.py`); `store.Store` is its one interface, opened through
+`engine.py`; the values it takes and gives are in `records.py`. Nothing here knows MCP or the
+upstream. This package's front imports no SQLAlchemy: `naive_mcp.store.store` does, when a
+server first opens its store.
 """
 
-from naive_mcp.store.engine import SCHEMA_REVISION, StoreLocation
+from naive_mcp.store.location import StoreLocation
 from naive_mcp.store.records import (
     EVERYTHING,
     OUTCOMES,
@@ -19,19 +21,16 @@ from naive_mcp.store.records import (
     UsageRow,
     UsageScope,
 )
-from naive_mcp.store.store import Store
 
 __all__ = [
     "EVERYTHING",
     "OUTCOMES",
-    "SCHEMA_REVISION",
     "CallRecord",
     "CallResult",
     "CapRow",
     "Figures",
     "OpenHold",
     "Outcome",
-    "Store",
     "StoreLocation",
     "Tally",
     "UsageRow",

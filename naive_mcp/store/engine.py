@@ -1,9 +1,4 @@
-"""Which database a `NAIVE_STORE` value names, its SQLAlchemy engine, and its schema migrated forward.
-
-- unset: a SQLite file in the user's data directory, shared by every process of that user;
-- a path (or `sqlite:///path`): that SQLite file;
-- `memory`: SQLite in this process only (tests, throwaway runs);
-- `postgresql://…` (or `postgres://…`): PostgreSQL, for replicas on several hosts.
+"""A store's SQLAlchemy engine, and its schema migrated forward.
 
 SQLite runs in WAL mode (readers never wait for the writer) with `synchronous=NORMAL` (a commit
 survives the process dying; only a power cut may lose the newest ones), and every transaction
@@ -15,17 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import platformdirs
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from naive_mcp.errors import ConfigurationError
+from naive_mcp.store.location import StoreLocation
 
 logger = logging.getLogger(__name__)
 
@@ -36,61 +29,6 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 _SQLITE_BUSY_SECONDS = 30
 # Serialises concurrent migrations of one PostgreSQL database (any constant will do; ours).
 _MIGRATION_LOCK = 0x6E61697665  # "naive"
-STORE_FILE = "store.sqlite3"
-
-Engine_ = Literal["memory", "sqlite", "postgresql"]
-
-
-@dataclass(frozen=True)
-class StoreLocation:
-    """Where the state lives, parsed from NAIVE_STORE."""
-
-    kind: Engine_
-    url: str  # SQLAlchemy URL, password included: never shown
-    shown: str  # for messages and logs: no password
-
-    @classmethod
-    def parse(cls, value: str | None) -> StoreLocation:
-        if value is None or not value.strip():
-            path = Path(platformdirs.user_data_dir("naive-mcp", appauthor=False)) / STORE_FILE
-            return cls._sqlite(path)
-        value = value.strip()
-        if value == "memory":
-            return cls("memory", "sqlite+pysqlite://", "memory")
-        if value.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-            try:
-                url = make_url(value).set(drivername="postgresql+psycopg")
-            except Exception as exc:  # sqlalchemy raises ArgumentError, ValueError
-                raise ConfigurationError(
-                    "NAIVE_STORE is not a valid PostgreSQL URL (postgresql://user:password@host:5432/db)",
-                    kind="bad_store",
-                ) from exc
-            return cls(
-                "postgresql",
-                url.render_as_string(hide_password=False),
-                url.render_as_string(hide_password=True),
-            )
-        if value.startswith("sqlite:///"):
-            return cls._sqlite(Path(value.removeprefix("sqlite:///")))
-        if "://" in value:
-            raise ConfigurationError(
-                f"NAIVE_STORE names an unknown kind of store ({value.split('://', 1)[0]}://): use a file "
-                "path, `memory`, or postgresql://user:password@host/db",
-                kind="bad_store",
-            )
-        return cls._sqlite(Path(value))
-
-    @classmethod
-    def _sqlite(cls, path: Path) -> StoreLocation:
-        path = path.expanduser().absolute()
-        return cls("sqlite", f"sqlite+pysqlite:///{path}", str(path))
-
-    @property
-    def password(self) -> str | None:
-        if self.kind != "postgresql":
-            return None
-        password = make_url(self.url).password
-        return None if password is None else str(password)
 
 
 def create_store_engine(

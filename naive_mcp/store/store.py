@@ -26,7 +26,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from naive_mcp.store import tables as t
-from naive_mcp.store.engine import StoreLocation, create_store_engine, migrate
+from naive_mcp.store.engine import create_store_engine, migrate
+from naive_mcp.store.location import StoreLocation
 from naive_mcp.store.records import (
     CallRecord,
     CallResult,
