@@ -164,3 +164,22 @@ async def test_a_stateless_cancel_reaches_the_call_on_another_replica_through_th
     assert record.disconnected_at - cancelled_at < WELL_BEFORE_THE_END
     # Round robin sent the cancel to the replica after the call's: it came through the store.
     assert "a cancel from another replica cancelled 1 call(s) in flight" in logs
+
+
+async def test_stateful_sessions_stay_on_their_replica_behind_haproxy(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path, postgres_url: str
+) -> None:
+    env = {**upstream_env(sandbox, api_key), "NAIVE_STORE": postgres_url}
+    with ExitStack() as stack:
+        servers = [stack.enter_context(http_server(tmp_path, env)) for _ in range(2)]
+        base = stack.enter_context(
+            balancer("haproxy", [int(s.base.rsplit(":", 1)[1]) for s in servers], tmp_path)
+        )
+        results = []
+        for _ in range(2):  # two sessions: round robin opens them on different replicas
+            async with connect(through(base), mode="legacy") as client:
+                assert len((await client.list_tools()).tools) == 5
+                results += [
+                    await client.call_tool("naive_llm_chat", {"prompt": f"turn {n}"}) for n in range(3)
+                ]
+    assert not [text_of(r) for r in results if r.is_error], "every request found its session"

@@ -25,6 +25,7 @@ from naive_mcp.store.engine import SCHEMA_REVISION
 from naive_mcp.store.store import Store
 from tests.conftest import make_settings, naive_mcp, upstream_env
 from tests.remote import connect, http_server
+from tests.test_remote import sigterm_mid_call
 
 pytestmark = pytest.mark.anyio
 
@@ -279,3 +280,21 @@ async def test_fresh_stores_opened_at_once_in_one_process_are_all_migrated(tmp_p
         assert await store.rate() is None
         await store.aclose()
     assert len(opened) == 4
+
+
+async def test_a_call_cut_off_by_sigterm_is_in_the_ledger_at_what_the_upstream_billed(
+    api_key: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "store.sqlite3"
+    with serve_in_thread(SandboxConfig(slow_chunk_delay=0.05, slow_words=3000)) as paced:
+        env = {**upstream_env(paced, api_key), "NAIVE_STORE": str(store), "NAIVE_SHUTDOWN_GRACE": "1"}
+        with http_server(tmp_path, env) as server:
+            _, code = await sigterm_mid_call(server, wait_for_exit=True)
+        cut = next(g for g in paced.sandbox.ledger.generations(api_key) if g.model == "sandbox/slow")
+        with http_server(tmp_path, env) as server:
+            async with connect(server) as client:
+                usage = await usage_of(client)
+    assert code == 0 and cut.cancelled and cut.total_cost > 0
+    cancelled = usage["by_outcome"]["cancelled"]
+    assert cancelled["calls"] == 1 == usage["total"]["calls"]
+    assert cancelled["cost_usd"] == pytest.approx(cut.total_cost), "settled from the generation's stats"
