@@ -97,9 +97,10 @@ async def measure(pairs: int, rounds: int, block: int) -> tuple[list[Figure], li
         "is per block; the added ms is (store's block - memory's block of the same round) / "
         f"{block}. Besides reserve and settle, a call on the first chunk writes the generation id to "
         "its hold (`Store.note`, in the background): three transactions a call in all.",
-        "memory runs each transaction inline; the SQLite file and PostgreSQL on a worker thread "
-        "(SQLite: WAL, synchronous=NORMAL; one writer at a time). PostgreSQL: a throwaway local "
-        "server (fsync off, as tests/engines.py runs it), over TCP on loopback.",
+        "memory runs each transaction inline; the SQLite file too when its write lock is free at "
+        "once, else on a worker thread (WAL, synchronous=NORMAL; one writer at a time); PostgreSQL "
+        "on a worker thread: a throwaway local server (fsync off, as tests/engines.py runs it), "
+        "over TCP on loopback.",
     ]
     if missing is not None:
         notes.append(f"PostgreSQL not measured: {missing}.")
