@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
@@ -22,7 +23,16 @@ from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from tests.conftest import upstream_env
 from tests.engines import balancer
 from tests.remote import HttpServer, connect, http_server
-from tests.test_stateless_cancel import WELL_BEFORE_THE_END, ended, is_answer_progress, last_chat
+from tests.test_stateless_cancel import (
+    WELL_BEFORE_THE_END,
+    answer,
+    cancel,
+    ended,
+    last_chat,
+    post,
+    streamed,
+    tools_call,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -138,32 +148,24 @@ def _text(result: Any) -> str:
 async def test_a_stateless_cancel_reaches_the_call_on_another_replica_through_the_store(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, postgres_url: str
 ) -> None:
+    # The call goes to one replica, its cancel to another: as a round robin would send them.
     env = {**upstream_env(sandbox, api_key), "NAIVE_STORE": postgres_url}
-    with replicas(tmp_path, env) as (base, servers):
-        async with connect(through(base), mode="legacy") as client:
-            heard = anyio.Event()
-
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                if is_answer_progress(message):
-                    heard.set()
-
-            async def call() -> None:
-                arguments = {"prompt": "long", "model": "sandbox/slow"}
-                await client.call_tool("naive_llm_chat", arguments, progress_callback=on_progress)
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(call)
-                with anyio.fail_after(WAIT):
-                    await heard.wait()
+    with replicas(tmp_path, env) as (_, servers):
+        calling, cancelling = servers[0].url, servers[1].url
+        async with httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=300)) as http:
+            async with streamed(http, calling, tools_call(7)) as stream:
+                await stream.answering()
                 cancelled_at = time.monotonic()
-                group.cancel_scope.cancel()  # the SDK client sends notifications/cancelled
+                accepted = await post(http, cancelling, cancel(7))
+                with anyio.fail_after(WAIT):
+                    tail = await stream.rest()
             record = last_chat(sandbox, api_key)
             await ended(record)
-    logs = "".join(server.logs() for server in servers)
+    assert accepted.status_code == 202
+    assert answer(tail)["error"]["code"] == -32800, "the call ends as a cancelled request"
     assert record.disconnected_at is not None, "the upstream saw the call go away"
     assert record.disconnected_at - cancelled_at < WELL_BEFORE_THE_END
-    # Round robin sent the cancel to the replica after the call's: it came through the store.
-    assert "a cancel from another replica cancelled 1 call(s) in flight" in logs
+    assert "a cancel from another replica cancelled 1 call(s) in flight" in servers[0].logs()
 
 
 async def test_stateful_sessions_stay_on_their_replica_behind_haproxy(

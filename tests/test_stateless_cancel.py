@@ -25,6 +25,7 @@ import anyio.lowlevel
 import httpx2
 import pytest
 import uvicorn
+from mcp import Client
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.types import Message, Receive, Scope, Send
@@ -167,30 +168,39 @@ def http_client() -> httpx2.AsyncClient:
 # --- end to end: a real `naive-mcp --stateless` -------------------------------------------------
 
 
+async def cancel_mid_answer(
+    client: Client, sandbox: RunningSandbox, api_key: str
+) -> tuple[RequestRecord, float]:
+    """Start a long chat, cancel it (the SDK client sends notifications/cancelled) once its answer
+    streams; the upstream's record of it once its stream ended, and when the cancel was made."""
+    heard = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        if is_answer_progress(message):
+            heard.set()
+
+    async def call() -> None:
+        arguments = {"prompt": "long", "model": "sandbox/slow"}
+        await client.call_tool("naive_llm_chat", arguments, progress_callback=on_progress)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call)
+        with anyio.fail_after(WAIT):
+            await heard.wait()
+        cancelled_at = time.monotonic()
+        group.cancel_scope.cancel()
+    record = last_chat(sandbox, api_key)
+    await ended(record)
+    return record, cancelled_at
+
+
 async def test_an_sdk_clients_cancel_closes_the_upstream_and_the_server_serves_on(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
     with http_server(tmp_path, upstream_env(sandbox, api_key), "--stateless") as server:
         async with http_client() as http, connect(server, mode="legacy") as client:
             assert client.protocol_version == "2025-11-25"
-            heard = anyio.Event()
-
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                if is_answer_progress(message):
-                    heard.set()
-
-            async def call() -> None:
-                arguments = {"prompt": "long", "model": "sandbox/slow"}
-                await client.call_tool("naive_llm_chat", arguments, progress_callback=on_progress)
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(call)
-                with anyio.fail_after(WAIT):
-                    await heard.wait()
-                cancelled_at = time.monotonic()
-                group.cancel_scope.cancel()  # the SDK client sends notifications/cancelled
-            record = last_chat(sandbox, api_key)
-            await ended(record)
+            record, cancelled_at = await cancel_mid_answer(client, sandbox, api_key)
             with anyio.fail_after(WAIT):
                 after = await client.call_tool("naive_llm_chat", {"prompt": "next"})
             health = await http.get(f"{server.base}/health")
