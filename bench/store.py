@@ -28,8 +28,8 @@ from bench import clients
 from bench.report import Figure
 from bench.upstream import sandbox_process
 from naive_mcp.caller import Caller
-from naive_mcp.guard import cap_rows
-from naive_mcp.store import CallRecord, CallResult, Figures, StoreLocation
+from naive_mcp.guard import cap_rows, new_call
+from naive_mcp.store import CallResult, Figures, StoreLocation
 from naive_mcp.store.store import Store
 
 SQLITE_ADDED_TARGET_MS = 1.0
@@ -154,14 +154,7 @@ async def _store_costs(stores: dict[str, str], pairs: int) -> dict[str, list[flo
 
 async def _pair_ms(store: Store, caller: Caller, owner: str) -> float:
     """One call's reserve and settle, as SpendGuard makes them with no cap set; in ms."""
-    call = CallRecord(
-        call_id=uuid.uuid4().hex,
-        started_at=time.time(),
-        key_digest=caller.key_digest,
-        user_id=caller.user,
-        project_id=caller.project_id,
-        model_asked=MODEL,
-    )
+    call = new_call(caller, MODEL)
     rows = cap_rows(caller, datetime.fromtimestamp(call.started_at, UTC))
     result = CallResult(
         "answered",

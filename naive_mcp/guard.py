@@ -277,15 +277,7 @@ class SpendGuard:
         check_allowed(body, policy.allowed_models)
         store = await self.store()
         prices = dearest_prices(body, await self._catalog.models(caller)) if policy.needs_prices else None
-        call = CallRecord(
-            call_id=uuid.uuid4().hex,
-            started_at=time.time(),
-            key_digest=caller.key_digest,
-            user_id=caller.user,
-            project_id=caller.project_id,
-            model_asked=str(body["model"]),
-        )
-        return await self._admit(store, call, caller, body, prices)
+        return await self._admit(store, new_call(caller, str(body["model"])), caller, body, prices)
 
     async def settle(self, spend: Spend, caller: Caller, error: BaseException | None = None) -> None:
         """The call is over: `error` is how it failed, if it did."""
@@ -548,6 +540,18 @@ _PER = {"all": "", "day": " per UTC day", "month": " per UTC month"}
 # Where each scope and period sits in cap_rows().
 _ROW_INDEX = {("total", "all"): 0, ("total", "day"): 1, ("total", "month"): 2}
 _ROW_INDEX |= {("tenant", "all"): 3, ("tenant", "day"): 4, ("tenant", "month"): 5, ("key", "all"): 6}
+
+
+def new_call(caller: Caller, model: str) -> CallRecord:
+    """The store's record of a call starting now: a new id, who makes it, the model it asks for."""
+    return CallRecord(
+        call_id=uuid.uuid4().hex,
+        started_at=time.time(),
+        key_digest=caller.key_digest,
+        user_id=caller.user,
+        project_id=caller.project_id,
+        model_asked=model,
+    )
 
 
 def cap_rows(caller: Caller, now: datetime) -> list[CapRow]:
