@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
 
 from naive_mcp.access import TokenGrant
 from naive_mcp.caller import TenantId
+from naive_mcp.errors import NaiveError
+from naive_mcp.store.location import StoreLocation
 
 DEFAULT_BASE_URL = "https://api.usenaive.ai"
 # The key `--sandbox` uses when none is set: the sandbox accepts any well-formed test key.
@@ -201,6 +203,15 @@ class Settings(BaseSettings):
         # A plain list of tokens: none of them pinned to a tenant.
         if isinstance(value, list):
             return {token: {} for token in value}
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str | None) -> str | None:
+        try:
+            StoreLocation.parse(value)
+        except NaiveError as error:
+            raise ValueError(error.message) from None
         return value
 
     @field_validator("log_level", mode="before")

@@ -72,6 +72,23 @@ def test_help_lists_the_flags_but_not_the_key() -> None:
         ({"NAIVE_DEFAULT_USER_ID": "a b"}, [], "default_user_id: String should match pattern"),
         ({}, ["--api-key", "nv_sk_test_on_the_command_line"], "api_key is read from the environment only"),
         ({}, ["--api-key=nv_sk_test_on_the_command_line"], "api_key is read from the environment only"),
+        (
+            {"NAIVE_STORE": "mysql://naive:nv_sk_test_on_the_command_line@db/naive"},
+            [],
+            "store: Value error, NAIVE_STORE names an unknown kind of store (mysql://): use a file path",
+        ),
+        (
+            {"NAIVE_STORE": "postgresql://naive:nv_sk_test_on_the_command_line@db:port/naive"},
+            [],
+            "store: Value error, NAIVE_STORE is not a valid PostgreSQL URL",
+        ),
+        ({"NAIVE_CAP_WAIT": "-1"}, [], "cap_wait: Input should be greater than or equal to 0"),
+        ({"NAIVE_STORE_LEASE": "0"}, [], "store_lease: Input should be greater than or equal to 1"),
+        (
+            {},
+            ["--max-tenant-credits-per-day", "0"],
+            "max_tenant_credits_per_day: Input should be greater than 0",
+        ),
     ],
 )
 def test_a_bad_setting_stops_startup_with_a_clear_message(

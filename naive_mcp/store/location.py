@@ -45,7 +45,8 @@ class StoreLocation:
                 url = make_url(value).set(drivername="postgresql+psycopg")
             except Exception as exc:  # sqlalchemy raises ArgumentError, ValueError
                 raise ConfigurationError(
-                    "NAIVE_STORE is not a valid PostgreSQL URL (postgresql://user:password@host:5432/db)",
+                    "NAIVE_STORE is not a valid PostgreSQL URL: postgresql://HOST:5432/DB, with the user "
+                    "and password before the host as USER:PASSWORD@HOST",
                     kind="bad_store",
                 ) from exc
             return cls(
@@ -58,7 +59,7 @@ class StoreLocation:
         if "://" in value:
             raise ConfigurationError(
                 f"NAIVE_STORE names an unknown kind of store ({value.split('://', 1)[0]}://): use a file "
-                "path, `memory`, or postgresql://user:password@host/db",
+                "path, `memory`, or postgresql://HOST/DB (with USER:PASSWORD@ before the host)",
                 kind="bad_store",
             )
         return cls._sqlite(Path(value))
