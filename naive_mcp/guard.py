@@ -180,6 +180,8 @@ class SpendGuard:
         self._tasks: TaskGroup | None = None
         self._settled = anyio.Event()  # set (and replaced) whenever a call here settles
         self._rate: float | None = None
+        # Settles the store refused, to try again: (call, result, balance, rate sample).
+        self._unsettled: list[tuple[CallRecord, CallResult, float | None, tuple[float, float] | None]] = []
 
     # --- running: the store, the lease, the sweep --------------------------------------------
 
@@ -188,24 +190,26 @@ class SpendGuard:
         """Open the store (in the background: tools can be listed meanwhile), hold this process's
         lease, settle the holds of processes that died, and, on the way out, finish the settling
         under way and give the lease back."""
-        async with anyio.create_task_group() as tasks:
-            self._tasks = tasks
-            keeper = anyio.CancelScope()
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                keeper = anyio.CancelScope()
 
-            async def keep() -> None:
-                with keeper:
-                    await self._keep()
+                async def keep() -> None:
+                    with keeper:
+                        await self._keep()
 
-            tasks.start_soon(keep)
-            try:
-                yield
-            finally:
-                keeper.cancel()
-        self._tasks = None
-        if self._store is not None:
-            with anyio.CancelScope(shield=True):
-                await self._store.drop_lease(self.owner)
-                await self._store.aclose()
+                tasks.start_soon(keep)
+                try:
+                    yield
+                finally:
+                    keeper.cancel()
+        finally:
+            self._tasks = None
+            if self._store is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._store.drop_lease(self.owner)
+                    await self._store.aclose()
 
     async def _keep(self) -> None:
         # Opened when a call first needs it, or shortly after start: not before the server's
@@ -217,8 +221,14 @@ class SpendGuard:
             from naive_mcp.store.store import Store  # SQLAlchemy loads here, not at start-up
 
             store = await Store.open(self._location)
-            await store.renew_lease(self.owner, self._policy.lease_seconds)
-            self._rate = await store.rate()
+            try:
+                await store.renew_lease(self.owner, self._policy.lease_seconds)
+                self._rate = await store.rate()
+            except Exception as exc:  # opened, but not usable (e.g. a role that may only read)
+                await store.aclose()
+                raise ConfigurationError(
+                    f"cannot use the store at {self._location.shown}: {type(exc).__name__}", kind="bad_store"
+                ) from exc
         except NaiveError as error:
             self._store_error = error
             logger.error("%s", error.message)
@@ -227,14 +237,30 @@ class SpendGuard:
             self._ready.set()
         self._store = store
         logger.info("store: %s (%s)", self._location.shown, self._location.kind)
+        # The lease is renewed on its own: a long sweep (stats that are slow to come) must not
+        # let it lapse, or another process would take this one's live calls for dead.
+        async with anyio.create_task_group() as keeping:
+            keeping.start_soon(self._renew_lease, store)
+            every = self._policy.lease_seconds / 3
+            while True:
+                await self._sweep(store)
+                await self._retry_settles(store)
+                await anyio.sleep(every)
+
+    async def _renew_lease(self, store: Store) -> None:
         every = self._policy.lease_seconds / 3
         while True:
-            await self._sweep(store)
             await anyio.sleep(every)
             try:
                 await store.renew_lease(self.owner, self._policy.lease_seconds)
             except Exception as exc:  # the database is away: keep serving, try again next round
                 logger.warning("could not renew this process's lease in the store: %s", type(exc).__name__)
+
+    async def _retry_settles(self, store: Store) -> None:
+        """Settles that failed (the store was away) are tried again, until they are written."""
+        failed, self._unsettled = self._unsettled, []
+        for call, result, balance, rate_sample in failed:
+            await self._settle(store, call, result, balance=balance, rate_sample=rate_sample)
 
     async def store(self) -> Store:
         self._wanted.set()
@@ -303,9 +329,9 @@ class SpendGuard:
 
         def decide(figures: Figures) -> float:
             chosen.clear()
+            self._rate = figures.rate or self._rate
             if prices is None:  # no credit cap: nothing to hold, but the hold row is written
                 return 0.0
-            self._rate = figures.rate or self._rate
             return self._worst_case(figures, caller, body, prices, rows, chosen)
 
         deadline = anyio.current_time() + self._policy.cap_wait
@@ -373,7 +399,7 @@ class SpendGuard:
             )
         for cap in policy.caps:
             row = rows[_ROW_INDEX[cap.scope, cap.period]]
-            spent, held = figures.rows.get(row, (0.0, 0.0))
+            spent, held = _figure(figures.rows.get(row))
             left = cap.credits - spent - held
             whose = f" for {caller.tenant}" if cap.scope == "tenant" else ""
             rooms.append(
@@ -385,7 +411,7 @@ class SpendGuard:
                 )
             )
         if policy.min_credits_remaining is not None:
-            held = figures.rows.get(rows[_ROW_INDEX["key", "all"]], (0.0, 0.0))[1]
+            held = _figure(figures.rows.get(rows[_ROW_INDEX["key", "all"]]))[1]
             if figures.balance is None:
                 if held > 0:
                     # The balance comes with the first answer on a key: until then, one call at a time.
@@ -419,10 +445,12 @@ class SpendGuard:
         if room.blocked:
             message = f"{room.label}; try again when the call in flight on this key has finished."
         else:
+            # A floor is lowered to allow more; a cap is raised.
+            change = "lower" if setting == "NAIVE_MIN_CREDITS_REMAINING" else "raise"
             message = (
                 f"this call could cost up to {needed:.6g} credits, more than {room.label} allows. "
                 "Lower max_tokens, shorten the prompt or choose a cheaper model "
-                f"(naive_llm_models sort=price); or ask the operator to raise {setting}."
+                f"(naive_llm_models sort=price); or ask the operator to {change} {setting}."
             )
         return _Refusal(SpendingRefused(message), waitable=waitable)
 
@@ -439,8 +467,9 @@ class SpendGuard:
     ) -> None:
         try:
             await store.settle(call, result, balance=balance, rate_sample=rate_sample)
-        except Exception as exc:  # the store is away: the hold stays, and a later sweep settles it
+        except Exception as exc:  # the store is away: the hold stays, and is settled again later
             logger.error("could not settle call %s in the store: %s", call.call_id, type(exc).__name__)
+            self._unsettled.append((call, result, balance, rate_sample))
         self._settled.set()
         self._settled = anyio.Event()
 
@@ -449,8 +478,8 @@ class SpendGuard:
         cost = amount(usage.cost if usage is not None else None)
         used = amount(completion.credits_used)
         rate_sample = (used, cost) if used and cost else None
-        if rate_sample is not None:
-            self._rate = None  # the store's sum is the rate now; read again at the next reserve
+        if rate_sample is not None and self._rate is None:
+            self._rate = rate_sample[0] / rate_sample[1]  # the first seen; reserves read the store's sum
         credits = used if used is not None else (cost * self.rate if cost is not None else spend.credits)
         result = CallResult(
             "answered",
@@ -470,7 +499,10 @@ class SpendGuard:
         if spend.generation_id is None:
             await self._settle(store, spend.call, CallResult(outcome, spend.credits, credits_reported=False))
             return
-        await store.note(spend.call.call_id, generation_id=spend.generation_id, ending=outcome)
+        try:
+            await store.note(spend.call.call_id, generation_id=spend.generation_id, ending=outcome)
+        except Exception as exc:  # the store is away: the settle below still tries
+            logger.warning("could not note how call %s ended: %s", spend.call.call_id, type(exc).__name__)
         hold = OpenHold(spend.call, spend.credits, spend.generation_id, outcome)
         self.in_background(self._settle_from_stats, store, hold, caller, _STATS_APPEAR_SECONDS)
 
@@ -540,6 +572,16 @@ _PER = {"all": "", "day": " per UTC day", "month": " per UTC month"}
 # Where each scope and period sits in cap_rows().
 _ROW_INDEX = {("total", "all"): 0, ("total", "day"): 1, ("total", "month"): 2}
 _ROW_INDEX |= {("tenant", "all"): 3, ("tenant", "day"): 4, ("tenant", "month"): 5, ("key", "all"): 6}
+
+
+# Sums of floats drift by ~1e-16 as calls come and go: below this, nothing is held or spent.
+_NOTHING = 1e-9
+
+
+def _figure(row: tuple[float, float] | None) -> tuple[float, float]:
+    """A cap row's (spent, reserved), with float residue read as the zero it stands for."""
+    spent, held = row or (0.0, 0.0)
+    return (spent if spent > _NOTHING else 0.0), (held if held > _NOTHING else 0.0)
 
 
 def new_call(caller: Caller, model: str) -> CallRecord:

@@ -229,10 +229,11 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs or errors."""
         key = [self.api_key.get_secret_value()] if self.api_key is not None else []
-        passwords = [urlsplit(url).password for url in (self.base_url, self.store or "")]
+        password = urlsplit(self.base_url).password
         # As written in the URL, and decoded (as a driver's message would show it).
-        shown = {form for password in passwords if password for form in (password, unquote(password))}
-        return [*key, *self.auth_tokens, *sorted(shown)]
+        upstream = {form for form in (password, unquote(password)) if form} if password else set()
+        store = StoreLocation.parse(self.store).secrets
+        return [*key, *self.auth_tokens, *sorted(upstream | set(store))]
 
     @property
     def shown_base_url(self) -> str:

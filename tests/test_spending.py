@@ -16,7 +16,7 @@ from mcp import Client
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from naive_mcp.caller import Caller
-from naive_mcp.errors import UpstreamUnreachable
+from naive_mcp.errors import IncompleteAnswer, UpstreamUnreachable
 from naive_mcp.estimate import SpendingRefused
 from naive_mcp.guard import Spend, SpendGuard
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
@@ -340,3 +340,32 @@ async def test_a_call_that_fits_once_calls_in_flight_settle_waits_for_them(
             with anyio.fail_after(30):
                 await admitted_second.wait()
     assert second[0].credits == pytest.approx(first.credits * 2 / 25, rel=1e-6)
+
+
+async def test_the_balance_floor_counts_calls_that_reported_no_balance(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    caller = Caller(api_key=api_key)
+    async with guard_for(sandbox, api_key, min_credits_remaining=5.0, credits_per_usd=25) as guard:
+        first = await admitted(guard, caller, max_tokens=1000)
+        first.answered(completion(used=0.1, cost=0.004, remaining=5.6))
+        await guard.settle(first, caller)
+        cut = await admitted(guard, caller, max_tokens=1000)  # 0.25 credits worst case
+        await guard.settle(cut, caller, IncompleteAnswer("cut", kind="connection_error", partial=""))
+        await admitted(guard, caller, max_tokens=1000)  # 5.35 - 0.25 held still fits above 5
+        with pytest.raises(SpendingRefused) as refusal:
+            await admitted(guard, caller, max_tokens=1000)
+    # 5.6 less the cut-off call's worst case (0.251063, its prompt included)
+    assert "balance 5.34894" in refusal.value.message, "the cut-off call came off the balance"
+    assert "ask the operator to lower NAIVE_MIN_CREDITS_REMAINING" in refusal.value.message
+
+
+async def test_the_rate_an_answered_call_showed_is_kept_for_what_settles_next(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    caller = Caller(api_key=api_key)
+    async with guard_for(sandbox, api_key, credits_per_usd=25) as guard:
+        answered = await admitted(guard, caller)
+        answered.answered(completion(used=0.0021, cost=0.001))
+        await guard.settle(answered, caller)
+        assert guard.rate == pytest.approx(2.1)

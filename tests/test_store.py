@@ -20,6 +20,7 @@ from mcp.types import CallToolResult, TextContent, TextResourceContents
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
+from naive_mcp.settings import Settings
 from naive_mcp.store import StoreLocation
 from naive_mcp.store.engine import SCHEMA_REVISION
 from naive_mcp.store.store import Store
@@ -298,3 +299,13 @@ async def test_a_call_cut_off_by_sigterm_is_in_the_ledger_at_what_the_upstream_b
     cancelled = usage["by_outcome"]["cancelled"]
     assert cancelled["calls"] == 1 == usage["total"]["calls"]
     assert cancelled["cost_usd"] == pytest.approx(cut.total_cost), "settled from the generation's stats"
+
+
+def test_a_password_given_as_a_query_parameter_is_a_secret_and_never_shown() -> None:
+    value = "postgresql://naive@db.internal/naive?password=Hunter2Secret&sslmode=require"
+    location = StoreLocation.parse(value)
+    assert "Hunter2Secret" not in location.shown and "sslmode=require" in location.shown
+    assert "Hunter2Secret" in Settings(store=value).secrets()
+    decoded = StoreLocation.parse("postgresql://naive:pa%2Fss%23word@db/naive")
+    assert "pa/ss#word" in Settings(store="postgresql://naive:pa%2Fss%23word@db/naive").secrets()
+    assert "pa/ss#word" not in decoded.shown and "pa%2Fss%23word" not in decoded.shown

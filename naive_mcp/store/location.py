@@ -20,6 +20,8 @@ from naive_mcp.errors import ConfigurationError
 STORE_FILE = "store.sqlite3"
 
 Engine_ = Literal["memory", "sqlite", "postgresql"]
+# Connection parameters that carry a secret when given in the URL's query.
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,12 @@ class StoreLocation:
                     "and password before the host as USER:PASSWORD@HOST",
                     kind="bad_store",
                 ) from exc
+            # A password may also come as a query parameter (libpq's `?password=`): never shown.
+            query = {k: ("***" if k.lower() in _SECRET_PARAMETERS else v) for k, v in url.query.items()}
             return cls(
                 "postgresql",
                 url.render_as_string(hide_password=False),
-                url.render_as_string(hide_password=True),
+                url.set(query=query).render_as_string(hide_password=True),
             )
         if value.startswith("sqlite:///"):
             return cls._sqlite(Path(value.removeprefix("sqlite:///")))
@@ -68,6 +72,22 @@ class StoreLocation:
     def _sqlite(cls, path: Path) -> StoreLocation:
         path = path.expanduser().absolute()
         return cls("sqlite", f"sqlite+pysqlite:///{path}", str(path))
+
+    @property
+    def secrets(self) -> list[str]:
+        """The password(s) in the URL, as written and as decoded: values never to show."""
+        if self.kind != "postgresql":
+            return []
+        from urllib.parse import quote
+
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.url)
+        found = [str(url.password)] if url.password is not None else []
+        for name, value in url.query.items():
+            if name.lower() in _SECRET_PARAMETERS:
+                found += [value] if isinstance(value, str) else list(value)
+        return sorted({form for secret in found if secret for form in (secret, quote(secret, safe=""))})
 
     @property
     def password(self) -> str | None:

@@ -41,6 +41,7 @@ class Statements:
     take_hold: Any  # hold_id=…
     add_ledger_row: Any  # the ledger's columns
     set_balance: Any  # key_digest, credits_remaining, seen_at
+    spend_balance: Any  # key=…, spent=…, seen_at=…
     add_rate_sample: Any  # name, credits, usd
 
     @classmethod
@@ -82,6 +83,12 @@ class Statements:
                     "credits_remaining": balance.excluded.credits_remaining,
                     "seen_at": balance.excluded.seen_at,
                 },
+            ),
+            spend_balance=update(t.balances)
+            .where(t.balances.c.key_digest == bindparam("key"))
+            .values(
+                credits_remaining=t.balances.c.credits_remaining - bindparam("spent"),
+                seen_at=bindparam("seen_at"),
             ),
             add_rate_sample=rate.on_conflict_do_update(
                 index_elements=[t.rates.c.name],

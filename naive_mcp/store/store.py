@@ -210,6 +210,8 @@ class Store:
                     q.set_balance,
                     {"key_digest": call.key_digest, "credits_remaining": balance, "seen_at": now},
                 )
+            elif spent:  # no balance came with it (cut off, cancelled): the last one less what it cost
+                db.execute(q.spend_balance, {"key": call.key_digest, "spent": spent, "seen_at": now})
             if rate_sample is not None:
                 credits, usd = rate_sample
                 db.execute(q.add_rate_sample, {"name": RATE, "credits": credits, "usd": usd})
