@@ -144,9 +144,7 @@ class Spend:
         if generation_id is None or self.generation_id is not None:
             return
         self.generation_id = generation_id
-        self._guard.in_background(
-            self._guard.store_now().note, self.call.call_id, generation_id=generation_id
-        )
+        self._guard.in_background(self._guard.note, self.call.call_id, generation_id, None)
 
     def answered(self, completion: ChatCompletion) -> None:
         self.completion = completion
@@ -276,6 +274,14 @@ class SpendGuard:
     def in_background(self, fn: Any, *args: Any, **kwargs: Any) -> None:
         assert self._tasks is not None, "SpendGuard.running() is not entered"
         self._tasks.start_soon(lambda: fn(*args, **kwargs))
+
+    async def note(self, call_id: str, generation_id: str | None, ending: Outcome | None) -> None:
+        """Write to a call's hold what its settler needs. The store being away costs only that:
+        never the call (it runs in the background, or while the call's own error is raised)."""
+        try:
+            await self.store_now().note(call_id, generation_id=generation_id, ending=ending)
+        except Exception as exc:
+            logger.warning("could not note call %s in the store: %s", call_id, type(exc).__name__)
 
     async def made_lately(self, generation_id: str) -> bool:
         return await (await self.store()).made_lately(generation_id, RECENT_GENERATION_SECONDS)
@@ -499,10 +505,7 @@ class SpendGuard:
         if spend.generation_id is None:
             await self._settle(store, spend.call, CallResult(outcome, spend.credits, credits_reported=False))
             return
-        try:
-            await store.note(spend.call.call_id, generation_id=spend.generation_id, ending=outcome)
-        except Exception as exc:  # the store is away: the settle below still tries
-            logger.warning("could not note how call %s ended: %s", spend.call.call_id, type(exc).__name__)
+        await self.note(spend.call.call_id, spend.generation_id, outcome)
         hold = OpenHold(spend.call, spend.credits, spend.generation_id, outcome)
         self.in_background(self._settle_from_stats, store, hold, caller, _STATS_APPEAR_SECONDS)
 
