@@ -313,8 +313,9 @@ class Store:
         ).group_by(ledger.key_digest, ledger.user_id, model, ledger.outcome)
         if scope.key_digest is not None:
             query = query.where(ledger.key_digest == scope.key_digest)
-        if scope.user is not None:
-            query = query.where(ledger.user_id == scope.user)
+        for column, wanted in ((ledger.user_id, scope.user), (ledger.project_id, scope.project)):
+            if wanted is not None:
+                query = query.where(column.is_(None) if wanted.value is None else column == wanted.value)
         if since is not None:
             query = query.where(ledger.ended_at >= since)
         with self._engine.connect() as db:
