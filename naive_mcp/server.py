@@ -34,16 +34,20 @@ INSTRUCTIONS = (
 
 
 def _usage_scope(services: Services) -> UsageScope:
-    """What the reader of naive://usage may see: everything over stdio or to an operator token;
-    a pinned token its own user's usage; a client with its own key that key's usage."""
+    """What the reader of naive://usage may see: the calls it could have made itself. Over stdio
+    or HTTP without auth, everything; with a configured token, the server key's calls with the
+    token's pinned ids (and the server's defaults for the ids it may not name); with a client's
+    own key, that key's calls."""
     grant = services.access.grant(get_access_token())
-    if grant.user_id is not None:
-        server_key = services.settings.api_key
-        digest = secret_digest(server_key.get_secret_value()) if server_key is not None else None
-        return UsageScope(key_digest=digest, user=grant.user_id)
-    if grant.api_key is not None:
-        return UsageScope(key_digest=secret_digest(grant.api_key))
-    return EVERYTHING
+    if grant.local:
+        return EVERYTHING
+    settings = services.settings
+    key = grant.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    return UsageScope(
+        key_digest=secret_digest(key) if key is not None else "(no key: no call was made)",
+        user=grant.sees("user_id", settings.default_user_id),
+        project=grant.sees("project_id", settings.default_project_id),
+    )
 
 
 async def log_usage(services: Services) -> None:
