@@ -74,6 +74,11 @@ class Grant:
     may_name: frozenset[TenantField] = TENANT_FIELDS  # the unpinned fields the client may choose
     local: bool = True  # not authenticated: the operator, who sees every key's usage
 
+    @property
+    def shares_the_server_key(self) -> bool:
+        """A configured token: its calls use the server's key, as other tokens' do."""
+        return not self.local and self.api_key is None
+
     def pin(self, field: TenantField) -> str | None:
         return self.user_id if field == "user_id" else self.project_id
 

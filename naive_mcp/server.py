@@ -16,11 +16,10 @@ from mcp.server.mcpserver.resources import FunctionResource
 from pydantic import AnyHttpUrl
 
 from naive_mcp import __version__
-from naive_mcp.caller import secret_digest
 from naive_mcp.primitives import REGISTRY
 from naive_mcp.services import Services
 from naive_mcp.settings import Settings
-from naive_mcp.store import EVERYTHING, UsageScope
+from naive_mcp.store import UsageScope
 from naive_mcp.tools import build_tools
 from naive_mcp.usage import USAGE_URI, usage_json, usage_summary
 
@@ -34,20 +33,8 @@ INSTRUCTIONS = (
 
 
 def _usage_scope(services: Services) -> UsageScope:
-    """What the reader of naive://usage may see: the calls it could have made itself. Over stdio
-    or HTTP without auth, everything; with a configured token, the server key's calls with the
-    token's pinned ids (and the server's defaults for the ids it may not name); with a client's
-    own key, that key's calls."""
-    grant = services.access.grant(get_access_token())
-    if grant.local:
-        return EVERYTHING
-    settings = services.settings
-    key = grant.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-    return UsageScope(
-        key_digest=secret_digest(key) if key is not None else "(no key: no call was made)",
-        user=grant.sees("user_id", settings.default_user_id),
-        project=grant.sees("project_id", settings.default_project_id),
-    )
+    """What the reader of naive://usage may see (`Services.usage_scope`)."""
+    return services.usage_scope(services.access.grant(get_access_token()))
 
 
 async def log_usage(services: Services) -> None:

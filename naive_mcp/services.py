@@ -10,7 +10,7 @@ import anyio
 import httpx2
 
 from naive_mcp.access import AccessControl, Grant
-from naive_mcp.caller import Caller
+from naive_mcp.caller import Caller, secret_digest
 from naive_mcp.catalog import ModelCatalog
 from naive_mcp.client import NaiveClient
 from naive_mcp.errors import ConfigurationError
@@ -18,7 +18,7 @@ from naive_mcp.guard import SpendGuard, SpendingPolicy
 from naive_mcp.keycheck import KeyCheck
 from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
-from naive_mcp.store import StoreLocation
+from naive_mcp.store import EVERYTHING, StoreLocation, UsageScope
 
 
 class CallsInFlight:
@@ -110,6 +110,21 @@ class Services:
             api_key=api_key,
             user_id=grant.tenant("user_id", user_id, settings.default_user_id),
             project_id=grant.tenant("project_id", project_id, settings.default_project_id),
+        )
+
+    def usage_scope(self, grant: Grant) -> UsageScope:
+        """What a grant may read of the ledger (naive://usage, generation stats): the calls it
+        could have made itself. Over stdio or HTTP without auth, everything; with a configured
+        token, the server key's calls with the token's pinned ids and the server's defaults for
+        the ids it may not name; with a client's own key, that key's calls."""
+        if grant.local:
+            return EVERYTHING
+        settings = self.settings
+        key = grant.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        return UsageScope(
+            key_digest=secret_digest(key) if key is not None else "(no key: no call was made)",
+            user=grant.sees("user_id", settings.default_user_id),
+            project=grant.sees("project_id", settings.default_project_id),
         )
 
 

@@ -78,10 +78,16 @@ async def usage(server: HttpServer, bearer: str) -> dict[str, Any]:
     return figures
 
 
+def generation_id(result: CallToolResult) -> str:
+    assert result.structured_content is not None, text_of(result)
+    made: str = result.structured_content["id"]
+    return made
+
+
 def refused_for(result: CallToolResult, field: str) -> str:
     assert result.is_error
     text = text_of(result)
-    assert text.startswith(f"Invalid arguments:\n- {field}: this connection's token ")
+    assert text.startswith(f"Invalid arguments:\n- {field}: ")
     assert "Nothing was sent upstream and no credits were spent." in text
     return text
 
@@ -113,12 +119,17 @@ async def test_a_project_pinned_token_cannot_act_as_a_user_or_read_other_tenants
         own = await chat(server, project, "as the project")
         as_mallory = await chat(server, project, "as mallory", user_id="usr_mallory")
         elsewhere = await chat(server, project, "in another project", project_id="prj_q")
-        assert not (await chat(server, alice, "alice's")).is_error
+        alices = await chat(server, alice, "alice's")
         assert not (
             await chat(server, operator, "bob in prj_p", user_id="usr_bob", project_id="prj_p")
         ).is_error
         projects_view = await usage(server, project)
         operators_view = await usage(server, operator)
+        async with connect(server, project) as client:
+            lookups = [
+                await client.call_tool("naive_llm_generation", {"id": generation_id(made)})
+                for made in (own, alices)
+            ]
 
     assert not own.is_error
     assert (
@@ -137,6 +148,12 @@ async def test_a_project_pinned_token_cannot_act_as_a_user_or_read_other_tenants
     assert projects_view["total"]["calls"] == 1 and set(projects_view["by_tenant"]) == {OWN_TENANT}
     assert projects_view["by_outcome"]["answered"]["calls"] == 1
     assert operators_view["total"]["calls"] == 3
+    # Generation stats too: its own call's, not alice's (which the upstream would show: same key).
+    assert not lookups[0].is_error
+    assert "no call this connection's token could have made through this server got this generation id" in (
+        refused_for(lookups[1], "id")
+    )
+    assert len([r for r in sandbox.sandbox.ledger.requests(api_key) if r.path.endswith("/generation")]) == 1
     assert set(operators_view["by_tenant"]) == {OWN_TENANT, "usr_alice", "usr_bob"}
 
 
@@ -224,8 +241,12 @@ def test_a_grant_that_pins_a_field_it_lets_the_client_name_is_refused_at_start()
     assert TokenGrant().may_name == frozenset(), "the plain list form lets a client name nothing"
 
 
-async def test_the_usage_scope_filters_keys_users_and_projects_including_empty_ones(tmp_path: Path) -> None:
-    store = await Store.open(StoreLocation.parse(str(tmp_path / "store.db")))
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_the_usage_scope_filters_keys_users_and_projects_including_empty_ones(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    where = str(tmp_path / "store.db") if kind == "sqlite" else request.getfixturevalue("postgres_url")
+    store = await Store.open(StoreLocation.parse(where))
     rows = [
         ("k1", "usr_a", "prj_a"),
         ("k1", None, "prj_a"),
@@ -236,7 +257,8 @@ async def test_the_usage_scope_filters_keys_users_and_projects_including_empty_o
     try:
         for n, (key, user, project) in enumerate(rows):
             call = CallRecord(f"c{n}", time.time(), key, user, project, "m")
-            await store.record(call, CallResult("answered", 0.5, credits_reported=True, model="m"))
+            answered = CallResult("answered", 0.5, credits_reported=True, model="m", generation_id=f"gen-{n}")
+            await store.record(call, answered)
 
         async def seen(scope: UsageScope) -> set[tuple[str, str | None]]:
             return {(row.key_digest, row.user_id) for row in await store.usage(scope)}
@@ -251,6 +273,14 @@ async def test_the_usage_scope_filters_keys_users_and_projects_including_empty_o
             ("k1", "usr_a"),
             ("k2", "usr_a"),
         }
+        assert await store.made_within(
+            "gen-1", UsageScope("k1", user=Exactly(None), project=Exactly("prj_a"))
+        )
+        assert not await store.made_within(
+            "gen-1", UsageScope("k1", user=Exactly(None), project=Exactly(None))
+        )
+        assert not await store.made_within("gen-4", UsageScope("k1"))
+        assert await store.made_within("gen-4", UsageScope())
     finally:
         await store.aclose()
 
