@@ -24,6 +24,11 @@ TenantId = Annotated[
 OWN_TENANT = "(the key's own)"
 
 
+def own_subject(user_id: str | None) -> bool:
+    """Whether a user id names the API key's own subject: none, `default` or `me`."""
+    return user_id in (None, "default", "me")
+
+
 def secret_digest(secret: str) -> str:
     """A name for a key or token that is not the secret (SHA-256, hex)."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -47,7 +52,7 @@ class Caller:
     @property
     def tenant(self) -> str:
         """The Naive user a call is for; `default` and `me` are the key's own subject, as no user is."""
-        return self.user_id if self.user_id not in (None, "default", "me") else OWN_TENANT
+        return OWN_TENANT if self.user_id is None or own_subject(self.user_id) else self.user_id
 
     @property
     def user(self) -> str | None:

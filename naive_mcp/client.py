@@ -51,6 +51,8 @@ _MAX_EVENT_BYTES = 16 * 1024 * 1024
 # Statuses a retry can cure, when nothing has streamed yet (STYLE.md 5, naive-api.md).
 _RETRY_STATUSES = frozenset({408, 429, 502, 503, 504, 524, 529})
 _BACKOFF = wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
+# What a key check searches the model list for: no model, so the listing that proves a key is tiny.
+_KEY_CHECK_SEARCH = "naive-mcp-key-check"
 # Right after a completion its stats may not exist for about a second (naive-api.md).
 _GENERATION_FIRST_BACKOFF = 0.25
 _GENERATION_MAX_BACKOFF = 1.0
@@ -183,6 +185,21 @@ class NaiveClient:
                 payload = await self._request("GET", "/v1/llm/models", caller)
                 return _parse(ModelList, payload, "model list").models
         raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
+
+    async def key_accepted(self, api_key: str) -> bool:
+        """Whether the upstream takes `api_key` as a Naive key: one free, authenticated request (a
+        model search that matches nothing, so the answer is small), never retried. 401 and 403 are
+        a no; a failure that says nothing about the key (unreachable, 429, 5xx, an answer that is
+        not the API) is raised."""
+        try:
+            await self._request(
+                "GET", "/v1/llm/models", Caller(api_key=api_key), params={"search": _KEY_CHECK_SEARCH}
+            )
+        except UpstreamError as error:
+            if error.status in (401, 403):
+                return False
+            raise
+        return True
 
     async def generation(self, generation_id: str, caller: Caller, *, just_made: bool) -> Generation:
         """Stats of an earlier completion. For one `just_made`, wait out the brief 404 the

@@ -34,6 +34,7 @@ from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, StatelessCance
 from naive_mcp.client import make_http_client
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.guard import SpendGuard
+from naive_mcp.keycheck import answer_unchecked_keys
 from naive_mcp.server import create_server, freeze_startup_objects, log_usage
 from naive_mcp.services import CallsInFlight, Services
 from naive_mcp.settings import Settings
@@ -52,6 +53,7 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
         services = Services.create(settings, http, progress_needs_token=True)
         relay = cancel_relay or StoreCancelRelay(services.guard)
         app = build_app(create_server(settings, services=services), settings, cancel_relay=relay)
+        answer_unchecked_keys(app)  # a client key that cannot be checked now: 503, not a traceback
         freeze_startup_objects()
         config = uvicorn.Config(
             app,
@@ -134,14 +136,16 @@ class _Server(uvicorn.Server):
 
 
 def check_exposure(settings: Settings) -> None:
-    """Refuse to listen beyond loopback without authentication, or without knowing its names."""
+    """Refuse to listen beyond loopback without authentication, or without knowing its names.
+    Client keys count as authentication: a key opens nothing until the upstream has accepted it."""
     if is_loopback(settings.host):
         return
     if not settings.auth_tokens and not settings.client_keys:
         raise ConfigurationError(
             f"refusing to listen on {settings.host} without authentication: anyone who can reach it could "
-            "spend the server's credits. Set NAIVE_AUTH_TOKENS or NAIVE_CLIENT_KEYS=true, or listen on "
-            "127.0.0.1 (behind a reverse proxy)."
+            "spend the server's credits. Set NAIVE_AUTH_TOKENS, or NAIVE_CLIENT_KEYS=true (each client "
+            "then sends its own Naive key, checked with the upstream), or listen on 127.0.0.1 (behind a "
+            "reverse proxy)."
         )
     if _is_wildcard(settings.host) and not settings.allowed_hosts:
         raise ConfigurationError(

@@ -16,11 +16,10 @@ from mcp.server.mcpserver.resources import FunctionResource
 from pydantic import AnyHttpUrl
 
 from naive_mcp import __version__
-from naive_mcp.caller import secret_digest
 from naive_mcp.primitives import REGISTRY
 from naive_mcp.services import Services
 from naive_mcp.settings import Settings
-from naive_mcp.store import EVERYTHING, UsageScope
+from naive_mcp.store import UsageScope
 from naive_mcp.tools import build_tools
 from naive_mcp.usage import USAGE_URI, usage_json, usage_summary
 
@@ -34,16 +33,8 @@ INSTRUCTIONS = (
 
 
 def _usage_scope(services: Services) -> UsageScope:
-    """What the reader of naive://usage may see: everything over stdio or to an operator token;
-    a pinned token its own user's usage; a client with its own key that key's usage."""
-    grant = services.access.grant(get_access_token())
-    if grant.user_id is not None:
-        server_key = services.settings.api_key
-        digest = secret_digest(server_key.get_secret_value()) if server_key is not None else None
-        return UsageScope(key_digest=digest, user=grant.user_id)
-    if grant.api_key is not None:
-        return UsageScope(key_digest=secret_digest(grant.api_key))
-    return EVERYTHING
+    """What the reader of naive://usage may see (`Services.usage_scope`)."""
+    return services.usage_scope(services.access.grant(get_access_token()))
 
 
 async def log_usage(services: Services) -> None:

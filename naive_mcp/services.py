@@ -10,14 +10,15 @@ import anyio
 import httpx2
 
 from naive_mcp.access import AccessControl, Grant
-from naive_mcp.caller import Caller
+from naive_mcp.caller import Caller, secret_digest
 from naive_mcp.catalog import ModelCatalog
 from naive_mcp.client import NaiveClient
-from naive_mcp.errors import ArgumentError, ConfigurationError
+from naive_mcp.errors import ConfigurationError
 from naive_mcp.guard import SpendGuard, SpendingPolicy
+from naive_mcp.keycheck import KeyCheck
 from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
-from naive_mcp.store import StoreLocation
+from naive_mcp.store import EVERYTHING, StoreLocation, UsageScope
 
 
 class CallsInFlight:
@@ -75,7 +76,7 @@ class Services:
             client=client,
             catalog=catalog,
             redact=Redactor(settings.secrets()),
-            access=AccessControl(settings.auth_tokens, client_keys=settings.client_keys),
+            access=AccessControl(settings.auth_tokens, client_keys=_key_check(settings, client)),
             calls=CallsInFlight(),
             guard=SpendGuard(
                 SpendingPolicy.from_settings(settings),
@@ -98,25 +99,41 @@ class Services:
             await self.client.aclose()
 
     def caller(self, grant: Grant, user_id: str | None, project_id: str | None) -> Caller:
-        """Who a call goes upstream as: the grant's key or the server's, and the grant's pinned
-        tenant, else the call's own, else the server's defaults."""
-        api_key = grant.api_key or (
-            self.settings.api_key.get_secret_value() if self.settings.api_key else None
-        )
+        """Who a call goes upstream as: the grant's key or the server's, and for each tenant field
+        the grant's pin, else the call's own (if the grant lets it name one), else the server's
+        default. A call naming what its grant does not allow is refused (`Grant.tenant`)."""
+        settings = self.settings
+        api_key = grant.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
         if api_key is None:
             raise ConfigurationError("no Naive API key is configured, so no call was sent.")
         return Caller(
             api_key=api_key,
-            user_id=_pinned("user_id", grant.user_id, user_id) or self.settings.default_user_id,
-            project_id=_pinned("project_id", grant.project_id, project_id)
-            or self.settings.default_project_id,
+            user_id=grant.tenant("user_id", user_id, settings.default_user_id),
+            project_id=grant.tenant("project_id", project_id, settings.default_project_id),
+        )
+
+    def usage_scope(self, grant: Grant) -> UsageScope:
+        """What a grant may read of the ledger (naive://usage, generation stats): the calls it
+        could have made itself. Over stdio or HTTP without auth, everything; with a configured
+        token, the server key's calls with the token's pinned ids and the server's defaults for
+        the ids it may not name; with a client's own key, that key's calls."""
+        if grant.local:
+            return EVERYTHING
+        settings = self.settings
+        key = grant.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        return UsageScope(
+            key_digest=secret_digest(key) if key is not None else "(no key: no call was made)",
+            user=grant.sees("user_id", settings.default_user_id),
+            project=grant.sees("project_id", settings.default_project_id),
         )
 
 
-def _pinned(field: str, pinned: str | None, asked: str | None) -> str | None:
-    if pinned is not None and asked is not None and asked != pinned:
-        raise ArgumentError(
-            f"Invalid arguments:\n- {field}: this connection's token is pinned to another Naive "
-            f"{field.removesuffix('_id')}; leave {field} out"
-        )
-    return pinned or asked
+def _key_check(settings: Settings, client: NaiveClient) -> KeyCheck | None:
+    if not settings.client_keys:
+        return None
+    return KeyCheck(
+        client.key_accepted,
+        ttl=settings.client_key_cache_ttl,
+        size=settings.client_key_cache_size,
+        per_minute=settings.client_key_checks_per_minute,
+    )

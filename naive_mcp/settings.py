@@ -161,10 +161,33 @@ class Settings(BaseSettings):
     # Environment only, like the key: these are secrets.
     auth_tokens: CliSuppress[dict[str, TokenGrant]] = Field(
         default_factory=dict,
-        description='HTTP: bearer tokens clients must send, as JSON: ["tok", …] or {"tok": {"user_id": …}}.',
+        description='HTTP: bearer tokens clients must send, as JSON: ["tok", …] or {"tok": {"user_id": …, '
+        '"project_id": …, "may_name": ["user_id", "project_id"]}}: pinned ids bind every call, '
+        "may_name lists the ids a client may choose; any other id a call names is refused.",
     )
     client_keys: bool = Field(
-        default=False, description="HTTP: accept each client's own Naive API key as its bearer token."
+        default=False,
+        description="HTTP: accept each client's own Naive API key as its bearer token, once the upstream "
+        "has accepted it.",
+    )
+    client_key_cache_ttl: float = Field(
+        default=300.0,
+        ge=1,
+        le=86_400,
+        description="HTTP, client keys: seconds the upstream's verdict on a key (accepted, refused) is kept.",
+    )
+    client_key_cache_size: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="HTTP, client keys: most keys whose verdict is kept (accepted ones, refused ones: each).",
+    )
+    client_key_checks_per_minute: int = Field(
+        default=120,
+        ge=1,
+        le=100_000,
+        description="HTTP, client keys: most new keys checked with the upstream in any minute; past it "
+        "a new key gets 503 with Retry-After.",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,

@@ -148,9 +148,10 @@ async def test_each_client_can_bring_its_own_naive_key(sandbox: RunningSandbox, 
         second = await chat(server, bob, "from bob")
         logs = server.logs()
     assert not first.is_error and not second.is_error
-    ledger = sandbox.sandbox.ledger
-    assert [r.body["messages"][-1]["content"] for r in ledger.requests(alice)] == ["from alice"]
-    assert [r.body["messages"][-1]["content"] for r in ledger.requests(bob)] == ["from bob"]
+    for key, prompt in ((alice, "from alice"), (bob, "from bob")):
+        requests = sandbox.sandbox.ledger.requests(key)
+        assert [r.path for r in requests] == ["/v1/llm/models", "/v1/llm/chat/completions"], "checked once"
+        assert requests[1].body["messages"][-1]["content"] == prompt
     assert alice not in logs and bob not in logs
 
 
@@ -158,7 +159,10 @@ async def test_a_pinned_token_makes_every_call_per_tenant(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
     pinned, free = f"pin-{uuid.uuid4().hex}", f"free-{uuid.uuid4().hex}"
-    tokens = {pinned: {"user_id": "usr_alice", "project_id": "prj_a"}, free: {}}
+    tokens = {
+        pinned: {"user_id": "usr_alice", "project_id": "prj_a"},
+        free: {"may_name": ["user_id", "project_id"]},
+    }
     env = upstream(sandbox, api_key, NAIVE_AUTH_TOKENS=json.dumps(tokens))
     with http_server(tmp_path, env) as server:
         implicit = await chat(server, pinned, "as pinned")
@@ -214,18 +218,19 @@ async def test_many_clients_at_once_never_mix_results_keys_or_tenants(
     for token, answers in results.items():
         assert answers == [f"Sandbox reply from {DEFAULT_MODEL}: {token}#{turn}" for turn in range(3)]
     ledger = sandbox.sandbox.ledger
-    for key in keys:
-        assert [r.body["messages"][-1]["content"] for r in ledger.requests(key)] == [
-            f"{key}#{t}" for t in range(3)
-        ]
-        assert {r.user_id for r in ledger.requests(key)} == {None}
+    chats_of = {
+        key: [r for r in ledger.requests(key) if r.path.endswith("/chat/completions")] for key in keys
+    }
+    for key, chats in chats_of.items():
+        assert [r.body["messages"][-1]["content"] for r in chats] == [f"{key}#{t}" for t in range(3)]
+        assert {r.user_id for r in chats} == {None}
     by_server_key = ledger.requests(server_key)
     assert len(by_server_key) == 3 * len(tenants)
     for record in by_server_key:
         token = record.body["messages"][-1]["content"].split("#")[0]
         assert record.user_id == tenants[token]
     # One connection pool for all of them: 60 calls, far fewer upstream connections.
-    ports = {r.client_port for r in [*by_server_key, *(r for key in keys for r in ledger.requests(key))]}
+    ports = {r.client_port for r in [*by_server_key, *(r for chats in chats_of.values() for r in chats)]}
     assert len(ports) < 3 * (len(tenants) + len(keys)) / 2
 
 

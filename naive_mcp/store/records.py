@@ -76,11 +76,21 @@ class Tally:
 
 
 @dataclass(frozen=True, slots=True)
+class Exactly:
+    """What a ledger column must hold for a row to be seen; None: the column must be empty (a call
+    without a user, or without a project)."""
+
+    value: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class UsageScope:
-    """Whose usage a reader may see: all (the operator), one API key's, or one pinned user's."""
+    """Whose usage a reader may see: every field left None is not filtered on (EVERYTHING, for the
+    operator); one set keeps only the rows of that API key (by digest), user or project."""
 
     key_digest: str | None = None
-    user: str | None = None
+    user: Exactly | None = None  # the user as the ledger keeps it: Exactly(None) is the key's own subject
+    project: Exactly | None = None
 
 
 EVERYTHING = UsageScope()

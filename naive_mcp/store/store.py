@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import anyio
 from anyio import CapacityLimiter
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
@@ -311,10 +311,7 @@ class Store:
             func.coalesce(func.sum(ledger.credits), 0.0).label("credits"),
             func.sum(1 - ledger.credits_reported).label("credits_unknown"),
         ).group_by(ledger.key_digest, ledger.user_id, model, ledger.outcome)
-        if scope.key_digest is not None:
-            query = query.where(ledger.key_digest == scope.key_digest)
-        if scope.user is not None:
-            query = query.where(ledger.user_id == scope.user)
+        query = query.where(*_within(t.ledger, scope))
         if since is not None:
             query = query.where(ledger.ended_at >= since)
         with self._engine.connect() as db:
@@ -335,6 +332,20 @@ class Store:
                 )
                 for row in db.execute(query)
             ]
+
+    async def made_within(self, generation_id: str, scope: UsageScope) -> bool:
+        """Whether a call through this store, of those `scope` may see, got `generation_id` back."""
+        return await self._run(self._made_within, generation_id, scope)
+
+    def _made_within(self, generation_id: str, scope: UsageScope) -> bool:
+        with self._engine.connect() as db:
+            for table in (t.ledger, t.holds):
+                found = select(table.c.id).where(
+                    table.c.generation_id == generation_id, *_within(table, scope)
+                )
+                if db.execute(found.limit(1)).first() is not None:
+                    return True
+        return False
 
     async def made_lately(self, generation_id: str, seconds: float) -> bool:
         """Whether a call through this store got `generation_id` back within the last `seconds`."""
@@ -429,3 +440,14 @@ def _forget_old(db: Connection, now: float) -> None:
         )
     )
     db.execute(delete(t.cancels).where(t.cancels.c.created_at < now - CANCEL_KEEP_SECONDS))
+
+
+def _within(table: Table, scope: UsageScope) -> list[ColumnElement[bool]]:
+    """The conditions on `table`'s key, user and project columns that keep `scope`'s rows."""
+    conditions: list[ColumnElement[bool]] = []
+    if scope.key_digest is not None:
+        conditions.append(table.c.key_digest == scope.key_digest)
+    for column, wanted in ((table.c.user_id, scope.user), (table.c.project_id, scope.project)):
+        if wanted is not None:
+            conditions.append(column.is_(None) if wanted.value is None else column == wanted.value)
+    return conditions
