@@ -40,24 +40,19 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.streamable_http import REQUEST_CANCELLED
 from mcp.shared.dispatcher import as_request_id, coerce_request_id
-from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import ErrorData, JSONRPCError, RequestId
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from sse_starlette.event import ServerSentEvent
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from naive_mcp.caller import secret_digest
+from naive_mcp.asgi import buffered, handshake_era, json_object, request_caller, served_status
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.25
-_ANONYMOUS = "anonymous"  # the one caller of a server without auth; no token digest looks like it
-_VERSION_HEADER = MCP_PROTOCOL_VERSION_HEADER.lower().encode("ascii")
 
 
 class CancelRelay(Protocol):
@@ -116,13 +111,6 @@ class MemoryCancelRelay:
             if stored >= cutoff and len(self._published) <= self._limit:
                 break
             del self._published[oldest]
-
-
-def caller_digest(user: object) -> str:
-    """Who sent a request: its verified bearer token's SHA-256 digest, or the anonymous caller."""
-    if isinstance(user, AuthenticatedUser):
-        return secret_digest(user.access_token.token)
-    return _ANONYMOUS
 
 
 def cancel_key(caller: str, request_id: RequestId) -> str:
@@ -289,26 +277,25 @@ class CancellableEndpoint:
         self._max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not _handshake_era(scope):
+        if scope["type"] != "http" or scope["method"] != "POST" or not handshake_era(scope):
             await self._app(scope, receive, send)
             return
-        user = scope.get("user")
-        if "user" in scope and not isinstance(user, AuthenticatedUser):
+        caller = request_caller(scope)
+        if caller is None:
             await self._app(scope, receive, send)  # auth is on and this POST is not authenticated
             return
-        body, receive = await _buffered(scope, receive, self._max_body_bytes)
-        message = _json_object(body)
+        body, receive = await buffered(scope, receive, self._max_body_bytes)
+        message = json_object(body)
         if message is None:
             await self._app(scope, receive, send)
             return
         method, request_id = message.get("method"), as_request_id(message.get("id"))
-        caller = caller_digest(user)
         if isinstance(method, str) and request_id is not None:
             await self._serve_call(cancel_key(caller, request_id), request_id, scope, receive, send)
         elif method == "notifications/cancelled" and "id" not in message:
             params = message.get("params")
             cancelled = as_request_id(params.get("requestId")) if isinstance(params, dict) else None
-            status = await _served_status(self._app, scope, receive, send)
+            status = await served_status(self._app, scope, receive, send)
             if status == 202 and cancelled is not None:  # the SDK accepted it as a notification
                 await self._cancels._accept_cancel(cancel_key(caller, cancelled))
         else:
@@ -379,53 +366,6 @@ class _Response:
         self.finished = True
 
 
-def _handshake_era(scope: Scope) -> bool:
-    """A 2025-era request, as the SDK routes them: no protocol-version header, or a handshake one."""
-    for name, value in scope["headers"]:
-        if name == _VERSION_HEADER:
-            return bool(value.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS)
-    return True
-
-
-async def _buffered(scope: Scope, receive: Receive, limit: int) -> tuple[bytes | None, Receive]:
-    """The whole body (None when it is over `limit`), and a `receive` that gives it again."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            return None, receive  # the SDK answers 413
-    received: list[Message] = []
-    size = 0
-    body: bytes | None = None
-    while True:
-        message = await receive()
-        received.append(message)
-        if message["type"] != "http.request":
-            break  # the client went away
-        size += len(message.get("body", b""))
-        if size > limit:
-            break
-        if not message.get("more_body", False):
-            body = b"".join(m.get("body", b"") for m in received)
-            received = [{"type": "http.request", "body": body, "more_body": False}]
-            break
-
-    async def replay() -> Message:
-        if received:
-            return received.pop(0)
-        return await receive()
-
-    return body, replay
-
-
-def _json_object(body: bytes | None) -> dict[str, Any] | None:
-    if body is None:
-        return None
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None  # a batch is not ours: the SDK refuses it
-
-
 def _carries_answer(chunk: bytes) -> bool:
     """Whether an SSE chunk carries a JSON-RPC response or error (not a notification)."""
     if b'"result"' not in chunk and b'"error"' not in chunk:
@@ -439,17 +379,3 @@ def _carries_answer(chunk: bytes) -> bool:
             if isinstance(message, dict) and "method" not in message and message.keys() & {"result", "error"}:
                 return True
     return False
-
-
-async def _served_status(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> int | None:
-    """Serve the request with `app`; the HTTP status it answered with."""
-    status: int | None = None
-
-    async def watch(message: Message) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        await send(message)
-
-    await app(scope, receive, watch)
-    return status
