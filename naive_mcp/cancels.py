@@ -24,6 +24,17 @@ its call would cancel every later call that reuses the id, for as long as it is 
 Everything is left to the SDK otherwise: batches (it rejects them, 400), the 2026-era protocol
 (where a client cancels by closing the response stream, and the SDK ignores this notification
 on purpose), bodies over the size limit, requests without a valid token (401).
+
+A stateful session has the opposite gap (`DroppedCallCancels`): its dispatcher outlives the
+POST that carried a request, so a client that drops its connection without a cancel (a crash,
+a network cut, a killed process) leaves the call running to its total timeout, generating and
+billing. Stateless POSTs do not have it (the SDK ends the POST's dispatcher with it), nor SSE
+(the stream is the session) nor the 2026-era protocol (one exchange per POST). Here, once a
+2025-era POST carrying a request ends with its client gone and no answer sent, the SDK is handed
+the `notifications/cancelled` the client would have sent: a POST of our own into the session,
+with the client's own headers and credentials, so that the SDK's checks of who may cancel what
+apply unchanged. (No event store is configured, so a stream cut off cannot be resumed: a call
+whose client left is lost to it either way.)
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-from mcp.server.streamable_http import REQUEST_CANCELLED
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, REQUEST_CANCELLED
 from mcp.shared.dispatcher import as_request_id, coerce_request_id
 from mcp_types import ErrorData, JSONRPCError, RequestId
 from sse_starlette.event import ServerSentEvent
@@ -53,6 +64,7 @@ from naive_mcp.asgi import buffered, handshake_era, json_object, request_caller,
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.25
+_SESSION_HEADER = MCP_SESSION_ID_HEADER.encode("ascii")
 
 
 class CancelRelay(Protocol):
@@ -314,6 +326,77 @@ class CancellableEndpoint:
                 self._cancels._unregister(call)
         if call.scope.cancelled_caught:
             await response.end_cancelled(request_id)
+
+
+class DroppedCallCancels:
+    """ASGI wrapper of the stateful streamable-HTTP endpoint: a 2025-era POST carrying a request
+    whose client left before its answer has that request cancelled in its session."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, delivery_timeout: float = 10.0) -> None:
+        self._app = app
+        self._max_body_bytes = max_body_bytes
+        self._delivery_timeout = delivery_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not handshake_era(scope)
+            or _SESSION_HEADER not in dict(scope["headers"])
+            or request_caller(scope) is None
+        ):
+            await self._app(scope, receive, send)
+            return
+        body, receive = await buffered(scope, receive, self._max_body_bytes)
+        message = json_object(body)
+        request_id = as_request_id(message.get("id")) if message is not None else None
+        if message is None or not isinstance(message.get("method"), str) or request_id is None:
+            await self._app(scope, receive, send)
+            return
+        client = _Client(receive)
+        response = _Response(send)
+        await self._app(scope, client.receive, response.send)
+        if client.left and response.event_stream and not response.answered:
+            await self._cancel_in_session(scope, request_id)
+
+    async def _cancel_in_session(self, scope: Scope, request_id: RequestId) -> None:
+        notification = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": "the client went away"},
+        }
+        body = json.dumps(notification).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> Message:
+            return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+        async def discard(message: Message) -> None:
+            pass
+
+        # Shielded: the server may be shutting down, and the call must stop all the same.
+        with anyio.move_on_after(self._delivery_timeout, shield=True):
+            status = await served_status(self._app, {**scope, "headers": headers}, receive, discard)
+            if status == 202:
+                logger.info("a client left before its call was answered: cancelled the call in its session")
+            else:
+                logger.debug("a client left before its call was answered; its session is gone (%s)", status)
+
+
+@dataclass
+class _Client:
+    """Watches a request's client: whether it went away."""
+
+    _receive: Receive
+    left: bool = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.left = True
+        return message
 
 
 @dataclass

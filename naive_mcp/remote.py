@@ -29,8 +29,9 @@ from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, StatelessCancels
+from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, DroppedCallCancels, StatelessCancels
 from naive_mcp.client import make_http_client
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.guard import SpendGuard
@@ -183,6 +184,9 @@ def build_app(
     if settings.stateless:
         cancels = StatelessCancels(cancel_relay, poll_interval=cancel_poll_interval)
         cancels.install(app, settings.endpoint_path, max_body_bytes=settings.max_request_bytes)
+    else:
+        routes = [r for r in app.router.routes if isinstance(r, Route) and r.path == settings.endpoint_path]
+        routes[0].app = DroppedCallCancels(routes[0].app, max_body_bytes=settings.max_request_bytes)
     return app
 
 
