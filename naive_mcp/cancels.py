@@ -24,6 +24,17 @@ its call would cancel every later call that reuses the id, for as long as it is 
 Everything is left to the SDK otherwise: batches (it rejects them, 400), the 2026-era protocol
 (where a client cancels by closing the response stream, and the SDK ignores this notification
 on purpose), bodies over the size limit, requests without a valid token (401).
+
+A stateful session has the opposite gap (`DroppedCallCancels`): its dispatcher outlives the
+POST that carried a request, so a client that drops its connection without a cancel (a crash,
+a network cut, a killed process) leaves the call running to its total timeout, generating and
+billing. Stateless POSTs do not have it (the SDK ends the POST's dispatcher with it), nor SSE
+(the stream is the session) nor the 2026-era protocol (one exchange per POST). Here, once a
+2025-era POST carrying a request ends with its client gone and no answer sent, the SDK is handed
+the `notifications/cancelled` the client would have sent: a POST of our own into the session,
+with the client's own headers and credentials, so that the SDK's checks of who may cancel what
+apply unchanged. (No event store is configured, so a stream cut off cannot be resumed: a call
+whose client left is lost to it either way.)
 """
 
 from __future__ import annotations
@@ -40,24 +51,20 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.streamable_http import REQUEST_CANCELLED
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, REQUEST_CANCELLED
 from mcp.shared.dispatcher import as_request_id, coerce_request_id
-from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import ErrorData, JSONRPCError, RequestId
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from sse_starlette.event import ServerSentEvent
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from naive_mcp.caller import secret_digest
+from naive_mcp.asgi import buffered, handshake_era, json_object, request_caller, served_status
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.25
-_ANONYMOUS = "anonymous"  # the one caller of a server without auth; no token digest looks like it
-_VERSION_HEADER = MCP_PROTOCOL_VERSION_HEADER.lower().encode("ascii")
+_SESSION_HEADER = MCP_SESSION_ID_HEADER.encode("ascii")
 
 
 class CancelRelay(Protocol):
@@ -116,13 +123,6 @@ class MemoryCancelRelay:
             if stored >= cutoff and len(self._published) <= self._limit:
                 break
             del self._published[oldest]
-
-
-def caller_digest(user: object) -> str:
-    """Who sent a request: its verified bearer token's SHA-256 digest, or the anonymous caller."""
-    if isinstance(user, AuthenticatedUser):
-        return secret_digest(user.access_token.token)
-    return _ANONYMOUS
 
 
 def cancel_key(caller: str, request_id: RequestId) -> str:
@@ -289,26 +289,25 @@ class CancellableEndpoint:
         self._max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not _handshake_era(scope):
+        if scope["type"] != "http" or scope["method"] != "POST" or not handshake_era(scope):
             await self._app(scope, receive, send)
             return
-        user = scope.get("user")
-        if "user" in scope and not isinstance(user, AuthenticatedUser):
+        caller = request_caller(scope)
+        if caller is None:
             await self._app(scope, receive, send)  # auth is on and this POST is not authenticated
             return
-        body, receive = await _buffered(scope, receive, self._max_body_bytes)
-        message = _json_object(body)
+        body, receive = await buffered(scope, receive, self._max_body_bytes)
+        message = json_object(body)
         if message is None:
             await self._app(scope, receive, send)
             return
         method, request_id = message.get("method"), as_request_id(message.get("id"))
-        caller = caller_digest(user)
         if isinstance(method, str) and request_id is not None:
             await self._serve_call(cancel_key(caller, request_id), request_id, scope, receive, send)
         elif method == "notifications/cancelled" and "id" not in message:
             params = message.get("params")
             cancelled = as_request_id(params.get("requestId")) if isinstance(params, dict) else None
-            status = await _served_status(self._app, scope, receive, send)
+            status = await served_status(self._app, scope, receive, send)
             if status == 202 and cancelled is not None:  # the SDK accepted it as a notification
                 await self._cancels._accept_cancel(cancel_key(caller, cancelled))
         else:
@@ -327,6 +326,77 @@ class CancellableEndpoint:
                 self._cancels._unregister(call)
         if call.scope.cancelled_caught:
             await response.end_cancelled(request_id)
+
+
+class DroppedCallCancels:
+    """ASGI wrapper of the stateful streamable-HTTP endpoint: a 2025-era POST carrying a request
+    whose client left before its answer has that request cancelled in its session."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, delivery_timeout: float = 10.0) -> None:
+        self._app = app
+        self._max_body_bytes = max_body_bytes
+        self._delivery_timeout = delivery_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not handshake_era(scope)
+            or _SESSION_HEADER not in dict(scope["headers"])
+            or request_caller(scope) is None
+        ):
+            await self._app(scope, receive, send)
+            return
+        body, receive = await buffered(scope, receive, self._max_body_bytes)
+        message = json_object(body)
+        request_id = as_request_id(message.get("id")) if message is not None else None
+        if message is None or not isinstance(message.get("method"), str) or request_id is None:
+            await self._app(scope, receive, send)
+            return
+        client = _Client(receive)
+        response = _Response(send)
+        await self._app(scope, client.receive, response.send)
+        if client.left and response.event_stream and not response.answered:
+            await self._cancel_in_session(scope, request_id)
+
+    async def _cancel_in_session(self, scope: Scope, request_id: RequestId) -> None:
+        notification = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": "the client went away"},
+        }
+        body = json.dumps(notification).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> Message:
+            return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+        async def discard(message: Message) -> None:
+            pass
+
+        # Shielded: the server may be shutting down, and the call must stop all the same.
+        with anyio.move_on_after(self._delivery_timeout, shield=True):
+            status = await served_status(self._app, {**scope, "headers": headers}, receive, discard)
+            if status == 202:
+                logger.info("a client left before its call was answered: cancelled the call in its session")
+            else:
+                logger.debug("a client left before its call was answered; its session is gone (%s)", status)
+
+
+@dataclass
+class _Client:
+    """Watches a request's client: whether it went away."""
+
+    _receive: Receive
+    left: bool = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.left = True
+        return message
 
 
 @dataclass
@@ -379,53 +449,6 @@ class _Response:
         self.finished = True
 
 
-def _handshake_era(scope: Scope) -> bool:
-    """A 2025-era request, as the SDK routes them: no protocol-version header, or a handshake one."""
-    for name, value in scope["headers"]:
-        if name == _VERSION_HEADER:
-            return bool(value.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS)
-    return True
-
-
-async def _buffered(scope: Scope, receive: Receive, limit: int) -> tuple[bytes | None, Receive]:
-    """The whole body (None when it is over `limit`), and a `receive` that gives it again."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            return None, receive  # the SDK answers 413
-    received: list[Message] = []
-    size = 0
-    body: bytes | None = None
-    while True:
-        message = await receive()
-        received.append(message)
-        if message["type"] != "http.request":
-            break  # the client went away
-        size += len(message.get("body", b""))
-        if size > limit:
-            break
-        if not message.get("more_body", False):
-            body = b"".join(m.get("body", b"") for m in received)
-            received = [{"type": "http.request", "body": body, "more_body": False}]
-            break
-
-    async def replay() -> Message:
-        if received:
-            return received.pop(0)
-        return await receive()
-
-    return body, replay
-
-
-def _json_object(body: bytes | None) -> dict[str, Any] | None:
-    if body is None:
-        return None
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None  # a batch is not ours: the SDK refuses it
-
-
 def _carries_answer(chunk: bytes) -> bool:
     """Whether an SSE chunk carries a JSON-RPC response or error (not a notification)."""
     if b'"result"' not in chunk and b'"error"' not in chunk:
@@ -439,17 +462,3 @@ def _carries_answer(chunk: bytes) -> bool:
             if isinstance(message, dict) and "method" not in message and message.keys() & {"result", "error"}:
                 return True
     return False
-
-
-async def _served_status(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> int | None:
-    """Serve the request with `app`; the HTTP status it answered with."""
-    status: int | None = None
-
-    async def watch(message: Message) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        await send(message)
-
-    await app(scope, receive, watch)
-    return status

@@ -8,7 +8,10 @@
 - SIGINT/SIGTERM: stop accepting, give calls in flight `NAIVE_SHUTDOWN_GRACE` seconds, cancel
   the rest (which closes their upstream connections), close the upstream client.
 - Stateless: a 2025-era client's `notifications/cancelled` stops its call, on whichever replica
-  it runs (`cancels.py`; replicas share a `CancelRelay`).
+  it runs (`cancels.py`; replicas share a `CancelRelay`). Stateful: a call whose client dropped
+  its connection is cancelled in its session (`cancels.py`).
+- Sessions and SSE streams are limited in all and per client, idle sessions expire
+  (`sessions.py`); a request whose JSON-RPC id is malformed gets an error (`request_ids.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TypeVar
 
 import anyio
 import uvicorn
@@ -29,18 +33,29 @@ from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
 
-from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, StatelessCancels
+from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, DroppedCallCancels, StatelessCancels
 from naive_mcp.client import make_http_client
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.guard import SpendGuard
 from naive_mcp.keycheck import answer_unchecked_keys
+from naive_mcp.request_ids import RequestIdCheck
 from naive_mcp.server import create_server, freeze_startup_objects, log_usage
 from naive_mcp.services import CallsInFlight, Services
+from naive_mcp.sessions import (
+    SdkSessions,
+    SessionCounts,
+    SessionLimits,
+    SseStreamGate,
+    StreamableHttpGate,
+    StreamCounts,
+)
 from naive_mcp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+_RouteT = TypeVar("_RouteT", Route, Mount)
 _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
@@ -163,31 +178,61 @@ def build_app(
 ) -> Starlette:
     """The HTTP app. Stateless streamable HTTP: `notifications/cancelled` stops the call it names,
     here or, through `cancel_relay` (default: in memory, this process only), on another replica
-    sharing it, which asks the relay every `cancel_poll_interval` seconds while calls run."""
+    sharing it, which asks the relay every `cancel_poll_interval` seconds while calls run.
+    Stateful: a call whose client left is cancelled in its session. Every transport: sessions and
+    SSE streams are limited in all and per client (`sessions.py`), and a request whose id is not
+    a string or an integer is refused (`request_ids.py`)."""
     register: Callable[[Callable[[Request], Awaitable[Response]]], object] = server.custom_route(
         "/health", methods=["GET"]
     )
     register(_health)
     security = transport_security(settings)
+    limits = SessionLimits.from_settings(settings)
+    streams = StreamCounts(limits)
+    max_body = settings.max_request_bytes
     if settings.transport == "sse":
-        return server.sse_app(
+        message_path = f"{settings.endpoint_path.rstrip('/')}/messages/"
+        app = server.sse_app(
             sse_path=settings.endpoint_path,
-            message_path=f"{settings.endpoint_path.rstrip('/')}/messages/",
-            max_request_body_size=settings.max_request_bytes,
+            message_path=message_path,
+            max_request_body_size=max_body,
             transport_security=security,
             host=settings.host,
         )
+        stream_route = _route(app, settings.endpoint_path, Route)
+        stream_route.app = SseStreamGate(stream_route.app, streams)
+        messages = _route(app, message_path.rstrip("/"), Mount)
+        messages.app = RequestIdCheck(messages.app, max_body_bytes=max_body)
+        return app
     app = server.streamable_http_app(
         streamable_http_path=settings.endpoint_path,
         stateless_http=settings.stateless,
-        max_request_body_size=settings.max_request_bytes,
+        max_request_body_size=max_body,
+        session_idle_timeout=limits.idle_timeout,
+        max_sessions=limits.max_sessions,
         transport_security=security,
         host=settings.host,
     )
+    endpoint = _route(app, settings.endpoint_path, Route)
+    sessions: SessionCounts | None = None
     if settings.stateless:
         cancels = StatelessCancels(cancel_relay, poll_interval=cancel_poll_interval)
-        cancels.install(app, settings.endpoint_path, max_body_bytes=settings.max_request_bytes)
+        cancels.install(app, settings.endpoint_path, max_body_bytes=max_body)
+    else:
+        endpoint.app = DroppedCallCancels(endpoint.app, max_body_bytes=max_body)
+        sessions = SessionCounts(limits, SdkSessions(server.session_manager))
+    endpoint.app = RequestIdCheck(
+        StreamableHttpGate(endpoint.app, streams, sessions), max_body_bytes=max_body
+    )
     return app
+
+
+def _route(app: Starlette, path: str, kind: type[_RouteT]) -> _RouteT:
+    """The one route of `kind` at `path` (the SDK's endpoint there), to wrap."""
+    found = [r for r in app.router.routes if isinstance(r, kind) and r.path == path]
+    if len(found) != 1:
+        raise RuntimeError(f"no single {kind.__name__} at {path} in the SDK's app")
+    return found[0]
 
 
 async def _health(request: Request) -> Response:

@@ -199,6 +199,40 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=1_048_576, ge=1024, description="HTTP: largest request body accepted, in bytes."
     )
+    max_sessions: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="streamable-http: most stateful sessions open at once, in all (each holds memory).",
+    )
+    max_sessions_per_client: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="streamable-http: most stateful sessions one client (bearer token) may hold open; "
+        "without auth, all clients together.",
+    )
+    session_idle_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="streamable-http: seconds a stateful session may go without any request in flight "
+        "(an open GET stream counts) before it is ended; its client then opens a new one.",
+    )
+    max_sse_streams: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="HTTP: most SSE streams held open at once, in all: legacy SSE sessions and "
+        "streamable-http GET streams (each holds a connection).",
+    )
+    max_sse_streams_per_client: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="HTTP: most SSE streams one client (bearer token) may hold open; without auth, "
+        "all clients together.",
+    )
     shutdown_grace: int = Field(
         default=30, ge=0, description="HTTP: seconds calls in flight get to finish on SIGINT/SIGTERM."
     )

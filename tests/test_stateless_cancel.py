@@ -30,32 +30,35 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.types import Message, Receive, Scope, Send
 
-from naive_mcp.cancels import (
-    CancellableEndpoint,
-    MemoryCancelRelay,
-    StatelessCancels,
-    caller_digest,
-    cancel_key,
-)
+from naive_mcp.asgi import caller_digest
+from naive_mcp.cancels import CancellableEndpoint, MemoryCancelRelay, StatelessCancels, cancel_key
 from naive_mcp.remote import build_app
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.sandbox.ledger import RequestRecord
 from naive_mcp.server import create_server
 from tests.conftest import make_settings, upstream_env
+from tests.mcp_wire import (
+    INITIALIZED,
+    WAIT,
+    answer,
+    bearer,
+    cancel,
+    ended,
+    http_client,
+    initialize,
+    is_answer_progress,
+    last_chat,
+    post,
+    streamed,
+    tools_call,
+)
 from tests.remote import connect, http_server
 
 pytestmark = pytest.mark.anyio
 
-# Generous bounds for a busy machine; none of them paces a test.
-WAIT = 60
 # The session sandbox's `sandbox/slow` answer lasts about 35 s (a chunk every 0.25 s).
 WELL_BEFORE_THE_END = 10.0
 CANCELLED = {"jsonrpc": "2.0", "id": 7, "error": {"code": -32800, "message": "Request cancelled"}}
-HEADERS = {
-    "Accept": "application/json, text/event-stream",
-    "Content-Type": "application/json",
-    "MCP-Protocol-Version": "2025-11-25",
-}
 
 
 @pytest.fixture(scope="module")
@@ -65,85 +68,6 @@ def paced() -> Iterator[RunningSandbox]:
         yield running
 
 
-def tools_call(
-    request_id: int | str, prompt: str = "long", model: str | None = "sandbox/slow"
-) -> dict[str, Any]:
-    arguments = {"prompt": prompt, **({"model": model} if model else {})}
-    params = {"name": "naive_llm_chat", "arguments": arguments, "_meta": {"progressToken": "p"}}
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-
-
-def cancel(request_id: int | str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}
-
-
-def is_answer_progress(message: object) -> bool:
-    """A progress message with answer text in it (the first ones say it is waiting)."""
-    return isinstance(message, str) and message.startswith("Sandbox reply")
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-class EventStream:
-    """The JSON-RPC messages of one POST's SSE response, as they come."""
-
-    def __init__(self, response: httpx2.Response) -> None:
-        self.response = response
-        self._lines = response.aiter_lines()
-
-    async def next(self) -> dict[str, Any] | None:
-        """The next message, or None at the end of the stream."""
-        data: list[str] = []
-        async for line in self._lines:
-            if line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif not line and data:
-                message: dict[str, Any] = json.loads("\n".join(data))
-                return message
-        return json.loads("\n".join(data)) if data else None
-
-    async def answering(self) -> None:
-        """Wait until the answer is coming in: the upstream has the call and is streaming it."""
-        with anyio.fail_after(WAIT):
-            while (message := await self.next()) is not None:
-                if is_answer_progress(message.get("params", {}).get("message")):
-                    return
-        raise AssertionError("the call ended before its answer came")
-
-    async def rest(self) -> list[dict[str, Any]]:
-        messages = []
-        while (message := await self.next()) is not None:
-            messages.append(message)
-        return messages
-
-
-@asynccontextmanager
-async def streamed(
-    http: httpx2.AsyncClient, url: str, message: dict[str, Any], headers: Mapping[str, str] | None = None
-) -> AsyncIterator[EventStream]:
-    async with http.stream("POST", url, json=message, headers={**HEADERS, **(headers or {})}) as response:
-        assert response.status_code == 200, await response.aread()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        yield EventStream(response)
-
-
-async def post(
-    http: httpx2.AsyncClient, url: str, message: Any, headers: Mapping[str, str] | None = None
-) -> httpx2.Response:
-    return await http.post(url, json=message, headers={**HEADERS, **(headers or {})})
-
-
-def last_chat(sandbox: RunningSandbox, api_key: str) -> RequestRecord:
-    """The latest chat completion the upstream saw (a cancelled call may look up its cost after)."""
-    return [r for r in sandbox.sandbox.ledger.requests(api_key) if r.path.endswith("/chat/completions")][-1]
-
-
-async def ended(record: RequestRecord) -> None:
-    assert await anyio.to_thread.run_sync(record.stream_ended.wait, WAIT), "the upstream stream never ended"
-
-
 async def call(
     http: httpx2.AsyncClient, url: str, message: dict[str, Any], headers: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -151,18 +75,6 @@ async def call(
     with anyio.fail_after(WAIT):
         async with streamed(http, url, message, headers) as stream:
             return answer(await stream.rest())
-
-
-def answer(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The one response or error among a stream's messages (the rest are progress notifications)."""
-    answers = [m for m in messages if "method" not in m]
-    assert len(answers) == 1, messages
-    assert all(m["method"] == "notifications/progress" for m in messages if "method" in m)
-    return answers[0]
-
-
-def http_client() -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=120))
 
 
 # --- end to end: a real `naive-mcp --stateless` -------------------------------------------------
@@ -256,22 +168,10 @@ async def test_a_cancelled_call_ends_as_a_stateful_session_ends_it(
     flags = ["--stateless"] if stateless else []
     with http_server(tmp_path, upstream_env(sandbox, api_key), *flags) as server:
         async with http_client() as http:
-            initialize = {
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "raw", "version": "0"},
-                },
-            }
-            opened = await post(http, server.url, initialize)
+            opened = await post(http, server.url, initialize())
             session = {"mcp-session-id": opened.headers["mcp-session-id"]} if not stateless else {}
             assert opened.status_code == 200 and ("mcp-session-id" in opened.headers) != stateless
-            initialized = await post(
-                http, server.url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session
-            )
+            initialized = await post(http, server.url, INITIALIZED, session)
             async with streamed(http, server.url, tools_call(7), session) as stream:
                 await stream.answering()
                 cancelled_at = time.monotonic()

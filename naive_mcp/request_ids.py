@@ -1,0 +1,69 @@
+"""A 2025-era request whose JSON-RPC id is neither a string nor an integer gets an error.
+
+JSON-RPC 2.0 allows a request id to be a string or a number (MCP: a string or an integer). The
+SDK's 2025-era transports (streamable HTTP, stateful or stateless, and the legacy SSE messages
+endpoint) take a message with a `method` and any other `id` (an object, an array, null, a bool,
+a float: NaN, 1e308, 1.0) for a notification: they answer 202 and the client waits forever for a
+response that never comes. Here such a POST gets HTTP 400 and `-32600 Invalid Request` (`id:
+null`, as JSON-RPC answers a request whose id cannot be read), and the SDK never sees it. The
+2026-era protocol already refuses these (400, -32600); requests without a valid token are left
+to the SDK (401), and so are bodies over the size limit (413) and whatever is not a JSON object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.shared.dispatcher import as_request_id
+from mcp_types import INVALID_REQUEST
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from naive_mcp.asgi import buffered, handshake_era, json_object, jsonrpc_error, request_caller
+
+
+def has_malformed_id(message: dict[str, Any]) -> bool:
+    """A request (it has a method) whose id is not a string or an integer."""
+    return "method" in message and "id" in message and as_request_id(message["id"]) is None
+
+
+class RequestIdCheck:
+    """ASGI wrapper of an endpoint that takes JSON-RPC messages by POST; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self._app = app
+        self._max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not handshake_era(scope)
+            or request_caller(scope) is None
+        ):
+            await self._app(scope, receive, send)
+            return
+        body, receive = await buffered(scope, receive, self._max_body_bytes)
+        message = json_object(body)
+        if message is not None and has_malformed_id(message):
+            refusal = jsonrpc_error(
+                400,
+                INVALID_REQUEST,
+                f"Invalid Request: a request's id must be a string or an integer, not {_kind(message['id'])}",
+            )
+            await refusal(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return "a number with a fraction or an exponent"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "this"

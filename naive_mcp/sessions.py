@@ -1,0 +1,275 @@
+"""What one client can make the HTTP server hold: sessions and SSE streams, in all and per client.
+
+- Stateful streamable HTTP: at most `max_sessions` sessions open in all, `max_sessions_per_client`
+  per client, and a session with no request in flight for `idle_timeout` seconds is ended. The
+  total and the idle expiry are the SDK's own (its session manager's `max_sessions` and
+  `session_idle_timeout`); the count per client is kept here.
+- SSE streams: a legacy SSE session (its GET stream), and a streamable-HTTP GET stream (stateful
+  or stateless), each holds a connection open for as long as the client keeps it: at most
+  `max_sse_streams` in all, `max_sse_streams_per_client` per client.
+- A client is its bearer token (the SHA-256 digest of it); without auth every client is one.
+- Over a limit, a client gets HTTP 429 (its own limit) or 503 (the server's) with a JSON-RPC
+  error that names the setting and what to do; nothing else is held for it.
+
+How sessions are counted per client: a session is its client's from the response that opened it
+(a status under 400 with an `mcp-session-id` header, as the SDK decides it) for as long as the
+SDK keeps it. The SDK ends sessions on its own (DELETE, idle expiry, a crash, shutdown) and tells
+no one, so a client's sessions are checked against the session manager's table of open ones
+(`StreamableHTTPSessionManager._server_instances`, a private attribute: `SdkSessions` checks it
+is there when the app is built, and tests/test_sessions.py fails loudly if it changes). Opening
+requests still in flight count too, so that a burst cannot overshoot the limit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from naive_mcp.asgi import jsonrpc_error, request_caller
+
+if TYPE_CHECKING:
+    from naive_mcp.settings import Settings
+
+# JSON-RPC's range for errors an implementation defines; the SDK's own 503 uses -32603.
+LIMIT_REACHED = -32000
+_SESSION_HEADER = MCP_SESSION_ID_HEADER.encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    max_sessions: int
+    max_sessions_per_client: int
+    idle_timeout: float
+    max_sse_streams: int
+    max_sse_streams_per_client: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionLimits:
+        return cls(
+            max_sessions=settings.max_sessions,
+            max_sessions_per_client=settings.max_sessions_per_client,
+            idle_timeout=settings.session_idle_timeout,
+            max_sse_streams=settings.max_sse_streams,
+            max_sse_streams_per_client=settings.max_sse_streams_per_client,
+        )
+
+
+class SdkSessions:
+    """The ids of the sessions the SDK's session manager has open (read, never changed)."""
+
+    def __init__(self, manager: StreamableHTTPSessionManager) -> None:
+        table = getattr(manager, "_server_instances", None)
+        if not isinstance(table, dict):
+            raise RuntimeError(
+                "the mcp SDK's StreamableHTTPSessionManager no longer keeps its sessions in "
+                "_server_instances: naive_mcp/sessions.py must learn the new way to count them"
+            )
+        self._table: dict[str, object] = table
+
+    def open_ids(self) -> Collection[str]:
+        return self._table.keys()
+
+
+class StreamCounts:
+    """The streams held open, in all and per client."""
+
+    def __init__(self, limits: SessionLimits) -> None:
+        self._limits = limits
+        self._by_client: Counter[str] = Counter()
+        self._total = 0
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def of(self, client: str) -> int:
+        return self._by_client[client]
+
+    def refusal(self, client: str) -> Response | None:
+        limits = self._limits
+        if self._by_client[client] >= limits.max_sse_streams_per_client:
+            return jsonrpc_error(
+                429,
+                LIMIT_REACHED,
+                f"Too many open SSE streams for this client: {limits.max_sse_streams_per_client}, the "
+                "most one client (bearer token) may hold (NAIVE_MAX_SSE_STREAMS_PER_CLIENT). Close the "
+                "streams you no longer read, or ask the operator to raise NAIVE_MAX_SSE_STREAMS_PER_CLIENT.",
+            )
+        if self._total >= limits.max_sse_streams:
+            return jsonrpc_error(
+                503,
+                LIMIT_REACHED,
+                f"The server holds as many SSE streams as it allows ({limits.max_sse_streams}, "
+                "NAIVE_MAX_SSE_STREAMS). Try again later, or ask the operator to raise "
+                "NAIVE_MAX_SSE_STREAMS.",
+            )
+        return None
+
+    @contextmanager
+    def held(self, client: str) -> Iterator[None]:
+        self._by_client[client] += 1
+        self._total += 1
+        try:
+            yield
+        finally:
+            self._total -= 1
+            self._by_client[client] -= 1
+            if not self._by_client[client]:
+                del self._by_client[client]
+
+
+@dataclass(eq=False)
+class _Opening:
+    client: str
+    session_id: str | None = None
+
+
+class SessionCounts:
+    """The stateful sessions open, per client, checked against the SDK's (see the docstring)."""
+
+    def __init__(self, limits: SessionLimits, sdk: SdkSessions) -> None:
+        self._limits = limits
+        self._sdk = sdk
+        self._by_client: dict[str, set[str]] = {}
+        self._kept = 0  # session ids in _by_client, some perhaps ended since
+        self._opening: Counter[str] = Counter()
+
+    @property
+    def kept(self) -> int:
+        """Session ids kept, some perhaps ended since: at most about twice `max_sessions`."""
+        return self._kept
+
+    def of(self, client: str) -> int:
+        """The client's sessions open, and being opened."""
+        ids = self._by_client.get(client)
+        if ids:
+            self._forget_ended(client, ids)
+        return len(self._by_client.get(client, ())) + self._opening[client]
+
+    def refusal(self, client: str) -> Response | None:
+        limits = self._limits
+        if self.of(client) >= limits.max_sessions_per_client:
+            return jsonrpc_error(
+                429,
+                LIMIT_REACHED,
+                f"Too many open sessions for this client: {limits.max_sessions_per_client}, the most one "
+                "client (bearer token) may hold (NAIVE_MAX_SESSIONS_PER_CLIENT). End the sessions you no "
+                "longer use (an HTTP DELETE with their mcp-session-id header; an idle one ends by itself "
+                f"after {limits.idle_timeout:g} s), or ask the operator to raise "
+                "NAIVE_MAX_SESSIONS_PER_CLIENT.",
+            )
+        if len(self._sdk.open_ids()) >= limits.max_sessions:  # the SDK's own limit, with the fix named
+            return jsonrpc_error(
+                503,
+                LIMIT_REACHED,
+                f"The server has as many open sessions as it allows ({limits.max_sessions}, "
+                f"NAIVE_MAX_SESSIONS). Try again later (an idle session ends after "
+                f"{limits.idle_timeout:g} s), or ask the operator to raise NAIVE_MAX_SESSIONS.",
+            )
+        return None
+
+    @contextmanager
+    def opening(self, client: str) -> Iterator[_Opening]:
+        """While a request that may open a session is served; `opened` once its response says so."""
+        opening = _Opening(client)
+        self._opening[client] += 1
+        try:
+            yield opening
+        finally:
+            if opening.session_id is None:
+                self._stop_opening(client)
+
+    def opened(self, opening: _Opening, session_id: str) -> None:
+        self._stop_opening(opening.client)
+        opening.session_id = session_id
+        self._by_client.setdefault(opening.client, set()).add(session_id)
+        self._kept += 1
+        if self._kept > 2 * self._limits.max_sessions:  # clients that never came back: bounded memory
+            for client, ids in list(self._by_client.items()):
+                self._forget_ended(client, ids)
+
+    def _stop_opening(self, client: str) -> None:
+        self._opening[client] -= 1
+        if not self._opening[client]:
+            del self._opening[client]
+
+    def _forget_ended(self, client: str, ids: set[str]) -> None:
+        open_ids = self._sdk.open_ids()
+        ended = [i for i in ids if i not in open_ids]
+        ids.difference_update(ended)
+        self._kept -= len(ended)
+        if not ids:
+            del self._by_client[client]
+
+
+class StreamableHttpGate:
+    """ASGI wrapper of the streamable-HTTP endpoint: GET streams counted, and (stateful) the
+    requests that open sessions admitted or refused. `sessions` None: stateless."""
+
+    def __init__(self, app: ASGIApp, streams: StreamCounts, sessions: SessionCounts | None) -> None:
+        self._app = app
+        self._streams = streams
+        self._sessions = sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = request_caller(scope) if scope["type"] == "http" else None
+        if client is None:  # not HTTP, or not authenticated (the SDK answers 401)
+            await self._app(scope, receive, send)
+        elif scope["method"] == "GET":
+            await _hold_stream(self._app, self._streams, client, scope, receive, send)
+        elif self._sessions is not None and _SESSION_HEADER not in dict(scope["headers"]):
+            await self._open_session(self._sessions, client, scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    async def _open_session(
+        self, sessions: SessionCounts, client: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        refusal = sessions.refusal(client)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        with sessions.opening(client) as opening:
+
+            async def watch(message: Message) -> None:
+                if message["type"] == "http.response.start" and message["status"] < 400:
+                    session_id = dict(message.get("headers", [])).get(_SESSION_HEADER)
+                    if session_id is not None:
+                        sessions.opened(opening, session_id.decode("latin-1"))
+                await send(message)
+
+            await self._app(scope, receive, watch)
+
+
+class SseStreamGate:
+    """ASGI wrapper of the legacy SSE endpoint (GET): its streams counted."""
+
+    def __init__(self, app: ASGIApp, streams: StreamCounts) -> None:
+        self._app = app
+        self._streams = streams
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = request_caller(scope) if scope["type"] == "http" else None
+        if client is None:
+            await self._app(scope, receive, send)
+            return
+        await _hold_stream(self._app, self._streams, client, scope, receive, send)
+
+
+async def _hold_stream(
+    app: ASGIApp, streams: StreamCounts, client: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    refusal = streams.refusal(client)
+    if refusal is not None:
+        await refusal(scope, receive, send)
+        return
+    with streams.held(client):
+        await app(scope, receive, send)
