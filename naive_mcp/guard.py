@@ -179,7 +179,8 @@ class Spend:
                 "spending_cap",
                 f"the upstream kept answering past the {self.output_tokens} output tokens reserved for "
                 f"this call (max_tokens and any reasoning budget), so it was stopped after at least {seen}; "
-                "it is settled at what the upstream bills",
+                "it is settled at what the upstream bills. The model does not honour max_tokens: give a "
+                "larger max_tokens if the answer needs more, or choose another model",
             )
 
     def answered(self, completion: ChatCompletion) -> None:

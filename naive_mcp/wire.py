@@ -6,6 +6,7 @@ model-list shapes (Naive's typed route and OpenRouter's) both read into `ModelEn
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -86,14 +87,17 @@ class Pricing(_Wire):
     @field_validator("*", mode="before")
     @classmethod
     def _unknown_if_not_a_number(cls, value: object) -> object:
-        # A price that is not a number is unknown: a spending cap refuses what it cannot price,
-        # and the rest of the listing stays readable.
+        # A price that is not a finite number reads as -1, the list's own mark for "variable":
+        # a spending cap refuses what it cannot price, and the rest of the listing stays readable.
+        if value is None:
+            return None
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            return None
+            return -1.0
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            return None
+            return -1.0
+        return number if math.isfinite(number) else -1.0
 
 
 class TopProvider(_Wire):

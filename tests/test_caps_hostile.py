@@ -20,9 +20,11 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
+from naive_mcp.estimate import Prices, SpendingRefused, chain_prices, input_usd, output_tokens_at_least
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.sandbox.ledger import MARKUP, USD_PER_CREDIT, RequestRecord
 from naive_mcp.server import create_server
+from naive_mcp.wire import ModelEntry
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -311,3 +313,93 @@ async def usage_of(client: Client) -> dict[str, Any]:
     assert isinstance(contents, TextResourceContents)
     usage: dict[str, Any] = json.loads(contents.text)
     return usage
+
+
+# --- the estimate on its own (pure functions of the body and the model list) --------------------
+
+
+def entry(model_id: str, **pricing: object) -> ModelEntry:
+    shape: dict[str, Any] = {"id": model_id, "context_length": 10_000, "pricing": pricing}
+    if "max_completion_tokens" in pricing:
+        shape["top_provider"] = {"max_completion_tokens": pricing.pop("max_completion_tokens")}
+    return ModelEntry.model_validate(shape)
+
+
+LISTING = [
+    entry("a/cheap", prompt="0.000001", completion="0.000002"),
+    entry("a/dear", prompt="0.000003", completion="0.00001", internal_reasoning="0.00002", request="0.01"),
+    entry("a/short", prompt="0.000001", completion="0.000002", max_completion_tokens=1000),
+    entry("a/variable", prompt="-1", completion="-1"),
+    entry("a/nonsense", prompt="0.000001", completion="0.000002", image="lots"),
+    entry("a/zero", prompt="0", completion="0"),
+    entry("a/zero-but-fee", prompt="0", completion="0", request="0.001"),
+]
+
+
+def body_for(*models: str, **more: Any) -> dict[str, Any]:
+    return {
+        "model": models[0],
+        "models": list(models),
+        "messages": [{"role": "user", "content": "hi"}],
+        **more,
+    }
+
+
+def test_the_chain_is_priced_fee_by_fee_at_its_dearest() -> None:
+    prices = chain_prices(body_for("a/cheap", "a/dear", "a/short"), LISTING, free=())
+    assert (prices.prompt, prices.completion, prices.request) == (3e-6, 2e-5, 0.01)
+    assert prices.max_output == 1000 and prices.context_length == 10_000
+    # A routing variant is priced as its base model.
+    assert chain_prices(body_for("a/dear:nitro"), LISTING, free=()).request == 0.01
+    # Fees on top of a price of 0 make a model priced, not free.
+    assert chain_prices(body_for("a/zero-but-fee"), LISTING, free=()).request == 0.001
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        ("a/variable", "cannot be estimated"),
+        ("a/nonsense", "cannot be estimated"),
+        ("a/missing", "cannot be estimated"),
+        ("a/zero", "is listed at price 0"),
+    ],
+)
+def test_what_cannot_be_priced_is_refused_unless_the_operator_calls_it_free(model: str, reason: str) -> None:
+    with pytest.raises(SpendingRefused, match=reason) as refusal:
+        chain_prices(body_for("a/cheap", model), LISTING, free=())
+    assert "NAIVE_FREE_MODELS" in refusal.value.message
+    free = chain_prices(body_for("a/cheap", model), LISTING, free=[model])
+    assert free.free_models == (model,) and free.prompt == 1e-6
+
+
+def test_every_part_sent_as_input_is_counted() -> None:
+    prices = Prices(prompt=1e-6, image=0.005, request=0.01, web_search=0.02, context_length=1_000_000)
+    plain = input_usd(body_for("a/cheap"), prices)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"x": "y" * 10_000}}}]
+    assert input_usd(body_for("a/cheap", tools=tools), prices) >= plain + 5_000 * 1e-6
+    schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"d": "z" * 10_000}}}
+    assert input_usd(body_for("a/cheap", response_format=schema), prices) >= plain + 5_000 * 1e-6
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    with_images = body_for("a/cheap")
+    with_images["messages"][0]["content"] = [{"type": "text", "text": "hi"}, image, image]
+    assert input_usd(with_images, prices) >= plain + 2 * (0.005 + 4_096 * 1e-6)
+    assert input_usd(body_for("a/cheap", web_search_options={}), prices) >= plain + 0.02
+    assert plain >= 0.01, "the per-request fee"
+
+
+def test_a_file_by_url_is_counted_as_the_whole_context_and_nothing_past_it() -> None:
+    by_url = body_for("a/cheap")
+    by_url["messages"][0]["content"] = [
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": "https://x/a.pdf"}}
+    ]
+    assert input_usd(by_url, Prices(prompt=1e-6, context_length=10_000)) == pytest.approx(10_000 * 1e-6)
+    with pytest.raises(SpendingRefused, match="Send it as a data: URL"):
+        input_usd(by_url, Prices(prompt=1e-6))
+    huge = body_for("a/cheap")
+    huge["messages"][0]["content"] = "x" * 100_000
+    assert input_usd(huge, Prices(prompt=1e-6, context_length=10_000)) == pytest.approx(10_000 * 1e-6)
+
+
+def test_the_output_seen_is_a_lower_bound_of_its_tokens() -> None:
+    assert output_tokens_at_least(pieces=10, size=16) == 10  # small pieces: a token each
+    assert output_tokens_at_least(pieces=1, size=800) == 100  # one large chunk: a token every 8 bytes
