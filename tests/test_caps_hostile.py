@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2
@@ -20,10 +20,14 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
+from naive_mcp.caller import Caller
+from naive_mcp.errors import IncompleteAnswer
 from naive_mcp.estimate import Prices, SpendingRefused, chain_prices, input_usd, output_tokens_at_least
+from naive_mcp.guard import Spend, SpendGuard, new_call
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.sandbox.ledger import MARKUP, USD_PER_CREDIT, RequestRecord
 from naive_mcp.server import create_server
+from naive_mcp.streaming import ChatStream
 from naive_mcp.wire import ModelEntry
 from tests.conftest import make_settings
 
@@ -403,3 +407,31 @@ def test_a_file_by_url_is_counted_as_the_whole_context_and_nothing_past_it() -> 
 def test_the_output_seen_is_a_lower_bound_of_its_tokens() -> None:
     assert output_tokens_at_least(pieces=10, size=16) == 10  # small pieces: a token each
     assert output_tokens_at_least(pieces=1, size=800) == 100  # one large chunk: a token every 8 bytes
+
+
+def chunk(**delta: Any) -> str:
+    return json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+
+
+def test_a_stream_is_stopped_once_its_output_passes_the_tokens_reserved() -> None:
+    spend = Spend(
+        cast(SpendGuard, None), new_call(Caller(api_key="nv_sk_test_x"), "m"), 1.0, output_tokens=10
+    )
+    # A token a piece: ten pieces fit, the eleventh is past the reservation.
+    stream = ChatStream()
+    for piece in ["ab"] * 5 + ["cd"] * 3:
+        stream.feed(chunk(content=piece))
+        spend.saw(stream)
+    stream.feed(chunk(reasoning="r"))
+    stream.feed(chunk(tool_calls=[{"index": 0, "function": {"name": "f", "arguments": "{}"}}]))
+    spend.saw(stream)
+    assert stream.output_pieces == 10 and stream.output_bytes >= 19  # text, reasoning, arguments
+    stream.feed(chunk(content="e"))
+    with pytest.raises(IncompleteAnswer) as stopped:
+        spend.saw(stream)
+    assert stopped.value.kind == "spending_cap" and stopped.value.partial == "ab" * 5 + "cd" * 3 + "e"
+    # One large chunk: a token every 8 bytes.
+    large = ChatStream()
+    large.feed(chunk(content="x" * 88))
+    with pytest.raises(IncompleteAnswer, match="stopped after at least 11"):
+        spend.saw(large)
