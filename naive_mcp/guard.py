@@ -2,14 +2,18 @@
 every cap, and every call that did ends in exactly one ledger row.
 
     async with guard.spending(caller, body) as spend:
-        completion = await client.chat(body, caller, on_chunk=lambda s: spend.saw(s.generation_id))
+        completion = await client.chat(body, caller, on_chunk=spend.saw)
         spend.answered(completion)
 
-1. Allowed models (NAIVE_ALLOWED_MODELS); then, under any credit cap, the call's worst case: its
-   prompt (counted generously) and `max_tokens` of output at the dearest model of its fallback
-   chain, at the credits-per-USD rate answered calls have shown (the costly end of the documented
-   range, NAIVE_CREDITS_PER_USD, until one has). A call without `max_tokens` gets the largest
-   one that fits, and is told so.
+1. Allowed models (NAIVE_ALLOWED_MODELS); then, under any credit cap, the call's worst case: all
+   it sends as input (counted generously, fees included: estimate.py) and `max_tokens` of output
+   at the dearest model of its fallback chain, at the credits-per-USD rate answered calls have
+   shown (the costly end of the documented range, NAIVE_CREDITS_PER_USD, until one has). A model
+   the list prices at 0 or not at all is admitted only if NAIVE_FREE_MODELS names it, and not
+   again once it has billed. A call without `max_tokens` is sent with NAIVE_CAPPED_MAX_TOKENS
+   (less if the model's longest output, or a quarter of what a shared cap has left, is less: one
+   such call cannot hold a whole cap), and is told so. While it streams, a call whose output
+   passes what was reserved for it is stopped there.
 2. Reserve that worst case in the store, atomically, on every cap row of the call (total,
    tenant, key; all time, UTC day, UTC month). A call that fits only once calls in flight settle
    waits for them, up to NAIVE_CAP_WAIT seconds; a refusal names the cap, the numbers, what
@@ -48,13 +52,15 @@ from naive_mcp.errors import (
     UpstreamUnreachable,
 )
 from naive_mcp.estimate import (
-    LONGEST_OUTPUT,
+    Prices,
     SpendingRefused,
     amount,
+    chain_prices,
     check_allowed,
-    dearest_prices,
+    input_usd,
+    model_chain,
     output_budget,
-    prompt_tokens,
+    output_tokens_at_least,
 )
 from naive_mcp.settings import Settings
 from naive_mcp.store import CallRecord, CallResult, CapRow, Figures, OpenHold, Outcome, StoreLocation
@@ -62,6 +68,7 @@ from naive_mcp.wire import ChatCompletion
 
 if TYPE_CHECKING:
     from naive_mcp.store.store import Store
+    from naive_mcp.streaming import ChatStream
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +85,11 @@ _OPEN_AFTER_SECONDS = 2.0
 _STATS_APPEAR_SECONDS = 0.5
 # Whether a generation id was handed out lately enough that its stats may still be on the way.
 RECENT_GENERATION_SECONDS = 300.0
+# A call without max_tokens may hold at most this share of what a shared cap (total, tenant,
+# balance floor) has left, so that others still fit beside it; give max_tokens to take more.
+UNASKED_SHARE = 0.25
+# More output tokens than any call may ask for (chat's max_tokens is at most 2,000,000).
+_MOST_TOKENS = 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +105,8 @@ class SpendingPolicy:
     """What the operator set for spending (the spending group of the settings)."""
 
     allowed_models: tuple[str, ...] = ()
+    free_models: tuple[str, ...] = ()
+    capped_max_tokens: int = 4096
     max_call_credits: float | None = None
     caps: tuple[Cap, ...] = ()
     min_credits_remaining: float | None = None
@@ -113,6 +127,8 @@ class SpendingPolicy:
         ]
         return cls(
             allowed_models=tuple(settings.allowed_models),
+            free_models=tuple(settings.free_models),
+            capped_max_tokens=settings.capped_max_tokens,
             max_call_credits=settings.max_call_credits,
             caps=tuple(caps),
             min_credits_remaining=settings.min_credits_remaining,
@@ -136,15 +152,36 @@ class Spend:
     call: CallRecord
     credits: float  # held
     notes: list[str] = field(default_factory=list)
+    # Output tokens (max_tokens and reasoning) the hold covers; None: no credit cap, no limit.
+    output_tokens: int | None = None
+    prices: Prices | None = None
     generation_id: str | None = None
     completion: ChatCompletion | None = None
 
-    def saw(self, generation_id: str | None) -> None:
-        """A chunk arrived naming the generation: write its id to the hold, once, in the background."""
-        if generation_id is None or self.generation_id is not None:
+    def saw(self, stream: ChatStream) -> None:
+        """A chunk arrived. Write the generation's id to the hold, once, in the background; stop
+        the call (an IncompleteAnswer that keeps what arrived, which closes the upstream
+        connection) once its output passes what was reserved for it."""
+        if stream.generation_id is not None and self.generation_id is None:
+            self.generation_id = stream.generation_id
+            self._guard.in_background(self._guard.note, self.call.call_id, self.generation_id, None)
+        if self.output_tokens is None:
             return
-        self.generation_id = generation_id
-        self._guard.in_background(self._guard.note, self.call.call_id, generation_id, None)
+        seen = output_tokens_at_least(stream.output_pieces, stream.output_bytes)
+        if seen > self.output_tokens:
+            logger.warning(
+                "call %s: the upstream answered past the %d output tokens reserved (at least %d): stopped",
+                self.call.call_id,
+                self.output_tokens,
+                seen,
+            )
+            raise stream.broken(
+                "spending_cap",
+                f"the upstream kept answering past the {self.output_tokens} output tokens reserved for "
+                f"this call (max_tokens and any reasoning budget), so it was stopped after at least {seen}; "
+                "it is settled at what the upstream bills. The model does not honour max_tokens: give a "
+                "larger max_tokens if the answer needs more, or choose another model",
+            )
 
     def answered(self, completion: ChatCompletion) -> None:
         self.completion = completion
@@ -178,6 +215,8 @@ class SpendGuard:
         self._tasks: TaskGroup | None = None
         self._settled = anyio.Event()  # set (and replaced) whenever a call here settles
         self._rate: float | None = None
+        # Models admitted as free that billed all the same, with what they billed: refused from then on.
+        self._billed_free: dict[str, float] = {}
         # Settles the store refused, to try again: (call, result, balance, rate sample).
         self._unsettled: list[tuple[CallRecord, CallResult, float | None, tuple[float, float] | None]] = []
 
@@ -308,8 +347,22 @@ class SpendGuard:
         policy = self._policy
         check_allowed(body, policy.allowed_models)
         store = await self.store()
-        prices = dearest_prices(body, await self._catalog.models(caller)) if policy.needs_prices else None
+        prices = None
+        if policy.needs_prices:
+            self._check_not_billed_free(body)
+            prices = chain_prices(body, await self._catalog.models(caller), policy.free_models)
         return await self._admit(store, new_call(caller, str(body["model"])), caller, body, prices)
+
+    def _check_not_billed_free(self, body: dict[str, Any]) -> None:
+        for model in model_chain(body):
+            if model in self._billed_free:
+                raise SpendingRefused(
+                    f"{model!r} is listed free but billed {self._billed_free[model]:.6g} credits on an "
+                    "earlier call, so this server no longer admits it under its spending caps (until it "
+                    "restarts). "
+                    "Choose a priced model (naive_llm_models sort=price); the operator may remove it from "
+                    "NAIVE_FREE_MODELS."
+                )
 
     async def settle(self, spend: Spend, caller: Caller, error: BaseException | None = None) -> None:
         """The call is over: `error` is how it failed, if it did."""
@@ -328,7 +381,7 @@ class SpendGuard:
         call: CallRecord,
         caller: Caller,
         body: dict[str, Any],
-        prices: tuple[float, float] | None,
+        prices: Prices | None,
     ) -> Spend:
         rows = cap_rows(caller, datetime.fromtimestamp(call.started_at, UTC))
         chosen: dict[str, Any] = {}
@@ -353,10 +406,10 @@ class SpendGuard:
                     raise refusal.error from None
                 with anyio.move_on_after(min(left, _WAIT_POLL_SECONDS)):
                     await self._settled.wait()
-        spend = Spend(self, call, credits)
+        spend = Spend(self, call, credits, prices=prices, output_tokens=chosen.get("output_tokens"))
         if "max_tokens" in chosen:
             body["max_tokens"] = chosen["max_tokens"]
-            spend.notes.append(f"max_tokens set to {chosen['max_tokens']} to fit {chosen['cap']}")
+            spend.notes.append(chosen["note"])
         return spend
 
     def _worst_case(
@@ -364,43 +417,80 @@ class SpendGuard:
         figures: Figures,
         caller: Caller,
         body: dict[str, Any],
-        prices: tuple[float, float],
+        prices: Prices,
         rows: Sequence[CapRow],
         chosen: dict[str, Any],
     ) -> float:
         """The call's worst case in credits, if it fits every cap now; else a _Refusal that says
         whether it would fit once the calls in flight settle."""
         rate = figures.rate or self._policy.assumed_rate
-        prompt_credits = prices[0] * prompt_tokens(body) * rate
-        per_token = prices[1] * rate
+        input_credits = input_usd(body, prices) * rate
+        per_token = prices.completion * rate
         rooms = self._rooms(figures, caller, rows)
         room = min(rooms, key=lambda r: r.left)
         max_tokens, thinking = output_budget(body)
-        least = prompt_credits + per_token * ((max_tokens or 1) + thinking)
         if max_tokens is None:
-            fits = (
-                math.floor((room.left - prompt_credits) / per_token) - thinking
-                if per_token > 0
-                else LONGEST_OUTPUT
-            )
-            max_tokens = min(fits, LONGEST_OUTPUT)
-            if max_tokens < 1:
-                raise self._refusal(rooms, room, least)
-            chosen.update(max_tokens=max_tokens, cap=room.label or "the spending caps")
-        worst = prompt_credits + per_token * (max_tokens + thinking)
+            max_tokens = self._unasked_max_tokens(rooms, input_credits, per_token, thinking, prices, chosen)
+        worst = input_credits + per_token * (max_tokens + thinking)
         if worst > room.left:
             raise self._refusal(rooms, room, worst)
+        chosen["output_tokens"] = max_tokens + thinking
         return worst
+
+    def _unasked_max_tokens(
+        self,
+        rooms: list[_Room],
+        input_credits: float,
+        per_token: float,
+        thinking: int,
+        prices: Prices,
+        chosen: dict[str, Any],
+    ) -> int:
+        """The max_tokens a call that gave none is sent with: NAIVE_CAPPED_MAX_TOKENS, or the model's
+        longest output, or what fits in the call's own cap and a share of what each shared cap has
+        left, whichever is least. Noted in `chosen`, or a _Refusal if not one token fits."""
+        policy = self._policy
+        longest, why = policy.capped_max_tokens, "NAIVE_CAPPED_MAX_TOKENS"
+        if prices.max_output is not None and prices.max_output < longest:
+            longest, why = prices.max_output, "the longest output the model list gives"
+        room = min(rooms, key=lambda r: r.lendable)
+        fits = _tokens_within(room.lendable - input_credits, per_token, longest + thinking) - thinking
+        if fits < 1:
+            least = input_credits + per_token * (1 + thinking)
+            whole = min(rooms, key=lambda r: r.left)
+            if whole.left < least:
+                raise self._refusal(rooms, whole, least)
+            asked = _tokens_within(whole.left - input_credits, per_token, _MOST_TOKENS) - thinking
+            raise self._refusal(
+                rooms,
+                room,
+                least,
+                unasked=f"this call gives no max_tokens, and a call without one may hold at most a quarter "
+                f"of what is left under {room.label}: not one token of output. Give max_tokens (up to "
+                f"{asked} fit now), shorten the prompt or choose a cheaper model (naive_llm_models "
+                "sort=price); or ask the operator to raise it.",
+            )
+        if fits < longest:
+            share = "a quarter of what is left under " if room.shared else ""
+            chosen.update(max_tokens=fits, note=f"max_tokens set to {fits} to fit {share}{room.label}")
+            return fits
+        note = (
+            f"max_tokens set to {longest} ({why}): under a spending cap every call is bounded; "
+            "give max_tokens to choose"
+        )
+        chosen.update(max_tokens=longest, note=note)
+        return longest
 
     def _rooms(self, figures: Figures, caller: Caller, rows: Sequence[CapRow]) -> list[_Room]:
         policy = self._policy
-        rooms = [_Room(math.inf, "", 0.0)]
+        rooms = [_Room(math.inf, "", 0.0, shared=False)]
         if policy.max_call_credits is not None:
             rooms.append(
                 _Room(
                     policy.max_call_credits,
                     f"NAIVE_MAX_CALL_CREDITS ({policy.max_call_credits:g} credits per call)",
                     0.0,
+                    shared=False,
                 )
             )
         for cap in policy.caps:
@@ -442,13 +532,23 @@ class SpendGuard:
                 )
         return rooms
 
-    def _refusal(self, rooms: list[_Room], room: _Room, needed: float) -> _Refusal:
+    def _refusal(
+        self, rooms: list[_Room], room: _Room, needed: float, *, unasked: str | None = None
+    ) -> _Refusal:
+        """The refusal of a call that needs `needed` credits where `room` is the tightest limit;
+        `unasked`, for a call without max_tokens that a share of a shared cap cannot hold, says
+        what to do instead."""
+
+        def fits_once_settled(r: _Room) -> bool:
+            lendable = (r.left + r.held) * (UNASKED_SHARE if unasked and r.shared else 1.0)
+            return lendable >= needed or (r.blocked and r.held > 0)
+
         # Waiting helps if, with every reservation of the calls in flight given back, it would fit.
-        waitable = all(r.left + r.held >= needed or (r.blocked and r.held > 0) for r in rooms) and any(
-            r.held > 0 for r in rooms
-        )
+        waitable = all(fits_once_settled(r) for r in rooms) and any(r.held > 0 for r in rooms)
         setting = room.label.split(" ", 1)[0]
-        if room.blocked:
+        if unasked:
+            message = unasked
+        elif room.blocked:
             message = f"{room.label}; try again when the call in flight on this key has finished."
         else:
             # A floor is lowered to allow more; a cap is raised.
@@ -499,7 +599,29 @@ class SpendGuard:
             cost_usd=cost,
         )
         balance = amount(completion.credits_remaining)
+        _log_overshoot(spend.call, credits, spend.credits)
+        self._learn_billed_free(spend, completion.model, credits)
         await self._settle(store, spend.call, result, balance=balance, rate_sample=rate_sample)
+
+    def _learn_billed_free(self, spend: Spend, model: str | None, credits: float) -> None:
+        """A model admitted as free that billed is refused from now on (in this process)."""
+        free = spend.prices.free_models if spend.prices is not None else ()
+        if not free or credits <= _NOTHING:
+            return
+        if model in free:
+            billed = [model]
+        elif spend.prices is not None and spend.prices.free:  # every model of the chain was free
+            billed = list(free)
+        else:
+            return
+        for name in billed:
+            logger.error(
+                "call %s: %s is listed free (NAIVE_FREE_MODELS) but billed %.6g credits: refused from now on",
+                spend.call.call_id,
+                name,
+                credits,
+            )
+            self._billed_free[name] = credits
 
     async def _settle_unfinished(self, store: Store, spend: Spend, caller: Caller, outcome: Outcome) -> None:
         if spend.generation_id is None:
@@ -537,6 +659,7 @@ class SpendGuard:
                         completion_tokens=stats.tokens_completion,
                         cost_usd=cost,
                     )
+                    _log_overshoot(hold.call, cost * self.rate, hold.credits)
         with anyio.CancelScope(shield=True):
             await self._settle(store, hold.call, result)
 
@@ -569,6 +692,12 @@ class _Room:
     label: str
     held: float  # of what is used there, held by calls in flight
     blocked: bool = False
+    shared: bool = True  # other calls count on it too (not the per-call cap)
+
+    @property
+    def lendable(self) -> float:
+        """What a call without max_tokens may hold of it."""
+        return self.left * UNASKED_SHARE if self.shared and self.left > 0 else self.left
 
 
 _PER = {"all": "", "day": " per UTC day", "month": " per UTC month"}
@@ -585,6 +714,30 @@ def _figure(row: tuple[float, float] | None) -> tuple[float, float]:
     """A cap row's (spent, reserved), with float residue read as the zero it stands for."""
     spent, held = row or (0.0, 0.0)
     return (spent if spent > _NOTHING else 0.0), (held if held > _NOTHING else 0.0)
+
+
+def _log_overshoot(call: CallRecord, credits: float, held: float) -> None:
+    """A call that cost more than its hold: the upstream answered past max_tokens, or billed more
+    than the model list says. Settled at the real figure all the same."""
+    if held > _NOTHING and credits > held + _NOTHING:
+        logger.warning(
+            "call %s (%s) cost %.6g credits, %.2f times the %.6g reserved: the upstream answered past "
+            "max_tokens or billed above its listed prices",
+            call.call_id,
+            call.model_asked,
+            credits,
+            credits / held,
+            held,
+        )
+
+
+def _tokens_within(credits: float, per_token: float, most: int) -> int:
+    """How many output tokens `credits` pay for, at most `most` (and at most `most` when free)."""
+    if per_token <= 0 or credits == math.inf:
+        return most
+    if credits <= 0:
+        return 0
+    return min(math.floor(credits / per_token), most)
 
 
 def new_call(caller: Caller, model: str) -> CallRecord:

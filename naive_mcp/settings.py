@@ -97,6 +97,18 @@ class Settings(BaseSettings):
         default_factory=list,
         description='Model id patterns chat may use, as JSON, e.g. ["anthropic/*", "*:free"]. Empty: any.',
     )
+    free_models: list[str] = Field(
+        default_factory=list,
+        description="Model id patterns that may be called under a credit cap although the model list "
+        'prices them at 0 or not at all, as JSON, e.g. ["*:free"]. Empty: none.',
+    )
+    capped_max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        le=2_000_000,
+        description="Under a credit cap, the max_tokens a chat call without one is sent with (less if "
+        "the model's listed longest output or a quarter of what a cap has left is less).",
+    )
     max_call_credits: float | None = Field(
         default=None, gt=0, description="Most credits one chat call may cost."
     )

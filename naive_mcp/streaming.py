@@ -50,6 +50,7 @@ class ChatStream:
     def __init__(self, max_bytes: int | None = None) -> None:
         self._max_bytes = max_bytes
         self._bytes = 0
+        self.output_pieces = 0  # non-empty text, reasoning and tool-argument pieces so far
         self._text: list[str] = []
         self._chars = 0
         self._reasoning: list[str] = []
@@ -69,6 +70,11 @@ class ChatStream:
         """The upstream's id for this generation, once a chunk has named it."""
         value = self._top.get("id")
         return value if isinstance(value, str) else None
+
+    @property
+    def output_bytes(self) -> int:
+        """UTF-8 bytes of text, reasoning and tool arguments so far."""
+        return self._bytes
 
     @property
     def text(self) -> str:
@@ -175,6 +181,7 @@ class ChatStream:
     def _count_bytes(self, piece: str) -> None:
         """Text, reasoning and tool arguments together may not pass NAIVE_MAX_RESPONSE_BYTES."""
         self._bytes += len(piece.encode())
+        self.output_pieces += 1 if piece else 0
         if self._max_bytes is not None and self._bytes > self._max_bytes:
             raise self.broken(
                 "bad_response", f"the answer is larger than NAIVE_MAX_RESPONSE_BYTES ({self._max_bytes})"

@@ -6,9 +6,10 @@ model-list shapes (Naive's typed route and OpenRouter's) both read into `ModelEn
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Wire(BaseModel):
@@ -69,8 +70,44 @@ class ChatCompletion(_Wire):
 
 
 class Pricing(_Wire):
+    """USD per token (prompt, completion, internal_reasoning, input_cache_*, audio), per request,
+    per input image and per web search. Naive's typed list gives prompt and completion;
+    OpenRouter's gives the rest too."""
+
     prompt: float | None = None
     completion: float | None = None
+    request: float | None = None
+    image: float | None = None
+    web_search: float | None = None
+    internal_reasoning: float | None = None
+    input_cache_read: float | None = None
+    input_cache_write: float | None = None
+    audio: float | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _unknown_if_not_a_number(cls, value: object) -> object:
+        # A price that is not a finite number reads as -1, the list's own mark for "variable":
+        # a spending cap refuses what it cannot price, and the rest of the listing stays readable.
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            return -1.0
+        try:
+            number = float(value)
+        except ValueError:
+            return -1.0
+        return number if math.isfinite(number) else -1.0
+
+
+class TopProvider(_Wire):
+    context_length: int | None = None
+    max_completion_tokens: int | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _unknown_if_not_a_count(cls, value: object) -> object:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 class ModelEntry(_Wire):
@@ -80,6 +117,7 @@ class ModelEntry(_Wire):
     name: str | None = None
     context_length: int | None = None
     pricing: Pricing = Field(default_factory=Pricing)
+    top_provider: TopProvider | None = None
 
 
 class ModelList(_Wire):

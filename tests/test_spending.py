@@ -89,15 +89,15 @@ async def test_the_per_call_cap_uses_prices_and_max_tokens_and_fits_max_tokens_w
     data = fitted.structured_content
     assert data is not None
     (note,) = data["notes"]
-    # 0.01 credits at $10 per million output tokens and 2.1 credits per USD, less the prompt: 471.
-    assert note.startswith("max_tokens set to 471") and note.endswith(
+    # 0.01 credits at $10 per million output tokens and 2.1 credits per USD, less the request: 469.
+    assert note.startswith("max_tokens set to 469") and note.endswith(
         "to fit NAIVE_MAX_CALL_CREDITS (0.01 credits per call)"
     )
     assert note in text_of(fitted, -1)
     chat_bodies = [
         r.body for r in sandbox.sandbox.ledger.requests(api_key) if r.path.endswith("/chat/completions")
     ]
-    assert [body["max_tokens"] for body in chat_bodies] == [471]
+    assert [body["max_tokens"] for body in chat_bodies] == [469]
 
 
 async def test_a_model_without_a_price_is_refused_under_a_cap(sandbox: RunningSandbox, api_key: str) -> None:
@@ -277,7 +277,7 @@ async def test_under_a_cap_every_call_carries_max_tokens_and_a_reasoning_budget_
     async with guard_for(sandbox, api_key, max_call_credits=1000.0, credits_per_usd=25) as guard:
         body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
         await guard.admit(caller, body)
-    assert body["max_tokens"] == 65_536, "plenty of room: still bounded"
+    assert body["max_tokens"] == 4096, "plenty of room: still bounded, by NAIVE_CAPPED_MAX_TOKENS"
 
     async with guard_for(sandbox, api_key, max_call_credits=1.0, credits_per_usd=25) as small:
         reasoning_body: dict[str, Any] = {
@@ -355,8 +355,8 @@ async def test_the_balance_floor_counts_calls_that_reported_no_balance(
         await admitted(guard, caller, max_tokens=1000)  # 5.35 - 0.25 held still fits above 5
         with pytest.raises(SpendingRefused) as refusal:
             await admitted(guard, caller, max_tokens=1000)
-    # 5.6 less the cut-off call's worst case (0.251063, its prompt included)
-    assert "balance 5.34894" in refusal.value.message, "the cut-off call came off the balance"
+    # 5.6 less the cut-off call's worst case (0.252, its request included)
+    assert "balance 5.348," in refusal.value.message, "the cut-off call came off the balance"
     assert "ask the operator to lower NAIVE_MIN_CREDITS_REMAINING" in refusal.value.message
 
 

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from naive_mcp.sandbox.catalogue import BY_ID, MODELS, SandboxModel
 from naive_mcp.sandbox.faults import Fault, fault_for, flaky_fault
 from naive_mcp.sandbox.ledger import GenerationRecord, Ledger, RequestRecord
-from naive_mcp.sandbox.responder import Reply, respond
+from naive_mcp.sandbox.responder import CHARS_PER_TOKEN, Reply, respond
 
 _KEY_PREFIXES = ("nv_sk_live_", "nv_sk_test_", "nv_sess_")
 # Faults a fallback chain routes around, as OpenRouter does; the rest end the call.
@@ -40,6 +40,10 @@ class SandboxConfig:
     # `sandbox/slow` drips a long answer; `sandbox/think` is silent but for keep-alives, then answers.
     slow_chunk_delay: float = 0.25
     slow_words: int = 400
+    # `sandbox/runaway` answers this many extra words whatever max_tokens says, a chunk every
+    # `runaway_chunk_delay` seconds (a token per chunk, as OpenAI streams).
+    runaway_words: int = 400
+    runaway_chunk_delay: float = 0.002
     think_seconds: float = 30.0
     keepalive_interval: float = 2.0
     hang_seconds: float = 300.0
@@ -178,7 +182,8 @@ class Sandbox:
             return await self._fault_response(request, fault)
         if self.ledger.balance(caller.key) <= 0:
             raise ApiError(402, "insufficient_credits", "Not enough credits")
-        reply = respond(body, model, extra_words=self.config.slow_words if model.pace == "slow" else 0)
+        extra_words = {"slow": self.config.slow_words, "runaway": self.config.runaway_words}
+        reply = respond(body, model, extra_words=extra_words.get(model.pace, 0))
         generation = GenerationRecord(
             id=self.ledger.new_generation_id(),
             key=caller.key,
@@ -275,6 +280,8 @@ class Sandbox:
         """How long a slow or thinking model takes to answer in one piece."""
         if model.pace == "think":
             return self.config.think_seconds
+        if model.pace == "runaway":
+            return self.config.runaway_chunk_delay * len(_deltas(reply, token_pieces=True))
         return self.config.slow_chunk_delay * len(_deltas(reply))
 
     async def _stream(
@@ -287,9 +294,10 @@ class Sandbox:
     ) -> AsyncIterator[str]:
         """The answer as SSE. Charged at the end, or for the part sent when the client goes away."""
         base = {"id": generation.id, "object": "chat.completion.chunk", "model": generation.model}
-        deltas = _deltas(reply)
+        deltas = _deltas(reply, token_pieces=model.pace == "runaway")
         cut_at = len(deltas) // 2 + 1 if fault is not None and fault.midstream else None
-        delay = self.config.slow_chunk_delay if model.pace == "slow" else self.config.chunk_delay
+        delays = {"slow": self.config.slow_chunk_delay, "runaway": self.config.runaway_chunk_delay}
+        delay = delays.get(model.pace, self.config.chunk_delay)
         sent, outcome = 0, "disconnected"
         try:
             yield ": OPENROUTER PROCESSING\n\n"
@@ -380,12 +388,14 @@ def _usage(reply: Reply, cost: float) -> dict[str, Any]:
     }
 
 
-def _deltas(reply: Reply) -> list[dict[str, Any]]:
-    """The answer as a stream of deltas: reasoning, then text in pieces, then tool calls in pieces."""
+def _deltas(reply: Reply, *, token_pieces: bool = False) -> list[dict[str, Any]]:
+    """The answer as a stream of deltas: reasoning, then text in pieces (of three words, or of
+    one token each), then tool calls in pieces."""
+    pieces = _token_pieces if token_pieces else _pieces
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
     if reply.reasoning:
-        deltas += [{"reasoning": piece} for piece in _pieces(reply.reasoning)]
-    deltas += [{"content": piece} for piece in _pieces(reply.content)]
+        deltas += [{"reasoning": piece} for piece in pieces(reply.reasoning)]
+    deltas += [{"content": piece} for piece in pieces(reply.content)]
     for index, call in enumerate(reply.tool_calls):
         head, tail = call.arguments[: len(call.arguments) // 2], call.arguments[len(call.arguments) // 2 :]
         deltas.append(
@@ -412,6 +422,10 @@ def _pieces(text: str, words_per_piece: int = 3) -> list[str]:
         for start in range(0, len(words), words_per_piece)
         if text
     ]
+
+
+def _token_pieces(text: str) -> list[str]:
+    return [text[start : start + CHARS_PER_TOKEN] for start in range(0, len(text), CHARS_PER_TOKEN)]
 
 
 def _event(payload: dict[str, Any]) -> str:

@@ -1,8 +1,10 @@
 """The sandbox's models: a fixed, deterministic catalogue with real-looking prices.
 
-Prices are USD per token, as the wire carries them. `sandbox/fail-*` models provoke each error
-kind of the Naive API on purpose (see `faults.py`); they are listed too, so an agent exploring
-the sandbox can find them.
+Prices are USD per token, as the wire carries them (per request and per image for those fees).
+`sandbox/fail-*` models provoke each error kind of the Naive API on purpose (see `faults.py`);
+they are listed too, so an agent exploring the sandbox can find them. A few more misbehave in
+ways that try spending caps: a model listed free that bills, per-request and per-image fees, and
+an upstream that ignores `max_tokens`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class SandboxModel:
     completion_price: float
     created: int
     reasoning: bool = False
-    pace: Literal["normal", "slow", "think"] = "normal"
+    # "runaway": ignores max_tokens and answers at length, streamed one token per chunk.
+    pace: Literal["normal", "slow", "think", "runaway"] = "normal"
     input_modalities: tuple[str, ...] = ("text",)
     supported_parameters: tuple[str, ...] = field(
         default=(
@@ -37,18 +40,38 @@ class SandboxModel:
             "response_format",
         )
     )
+    request_price: float = 0.0  # USD per request
+    image_price: float = 0.0  # USD per input image
+    # What the model really bills per prompt and per completion token, when not its listed price.
+    billed: tuple[float, float] | None = None
+    max_completion_tokens: int = 16384
+
+    @property
+    def billed_prices(self) -> tuple[float, float]:
+        return self.billed or (self.prompt_price, self.completion_price)
+
+    def pricing(self, *, every_fee: bool = False) -> dict[str, str]:
+        """The listed prices; fees only when there are some, unless `every_fee` (OpenRouter's
+        shape lists each, "0" when there is none)."""
+        fees = {"request": self.request_price, "image": self.image_price, "web_search": 0.0}
+        return {
+            "prompt": _decimal(self.prompt_price),
+            "completion": _decimal(self.completion_price),
+            **{name: _decimal(price) for name, price in fees.items() if price or every_fee},
+        }
 
     def naive_shape(self) -> dict[str, object]:
         return {
             "id": self.id,
             "name": self.name,
             "context_length": self.context_length,
-            "pricing": {"prompt": _decimal(self.prompt_price), "completion": _decimal(self.completion_price)},
+            "pricing": self.pricing(),
         }
 
     def openrouter_shape(self) -> dict[str, object]:
         return {
             **self.naive_shape(),
+            "pricing": self.pricing(every_fee=True),
             "created": self.created,
             "description": f"{self.name}, served by the naive-mcp sandbox.",
             "architecture": {
@@ -56,7 +79,10 @@ class SandboxModel:
                 "output_modalities": ["text"],
                 "tokenizer": "sandbox",
             },
-            "top_provider": {"context_length": self.context_length, "max_completion_tokens": 16384},
+            "top_provider": {
+                "context_length": self.context_length,
+                "max_completion_tokens": self.max_completion_tokens,
+            },
             "supported_parameters": list(self.supported_parameters)
             + (["reasoning", "include_reasoning"] if self.reasoning else []),
         }
@@ -182,14 +208,66 @@ MODELS: tuple[SandboxModel, ...] = (
         1_700_000_000,
         pace="think",
     ),
+    SandboxModel(
+        "sandbox/runaway",
+        "Sandbox: ignores max_tokens and answers at length, a token per chunk",
+        "Sandbox",
+        8_192,
+        0.1 / _M,
+        0.4 / _M,
+        1_700_000_000,
+        pace="runaway",
+    ),
+    SandboxModel(
+        "sandbox/listed-free",
+        "Sandbox: listed at price 0, billed like a paid model",
+        "Sandbox",
+        8_192,
+        0.0,
+        0.0,
+        1_700_000_000,
+        billed=(1 / _M, 5 / _M),
+    ),
+    SandboxModel(
+        "sandbox/listed-free:free",
+        "Sandbox: a :free variant that bills all the same",
+        "Sandbox",
+        8_192,
+        0.0,
+        0.0,
+        1_700_000_000,
+        billed=(1 / _M, 5 / _M),
+    ),
+    SandboxModel(
+        "sandbox/request-fee",
+        "Sandbox: a cent per request on top of its tokens",
+        "Sandbox",
+        8_192,
+        0.1 / _M,
+        0.4 / _M,
+        1_700_000_000,
+        request_price=0.01,
+    ),
+    SandboxModel(
+        "sandbox/image-fee",
+        "Sandbox: half a cent per input image on top of its tokens",
+        "Sandbox",
+        8_192,
+        0.1 / _M,
+        0.4 / _M,
+        1_700_000_000,
+        image_price=0.005,
+        input_modalities=("text", "image"),
+    ),
     *(
+        # Priced like a cheap model: a fault model is refused under a credit cap if it is listed free.
         SandboxModel(
             fault.model_id,
             f"Sandbox: provokes {fault.describe()}",
             "Sandbox",
             8_192,
-            0.0,
-            0.0,
+            0.1 / _M,
+            0.4 / _M,
             1_700_000_000,
         )
         for fault in FAULTS.values()

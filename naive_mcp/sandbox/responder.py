@@ -1,7 +1,8 @@
 """The sandbox's "model": a deterministic answer to a chat request, with token counts.
 
 It honours what changes the shape of an answer: tools and tool_choice, response_format,
-reasoning, max_tokens (truncation) and stop sequences.
+reasoning, max_tokens (truncation; but for a runaway model) and stop sequences. It bills what
+providers bill as input: the messages, and the tool schemas and response format sent with them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 from naive_mcp.sandbox.catalogue import SandboxModel
 
 CHARS_PER_TOKEN = 4
+# Request fields billed as input besides the messages, as providers do.
+_INPUT_FIELDS = ("tools", "tool_choice", "response_format")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +34,19 @@ class Reply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0
+    images: int = 0  # input images
 
     @property
     def truncated(self) -> bool:
         return self.finish_reason == "length"
 
     def cost(self, model: SandboxModel) -> float:
+        prompt_price, completion_price = model.billed_prices
         return round(
-            self.prompt_tokens * model.prompt_price
-            + (self.completion_tokens + self.reasoning_tokens) * model.completion_price,
+            self.prompt_tokens * prompt_price
+            + (self.completion_tokens + self.reasoning_tokens) * completion_price
+            + self.images * model.image_price
+            + model.request_price,
             10,
         )
 
@@ -49,6 +56,8 @@ def respond(body: dict[str, Any], model: SandboxModel, *, extra_words: int = 0) 
     messages = _messages(body)
     question = _last_user_text(messages)
     prompt_tokens = sum(_tokens(_text_of(message.get("content"))) for message in messages)
+    prompt_tokens += sum(_tokens(json.dumps(body[name])) for name in _INPUT_FIELDS if body.get(name))
+    images = sum(_images(message.get("content")) for message in messages)
     reasoning = _reasoning(body, model, question)
     reasoning_tokens = _tokens(reasoning) if reasoning else 0
 
@@ -63,6 +72,7 @@ def respond(body: dict[str, Any], model: SandboxModel, *, extra_words: int = 0) 
             prompt_tokens=prompt_tokens,
             completion_tokens=_tokens(call.arguments),
             reasoning_tokens=reasoning_tokens,
+            images=images,
         )
 
     answer = f"Sandbox reply from {model.id}: {question}" if question else f"Sandbox reply from {model.id}."
@@ -77,7 +87,7 @@ def respond(body: dict[str, Any], model: SandboxModel, *, extra_words: int = 0) 
         if stop and stop in answer:
             answer = answer[: answer.index(stop)]
     max_tokens = body.get("max_tokens")
-    if isinstance(max_tokens, int) and _tokens(answer) > max_tokens:
+    if isinstance(max_tokens, int) and _tokens(answer) > max_tokens and model.pace != "runaway":
         answer = answer[: max_tokens * CHARS_PER_TOKEN]
         finish_reason = "length"
     return Reply(
@@ -87,6 +97,7 @@ def respond(body: dict[str, Any], model: SandboxModel, *, extra_words: int = 0) 
         prompt_tokens=prompt_tokens,
         completion_tokens=_tokens(answer),
         reasoning_tokens=reasoning_tokens,
+        images=images,
     )
 
 
@@ -119,6 +130,12 @@ def _text_of(content: Any) -> str:
         elif kind in ("image_url", "input_audio", "file"):
             texts.append(f"[{kind}]")
     return " ".join(texts)
+
+
+def _images(content: Any) -> int:
+    if not isinstance(content, list):
+        return 0
+    return sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
 
 
 def _tokens(text: str) -> int:

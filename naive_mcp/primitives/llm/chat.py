@@ -413,7 +413,7 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
 
         def on_chunk(stream: ChatStream) -> None:
             call.progress.update(stream.progress_message)  # first: the client is waiting for it
-            spend.saw(stream.generation_id)
+            spend.saw(stream)  # may stop the call: its output passed what was reserved
 
         completion = await services.client.chat(body, caller, on_chunk=on_chunk)
         spend.answered(completion)
