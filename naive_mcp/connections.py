@@ -331,6 +331,9 @@ class LimitedH11Protocol(H11Protocol):
         victim = self.board.longest_waiting()
         if victim is None:
             return False
+        if victim.transport.is_closing():  # already leaving (kept alive too long, say)
+            self.connections.discard(victim)
+            return True
         logger.warning(
             "at NAIVE_MAX_CONNECTIONS (%d): closing the connection longest without a request to make room",
             self.board.limits.max_connections,
