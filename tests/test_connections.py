@@ -462,8 +462,11 @@ async def test_the_uvicorn_internals_the_limits_rely_on_are_still_there() -> Non
     for method in ("connection_made", "data_received", "on_response_complete", "connection_lost"):
         assert callable(getattr(H11Protocol, method)), method
     assert callable(H11Protocol.timeout_keep_alive_handler)
-    config = Config(app=_app, timeout_keep_alive=3)
-    protocol = ConnectionLimits(10, 1.0, 1.0, 3).protocol()(config, ServerState(), {})
+    bound = ConnectionLimits(10, 1.0, 1.0, 3).protocol()
+    config = Config(app=_app, http=bound, timeout_keep_alive=3, lifespan="off")
+    config.load()
+    assert config.http_protocol_class is bound  # `http=` takes a protocol class as it is
+    protocol = bound(config, ServerState(), {})
     assert isinstance(protocol, LimitedH11Protocol)
     assert isinstance(protocol.conn, h11.Connection) and protocol.conn.their_state is h11.IDLE
     assert protocol.connections is protocol.server_state.connections
