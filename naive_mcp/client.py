@@ -56,6 +56,8 @@ _KEY_CHECK_SEARCH = "naive-mcp-key-check"
 # Right after a completion its stats may not exist for about a second (naive-api.md).
 _GENERATION_FIRST_BACKOFF = 0.25
 _GENERATION_MAX_BACKOFF = 1.0
+# The most connections the process opens upstream at once (calls beyond wait for one).
+UPSTREAM_MAX_CONNECTIONS = 200
 
 
 def make_http_client(settings: Settings) -> httpx2.AsyncClient:
@@ -63,7 +65,7 @@ def make_http_client(settings: Settings) -> httpx2.AsyncClient:
     allowed between two chunks of an answer."""
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-        limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
+        limits=httpx2.Limits(max_connections=UPSTREAM_MAX_CONNECTIONS, max_keepalive_connections=50),
         headers={"User-Agent": f"naive-mcp/{__version__}"},
         follow_redirects=False,
     )

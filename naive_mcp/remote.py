@@ -3,7 +3,8 @@
 - Binds to loopback unless told otherwise, and refuses any other address without
   authentication (`NAIVE_AUTH_TOKENS` and/or `NAIVE_CLIENT_KEYS`, see `access.py`).
 - DNS-rebinding protection is always on: a Host or Origin that is not allowed is rejected.
-- Request bodies are capped (`NAIVE_MAX_REQUEST_BYTES`).
+- Request bodies are capped (`NAIVE_MAX_REQUEST_BYTES`); connections are counted and a
+  request's headers and body must arrive in time (`connections.py`).
 - One HTTP client, one model cache and one access control serve every connection.
 - SIGINT/SIGTERM: stop accepting, give calls in flight `NAIVE_SHUTDOWN_GRACE` seconds, cancel
   the rest (which closes their upstream connections), close the upstream client.
@@ -37,6 +38,7 @@ from starlette.routing import Mount, Route
 
 from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, DroppedCallCancels, StatelessCancels
 from naive_mcp.client import make_http_client
+from naive_mcp.connections import ConnectionLimits
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.guard import SpendGuard
 from naive_mcp.keycheck import answer_unchecked_keys
@@ -69,6 +71,12 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
         relay = cancel_relay or StoreCancelRelay(services.guard)
         app = build_app(create_server(settings, services=services), settings, cancel_relay=relay)
         answer_unchecked_keys(app)  # a client key that cannot be checked now: 503, not a traceback
+        limits = ConnectionLimits.fitted(
+            settings.max_connections,
+            headers_timeout=settings.headers_timeout,
+            body_timeout=settings.body_timeout,
+            keepalive_timeout=settings.keepalive_timeout,
+        )
         freeze_startup_objects()
         config = uvicorn.Config(
             app,
@@ -77,6 +85,9 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
             log_config=None,  # our handler: stderr, redacted
             timeout_graceful_shutdown=settings.shutdown_grace,
             server_header=False,
+            http=limits.protocol(),
+            backlog=limits.backlog,
+            timeout_keep_alive=limits.keepalive_timeout,
         )
         logger.info(
             "naive-mcp serving %s on http://%s:%d%s%s; upstream %s",
@@ -87,6 +98,7 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
             " (stateless)" if settings.stateless and settings.transport == "streamable-http" else "",
             settings.shown_base_url,
         )
+        logger.info("connection limits: %s", limits.describe())
         async with services.running():
             await _Server(config, services.calls, settings.shutdown_grace).serve()
             await log_usage(services)

@@ -245,6 +245,29 @@ class Settings(BaseSettings):
         description="HTTP: most SSE streams one client (bearer token) may hold open; without auth, "
         "all clients together.",
     )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="HTTP: most client connections held open at once (default 1000, fewer when the "
+        "file-descriptor limit allows fewer).",
+    )
+    headers_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="HTTP: seconds a client has to send a request's headers, from connecting (or from "
+        "the first byte of a later request on a kept-alive connection).",
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="HTTP: seconds a client has to send a request's body once its headers are in.",
+    )
+    keepalive_timeout: int = Field(
+        default=5, ge=1, le=3600, description="HTTP: seconds an idle connection stays open between requests."
+    )
     shutdown_grace: int = Field(
         default=30, ge=0, description="HTTP: seconds calls in flight get to finish on SIGINT/SIGTERM."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +35,15 @@ class HttpServer:
 
 @contextmanager
 def http_server(
-    tmp: Path, env: dict[str, str], *args: str, transport: str = "streamable-http", port: int | None = None
+    tmp: Path,
+    env: dict[str, str],
+    *args: str,
+    transport: str = "streamable-http",
+    port: int | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[HttpServer]:
     """Start `naive-mcp --transport …` on `port` (else a free loopback port) and wait until
-    /health answers."""
+    /health answers. `preexec_fn` runs in the child before it starts (e.g. to set an rlimit)."""
     port = port or free_port()
     stderr = tmp / f"naive-mcp-{port}.stderr"
     with stderr.open("ab") as log:
@@ -48,6 +53,7 @@ def http_server(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
+            preexec_fn=preexec_fn,
         )
     server = HttpServer(f"http://127.0.0.1:{port}", "/sse" if transport == "sse" else "/mcp", process, stderr)
     try:
