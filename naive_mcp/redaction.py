@@ -94,10 +94,22 @@ class Redactor:
 
 def _overlap(text: str, secret: str, *, at_end: bool) -> int:
     """The length of the longest proper beginning of `secret` that `text` ends with (`at_end`),
-    or of the longest proper end of `secret` that `text` starts with."""
-    for length in range(min(len(secret) - 1, len(text)), 0, -1):
-        if text.endswith(secret[:length]) if at_end else text.startswith(secret[-length:]):
-            return length
+    or of the longest proper end of `secret` that `text` starts with. Only the places where the
+    first character matches are compared."""
+    if not text:
+        return 0
+    if at_end:
+        at = text.find(secret[0], max(len(text) - len(secret) + 1, 0))
+        while at != -1:
+            if secret.startswith(text[at:]):
+                return len(text) - at
+            at = text.find(secret[0], at + 1)
+        return 0
+    at = secret.find(text[0], 1)
+    while at != -1:
+        if text.startswith(secret[at:]):
+            return len(secret) - at
+        at = secret.find(text[0], at + 1)
     return 0
 
 

@@ -189,8 +189,10 @@ class ChatStream:
         return ChatCompletion.model_validate({**answer, "usage": self._usage})
 
     def broken(self, kind: str, message: str) -> IncompleteAnswer:
-        """The error for an answer that stops here, keeping what arrived."""
-        return IncompleteAnswer(self._redact.exact(message), kind=kind, partial=self._redact.exact(self.text))
+        """The error for an answer that stops here, keeping what arrived (its end is a cut: a
+        secret's beginning there is held back too)."""
+        partial = self._redact.fragment(self.text, cut_before=False)
+        return IncompleteAnswer(self._redact.exact(message), kind=kind, partial=partial)
 
     def progress_message(self) -> str:
         """What a progress notification says: the newest part of the answer, with no secret in
