@@ -55,11 +55,12 @@ def _serve(settings: Settings) -> None:
         logger.warning("NAIVE_API_KEY is not set: tools are listed, but calls will ask for a key")
     if settings.transport == "stdio":
         from naive_mcp.server import create_server, freeze_startup_objects
+        from naive_mcp.stdio import serve_stdio
 
         server = create_server(settings, progress_needs_token=True)
         logger.info("naive-mcp serving on stdio; upstream %s", settings.shown_base_url)
         freeze_startup_objects()
-        server.run("stdio")
+        anyio.run(serve_stdio, server, settings.max_stdio_line_bytes)
         return
     from naive_mcp.remote import serve_http
 

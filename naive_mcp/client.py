@@ -3,6 +3,11 @@
 It owns a long-lived `httpx2.AsyncClient` (one connection pool for the process), adds auth and
 tenancy headers, and turns every failure into an error of `naive_mcp.errors`. Tool code never
 touches HTTP.
+
+What the upstream says is held within NAIVE_MAX_RESPONSE_BYTES (a body as it is read, an event
+stream event by event and as the answer it assembles), and every answer leaves here with the
+configured secrets and the caller's key replaced (`Redactor.json`): nothing above this layer —
+results, progress, the usage ledger — sees a secret an upstream echoed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from naive_mcp.errors import (
     UpstreamUnreachable,
     error_from_response,
 )
+from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
 from naive_mcp.streaming import ChatStream
 from naive_mcp.wire import ChatCompletion, Generation, GenerationEnvelope, ModelEntry, ModelList
@@ -46,8 +52,11 @@ _WireT = TypeVar("_WireT", bound=BaseModel)
 _DRAIN_SECONDS = 1.0
 _QUICK_READ_SECONDS = 30.0
 # One SSE event carries one chunk; httpx2's default cap (1 MiB) is below what a large tool-call
-# argument or a long reasoning block can reach.
+# argument or a long reasoning block can reach. Never far above NAIVE_MAX_RESPONSE_BYTES: httpx2
+# holds an event (and a line without its newline) whole until it ends. The slack is for the chunk's
+# JSON around its text, so that an answer over the limit is refused as that, by ChatStream.
 _MAX_EVENT_BYTES = 16 * 1024 * 1024
+_EVENT_SLACK_BYTES = 64 * 1024
 # Statuses a retry can cure, when nothing has streamed yet (STYLE.md 5, naive-api.md).
 _RETRY_STATUSES = frozenset({408, 429, 502, 503, 504, 524, 529})
 _BACKOFF = wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
@@ -79,6 +88,7 @@ class NaiveClient:
         use (making one loads the CA bundle, ~40 ms a server only listing its tools should not
         spend at start-up) and closes it in `aclose`."""
         self._settings = settings
+        self._redact = Redactor(settings.secrets())
         self._given_http = http
         self._own_http: httpx2.AsyncClient | None = None
         self._closed = False
@@ -117,12 +127,13 @@ class NaiveClient:
         which is what stops the model and the billing upstream.
         """
         settings = self._settings
-        stream = ChatStream(max_bytes=settings.max_response_bytes)
+        redact = self._redact.including(caller.api_key)
+        stream = ChatStream(max_bytes=settings.max_response_bytes, redact=redact)
         try:
             with anyio.fail_after(settings.total_timeout):
                 async for attempt in self._retrying():
                     with attempt:
-                        stream = ChatStream(max_bytes=settings.max_response_bytes)
+                        stream = ChatStream(max_bytes=settings.max_response_bytes, redact=redact)
                         return await self._chat_once(body, caller, stream, on_chunk)
         except TimeoutError:
             message = f"the call took longer than NAIVE_TOTAL_TIMEOUT ({settings.total_timeout:g} s)"
@@ -159,12 +170,14 @@ class NaiveClient:
                     # A server that answers in one piece although asked to stream: read it whole.
                     try:
                         payload = _json(response, await self._read(response), "POST", path)
-                        return _parse(ChatCompletion, payload, "chat completion")
+                        redacted = self._redact.including(caller.api_key).json(payload)
+                        return _parse(ChatCompletion, redacted, "chat completion")
                     except UpstreamProtocolError as error:
                         raise stream.broken("bad_response", error.message) from error
                 # Closed here, whatever happens: left to the garbage collector, a suspended event
                 # reader would be finalised later, elsewhere.
-                async with aclosing(_events(response)) as events:
+                event_limit = min(_MAX_EVENT_BYTES, self._settings.max_response_bytes + _EVENT_SLACK_BYTES)
+                async with aclosing(_events(response, event_limit)) as events:
                     async for event in events:
                         stream.feed(event.data)
                         if stream.done:
@@ -258,6 +271,7 @@ class NaiveClient:
         *,
         params: dict[str, str] | None = None,
     ) -> object:
+        """The upstream's JSON answer, with the secrets replaced."""
         with self._transport_errors():
             request = self._http.build_request(
                 method,
@@ -274,7 +288,7 @@ class NaiveClient:
             await response.aclose()
         if response.status_code >= 400:
             raise _status_error(response, body)
-        return _json(response, body, method, path)
+        return self._redact.including(caller.api_key).json(_json(response, body, method, path))
 
     async def _read(self, response: httpx2.Response) -> bytes:
         """The whole body, or an error once it grows past NAIVE_MAX_RESPONSE_BYTES."""
@@ -348,11 +362,12 @@ def _log_retry(state: RetryCallState) -> None:
     logger.info("upstream %s; retry %d in %.2f s", kind, state.attempt_number, wait)
 
 
-def _events(response: httpx2.Response) -> AsyncGenerator[httpx2.ServerSentEvent]:
-    # EventSource's __aiter__ is an async generator, typed as a plain iterator.
+def _events(response: httpx2.Response, max_event_bytes: int) -> AsyncGenerator[httpx2.ServerSentEvent]:
+    # EventSource's __aiter__ is an async generator, typed as a plain iterator. It bounds an event,
+    # including a line still waiting for its newline, by max_event_size (test_memory_bounds.py).
     return cast(
         "AsyncGenerator[httpx2.ServerSentEvent]",
-        aiter(httpx2.EventSource(response, max_event_size=_MAX_EVENT_BYTES)),
+        aiter(httpx2.EventSource(response, max_event_size=max_event_bytes)),
     )
 
 

@@ -43,10 +43,10 @@ class ProgressReporter:
     async def running(self, *, enabled: bool = True) -> AsyncIterator[ProgressReporter]:
         """Send notifications while the block runs; stop when it ends. Not `enabled`: updates are
         taken and dropped, and no task runs."""
-        if not enabled:
-            yield self
-            return
         try:
+            if not enabled:
+                yield self
+                return
             async with anyio.create_task_group() as task_group:
                 task_group.start_soon(self._loop)
                 try:
@@ -58,6 +58,8 @@ class ProgressReporter:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            self._describe = None  # it holds the answer (a ChatStream): not past the call
 
     async def _loop(self) -> None:
         while True:

@@ -74,7 +74,15 @@ class Settings(BaseSettings):
         description="Longest wait before a retry; a longer Retry-After falls back to backoff.",
     )
     max_response_bytes: int = Field(
-        default=32 * 1024 * 1024, ge=1024, description="Largest upstream answer accepted, in bytes."
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest upstream answer accepted, in bytes: all it makes the server hold counts.",
+    )
+    max_stdio_line_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="stdio: largest message (one line) a client may send, in bytes; a longer one is dropped.",
     )
     models_cache_ttl: float = Field(
         default=300.0, ge=0, description="Seconds a model listing is reused before it is fetched again."

@@ -7,24 +7,41 @@ Blank data and unknown fields are ignored, and so is a field of an unexpected ty
 answer is never thrown away for a malformed detail. A chunk with a top-level `error` (status 200,
 `finish_reason: "error"`), or data that is not JSON, ends the answer with an `IncompleteAnswer`
 that keeps what arrived.
+
+Memory: everything an answer makes the server hold counts against `max_bytes`
+(NAIVE_MAX_RESPONSE_BYTES) — text, reasoning, each tool call's id, name and arguments, the
+top-level strings, and a fixed cost per tool call — and there are at most `MAX_TOOL_CALLS` tool
+calls. Pieces are kept as UTF-8 in one buffer per part, so what is held is what is counted
+(a list of small strings would cost ~60 bytes a piece, 30 times a 2-byte piece).
+
+Secrets: the answer, its progress tail and the partial text of a broken answer pass through the
+stream's `Redactor` (the configured secrets and the caller's key, replaced exactly).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from naive_mcp.errors import IncompleteAnswer, kind_from_code
+from naive_mcp.redaction import Redactor
 from naive_mcp.wire import ChatCompletion, Usage
 
 logger = logging.getLogger(__name__)
 
 # How much of the answer a progress notification carries: its newest part, not all of it.
 PROGRESS_TAIL_CHARS = 400
+# Tool calls one answer may hold. Far above any real answer (OpenAI allows 128 tools in a request,
+# and a model calls a handful at once); an upstream inventing new indexes without end stops here.
+MAX_TOOL_CALLS = 1024
+# What a tool call costs to hold beyond its strings: its entry, its object and two empty buffers
+# (~430 bytes measured with tracemalloc on CPython 3.11), counted against max_bytes.
+TOOL_CALL_OVERHEAD_BYTES = 512
 
 # Top-level fields of a chunk worth keeping, with the types they must have.
 _TOP_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -37,24 +54,55 @@ _TOP_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-@dataclass
+class _Pieces:
+    """Text that arrives in pieces, kept as UTF-8 in one buffer: one byte per ASCII character and
+    no cost per piece. Lone surrogates (which JSON can carry) round-trip."""
+
+    __slots__ = ("_utf8", "chars")
+
+    def __init__(self) -> None:
+        self._utf8 = bytearray()
+        self.chars = 0
+
+    def add(self, piece: str) -> int:
+        """Append `piece`; returns the bytes it added."""
+        data = piece.encode("utf-8", "surrogatepass")
+        self._utf8 += data
+        self.chars += len(piece)
+        return len(data)
+
+    def text(self) -> str:
+        return self._utf8.decode("utf-8", "surrogatepass")
+
+    def tail(self, chars: int) -> str:
+        """The last `chars` characters, reading at most 4 bytes for each."""
+        if self.chars <= chars:
+            return self.text()
+        data = self._utf8[-4 * chars :]
+        start = 0
+        while start < len(data) and data[start] & 0xC0 == 0x80:  # inside a character: skip to its end
+            start += 1
+        return data[start:].decode("utf-8", "surrogatepass")[-chars:]
+
+
+@dataclass(slots=True)
 class _ToolCallParts:
     id: str | None = None
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
+    name: _Pieces = field(default_factory=_Pieces)
+    arguments: _Pieces = field(default_factory=_Pieces)
 
 
 class ChatStream:
     """The answer so far. Feed it each event's data with `feed`; finish with `finish()`."""
 
-    def __init__(self, max_bytes: int | None = None) -> None:
+    def __init__(self, max_bytes: int | None = None, redact: Redactor | None = None) -> None:
         self._max_bytes = max_bytes
+        self._redact = redact or Redactor()
         self._bytes = 0
         self.output_pieces = 0  # non-empty text, reasoning and tool-argument pieces so far
-        self._text: list[str] = []
-        self._chars = 0
-        self._reasoning: list[str] = []
-        self._reasoning_chars = 0
+        self._output_bytes = 0
+        self._text = _Pieces()
+        self._reasoning = _Pieces()
         self._tool_calls: dict[int, _ToolCallParts] = {}
         self._top: dict[str, Any] = {}
         self._usage: Usage | None = None
@@ -73,12 +121,13 @@ class ChatStream:
 
     @property
     def output_bytes(self) -> int:
-        """UTF-8 bytes of text, reasoning and tool arguments so far."""
-        return self._bytes
+        """UTF-8 bytes of text, reasoning and tool arguments so far (what the model generated)."""
+        return self._output_bytes
 
     @property
     def text(self) -> str:
-        return "".join(self._text)
+        """The text so far, as it arrived (unredacted: for the server's own use)."""
+        return self._text.text()
 
     def feed(self, data: str) -> None:
         """Take one SSE event's data. Raises `IncompleteAnswer` for an in-stream error or data
@@ -100,6 +149,7 @@ class ChatStream:
         self.chunks += 1
         for key, kind in _TOP_FIELDS.items():
             if isinstance(chunk.get(key), kind):
+                self._count_bytes(_size(chunk[key]) - _size(self._top.get(key)))
                 self._top[key] = chunk[key]
         if isinstance(chunk.get("usage"), dict):
             self._usage = _usage(chunk["usage"])
@@ -107,13 +157,9 @@ class ChatStream:
         choice = _object(choices[0] if isinstance(choices, list) and choices else None)
         delta = _object(choice.get("delta"))
         if isinstance(delta.get("content"), str) and delta["content"]:
-            self._text.append(delta["content"])
-            self._chars += len(delta["content"])
-            self._count_bytes(delta["content"])
+            self._count_output(self._text.add(delta["content"]))
         if isinstance(delta.get("reasoning"), str) and delta["reasoning"]:
-            self._reasoning.append(delta["reasoning"])
-            self._reasoning_chars += len(delta["reasoning"])
-            self._count_bytes(delta["reasoning"])
+            self._count_output(self._reasoning.add(delta["reasoning"]))
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else []:
             if isinstance(call, dict):
@@ -134,54 +180,70 @@ class ChatStream:
                 "the stream ended before the answer finished (no finish_reason, no [DONE])",
             )
         message: dict[str, Any] = {"role": "assistant", "content": self.text}
-        if self._reasoning:
-            message["reasoning"] = "".join(self._reasoning)
+        if self._reasoning.chars:
+            message["reasoning"] = self._reasoning.text()
         if self._tool_calls:
             message["tool_calls"] = [
                 {
                     "id": call.id,
                     "type": "function",
-                    "function": {"name": call.name, "arguments": "".join(call.arguments)},
+                    "function": {"name": call.name.text(), "arguments": call.arguments.text()},
                 }
                 for _, call in sorted(self._tool_calls.items())
             ]
         choice = {"index": 0, "finish_reason": self.finish_reason, "message": message}
-        return ChatCompletion.model_validate({**self._top, "usage": self._usage, "choices": [choice]})
+        answer = self._redact.json({**self._top, "choices": [choice]})
+        return ChatCompletion.model_validate({**answer, "usage": self._usage})
 
     def broken(self, kind: str, message: str) -> IncompleteAnswer:
-        """The error for an answer that stops here, keeping what arrived."""
-        return IncompleteAnswer(message, kind=kind, partial=self.text)
+        """The error for an answer that stops here, keeping what arrived (its end is a cut: a
+        secret's beginning there is held back too)."""
+        partial = self._redact.fragment(self.text, cut_before=False)
+        return IncompleteAnswer(self._redact.exact(message), kind=kind, partial=partial)
 
     def progress_message(self) -> str:
-        """What a progress notification says: the newest part of the answer. Costs only the
-        length of that part, however long the answer has grown."""
-        if self._chars:
-            return _tail(self._text, self._chars)
+        """What a progress notification says: the newest part of the answer, with no secret in
+        it, whole or in part (`Redactor.fragment`). Costs only the length of that part, however
+        long the answer has grown."""
+        if self._text.chars:
+            return _tail(self._text, self._redact)
         if self._tool_calls:
-            names = ", ".join(call.name for call in self._tool_calls.values() if call.name)
-            return f"Preparing tool calls: {names}"
-        if self._reasoning_chars:
-            return "Reasoning: " + _tail(self._reasoning, self._reasoning_chars)
+            return "Preparing tool calls: " + _names(self._tool_calls.values(), self._redact)
+        if self._reasoning.chars:
+            return "Reasoning: " + _tail(self._reasoning, self._redact)
         return "Waiting for the model"
 
     def _add_tool_call(self, call: dict[str, Any]) -> None:
         index = call.get("index")
-        parts = self._tool_calls.setdefault(
-            index if isinstance(index, int) else len(self._tool_calls), _ToolCallParts()
-        )
+        key = index if isinstance(index, int) else len(self._tool_calls)
+        parts = self._tool_calls.get(key)
+        if parts is None:
+            if len(self._tool_calls) >= MAX_TOOL_CALLS:
+                raise self.broken(
+                    "bad_response",
+                    f"the answer has more than {MAX_TOOL_CALLS} tool calls, the most naive-mcp holds for "
+                    "one answer; ask for fewer at once (e.g. parallel_tool_calls: false)",
+                )
+            self._count_bytes(TOOL_CALL_OVERHEAD_BYTES)
+            parts = self._tool_calls[key] = _ToolCallParts()
         if isinstance(call.get("id"), str):
+            self._count_bytes(_size(call["id"]) - _size(parts.id))
             parts.id = call["id"]
         function = _object(call.get("function"))
         if isinstance(function.get("name"), str):
-            parts.name += function["name"]
+            self._count_bytes(parts.name.add(function["name"]))
         if isinstance(function.get("arguments"), str):
-            parts.arguments.append(function["arguments"])
-            self._count_bytes(function["arguments"])
+            self._count_output(parts.arguments.add(function["arguments"]))
 
-    def _count_bytes(self, piece: str) -> None:
-        """Text, reasoning and tool arguments together may not pass NAIVE_MAX_RESPONSE_BYTES."""
-        self._bytes += len(piece.encode())
-        self.output_pieces += 1 if piece else 0
+    def _count_output(self, size: int) -> None:
+        """A piece the model generated: counted as output (for the spend guard) and as held bytes."""
+        self.output_pieces += 1 if size else 0
+        self._output_bytes += size
+        self._count_bytes(size)
+
+    def _count_bytes(self, size: int) -> None:
+        """Everything the answer holds together may not pass NAIVE_MAX_RESPONSE_BYTES."""
+        self._bytes += size
         if self._max_bytes is not None and self._bytes > self._max_bytes:
             raise self.broken(
                 "bad_response", f"the answer is larger than NAIVE_MAX_RESPONSE_BYTES ({self._max_bytes})"
@@ -201,14 +263,28 @@ def _object(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _tail(parts: list[str], total: int) -> str:
-    """The last PROGRESS_TAIL_CHARS characters of "".join(parts), reading only the parts needed."""
-    newest: list[str] = []
+def _size(value: object) -> int:
+    """The bytes a held string costs; 0 for anything else."""
+    return len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 0
+
+
+def _tail(pieces: _Pieces, redact: Redactor) -> str:
+    """The last PROGRESS_TAIL_CHARS characters, "…" first if that is not all of it."""
+    cut = pieces.chars > PROGRESS_TAIL_CHARS
+    text = redact.fragment(pieces.tail(PROGRESS_TAIL_CHARS), cut_before=cut)
+    return "…" + text if cut else text
+
+
+def _names(calls: Iterable[_ToolCallParts], redact: Redactor) -> str:
+    """The tool calls' names so far, as many as fit in PROGRESS_TAIL_CHARS."""
+    names: list[str] = []
     length = 0
-    for part in reversed(parts):
-        newest.append(part)
-        length += len(part)
-        if length >= PROGRESS_TAIL_CHARS:
+    for call in calls:
+        if not call.name.chars:
+            continue
+        if length + call.name.chars > PROGRESS_TAIL_CHARS:
+            names.append("…")
             break
-    text = "".join(reversed(newest))
-    return text if total <= PROGRESS_TAIL_CHARS else "…" + text[-PROGRESS_TAIL_CHARS:]
+        names.append(redact.fragment(call.name.text(), cut_before=False))
+        length += call.name.chars + 2
+    return ", ".join(names)

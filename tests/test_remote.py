@@ -201,11 +201,14 @@ async def test_many_clients_at_once_never_mix_results_keys_or_tenants(
         NAIVE_AUTH_TOKENS=json.dumps({token: {"user_id": user} for token, user in tenants.items()}),
     )
     results: dict[str, list[str]] = {}
+    # Each client says who it is by a label: a token or key in the prompt would come back [redacted].
+    labels = {token: f"client-{n}" for n, token in enumerate([*tenants, *keys])}
+    by_label = {label: token for token, label in labels.items()}
 
     async def client(token: str) -> None:
         async with connect(server, token) as session:
             for turn in range(3):
-                result = await session.call_tool("naive_llm_chat", {"prompt": f"{token}#{turn}"})
+                result = await session.call_tool("naive_llm_chat", {"prompt": f"{labels[token]}#{turn}"})
                 assert not result.is_error, text_of(result)
                 results.setdefault(token, []).append(text_of(result))
 
@@ -216,18 +219,18 @@ async def test_many_clients_at_once_never_mix_results_keys_or_tenants(
                     group.start_soon(client, token)
 
     for token, answers in results.items():
-        assert answers == [f"Sandbox reply from {DEFAULT_MODEL}: {token}#{turn}" for turn in range(3)]
+        assert answers == [f"Sandbox reply from {DEFAULT_MODEL}: {labels[token]}#{turn}" for turn in range(3)]
     ledger = sandbox.sandbox.ledger
     chats_of = {
         key: [r for r in ledger.requests(key) if r.path.endswith("/chat/completions")] for key in keys
     }
     for key, chats in chats_of.items():
-        assert [r.body["messages"][-1]["content"] for r in chats] == [f"{key}#{t}" for t in range(3)]
+        assert [r.body["messages"][-1]["content"] for r in chats] == [f"{labels[key]}#{t}" for t in range(3)]
         assert {r.user_id for r in chats} == {None}
     by_server_key = ledger.requests(server_key)
     assert len(by_server_key) == 3 * len(tenants)
     for record in by_server_key:
-        token = record.body["messages"][-1]["content"].split("#")[0]
+        token = by_label[record.body["messages"][-1]["content"].split("#")[0]]
         assert record.user_id == tenants[token]
     # One connection pool for all of them: 60 calls, far fewer upstream connections.
     ports = {r.client_port for r in [*by_server_key, *(r for chats in chats_of.values() for r in chats)]}

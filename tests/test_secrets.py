@@ -1,9 +1,15 @@
-"""The API key never appears in any output, log line or error."""
+"""The API key never appears in any output, log line or error — nor a key or token an upstream
+echoes in an answer, a listing or a progress notification."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp import Client
@@ -12,11 +18,12 @@ from pydantic import SecretStr
 
 from naive_mcp.logs import configure_logging
 from naive_mcp.redaction import Redactor
-from naive_mcp.sandbox import RunningSandbox
+from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
-from tests.conftest import make_settings
-from tests.remote import free_port
+from naive_mcp.streaming import PROGRESS_TAIL_CHARS, ChatStream
+from tests.conftest import make_settings, upstream_env
+from tests.remote import connect, free_port, http_server
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +47,7 @@ async def test_no_output_or_log_line_carries_the_key(
         ):
             result = await client.call_tool(tool, arguments)
             assert result.is_error
-            said.append(result.model_dump_json())
+            said.append(result.model_dump_json(by_alias=True))
 
     assert any("Invalid API key: [redacted]" in text for text in said)
     assert sandbox.sandbox.ledger.requests(key), "the calls did reach the upstream with the key"
@@ -118,3 +125,141 @@ async def test_credentials_in_the_base_url_are_never_shown(sandbox: RunningSandb
 
 def test_dotted_session_tokens_are_redacted_whole() -> None:
     assert Redactor()("token nv_sess_aaa.bbb.ccc used") == "token [redacted] used"
+
+
+# --- secrets an upstream echoes inside a successful answer (issue 11, hole 8) -------------------
+
+
+def leaks(text: str, secret: str, unique_from: int = 0, window: int = 6) -> list[str]:
+    """Every `window`-character piece of `secret`'s unique part (after `unique_from`) found in `text`."""
+    unique = secret[unique_from:]
+    return [
+        unique[at : at + window] for at in range(len(unique) - window + 1) if unique[at : at + window] in text
+    ]
+
+
+@pytest.fixture(scope="module")
+def echoing() -> Iterator[RunningSandbox]:
+    """An upstream that repeats the caller's key in everything it answers, text cut across
+    5-character chunks a few milliseconds apart (so progress catches it half-sent)."""
+    with serve_in_thread(SandboxConfig(echo_key=True, chunk_delay=0.002)) as running:
+        yield running
+
+
+@dataclass
+class Heard:
+    messages: list[str] = field(default_factory=list)
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.messages.append(message or "")
+
+
+async def said_by_an_echoing_upstream(client: Client, prompt: str) -> tuple[list[str], Heard]:
+    """Every result of the calls that carry text back (chat with reasoning, with a tool call, one
+    that breaks off midway; the model list), as JSON, and the progress heard."""
+    heard = Heard()
+    lookup = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("naive_llm_chat", {"prompt": prompt, "reasoning": {"effort": "low"}}),
+        ("naive_llm_chat", {"prompt": prompt, "tools": lookup}),
+        ("naive_llm_chat", {"prompt": prompt, "model": "sandbox/fail-midstream-error"}),
+        ("naive_llm_models", {"search": "claude"}),
+        ("naive_run_primitive", {"primitive": "llm", "method": "chat", "arguments": {"prompt": prompt}}),
+    ]
+    said = []
+    for tool, arguments in calls:
+        result = await client.call_tool(tool, arguments, progress_callback=heard)
+        said.append(result.model_dump_json(by_alias=True))
+    return said, heard
+
+
+def assert_echoed_and_redacted(said: list[str], heard: Heard, secrets: list[tuple[str, int]]) -> None:
+    chat, with_tool, broken, listing, generic = (json.loads(text) for text in said)
+    assert "Your key is [redacted], as sent." in chat["structuredContent"]["text"]
+    assert "The caller's key is [redacted]." in chat["structuredContent"]["reasoning"]
+    assert '"key": "[redacted]"' in with_tool["structuredContent"]["tool_calls"][0]["arguments"]
+    assert broken["isError"] and "characters that arrived before it broke off" in broken["content"][0]["text"]
+    assert all("(for [redacted])" in model["name"] for model in listing["structuredContent"]["models"])
+    assert "Your key is [redacted], as sent." in generic["content"][0]["text"]
+    assert len(heard.messages) > 20, "progress heard the answer as it grew"
+    for secret, unique_from in secrets:
+        for text in [*said, *heard.messages]:
+            assert secret not in text
+            assert not leaks(text, secret, unique_from), (leaks(text, secret, unique_from), text)
+
+
+async def test_a_key_or_token_the_upstream_echoes_never_reaches_the_client(echoing: RunningSandbox) -> None:
+    key, token = f"nv_sk_test_{uuid.uuid4().hex}", f"tok-{uuid.uuid4().hex}"
+    settings = make_settings(echoing, key, auth_tokens={token: {}}, progress_interval=0)
+    async with Client(create_server(settings)) as client:
+        # The model repeats the prompt too, so a token the client wrote comes back as well.
+        said, heard = await said_by_an_echoing_upstream(client, f"my token is {token}")
+
+    assert_echoed_and_redacted(said, heard, [(key, len("nv_sk_test_")), (token, len("tok-"))])
+    assert any("my token is [redacted]" in text for text in said)
+
+
+async def test_in_client_keys_mode_the_clients_own_key_never_comes_back(
+    echoing: RunningSandbox, tmp_path: Path
+) -> None:
+    own_key = f"nv_sk_test_own_{uuid.uuid4().hex}"
+    env = {**upstream_env(echoing, None), "NAIVE_CLIENT_KEYS": "true", "NAIVE_PROGRESS_INTERVAL": "0"}
+    with http_server(tmp_path, env) as server:
+        async with connect(server, own_key) as client:
+            said, heard = await said_by_an_echoing_upstream(client, "hello")
+    assert echoing.sandbox.ledger.requests(own_key), "the calls went upstream with the client's key"
+    assert_echoed_and_redacted(said, heard, [(own_key, len("nv_sk_test_own_"))])
+
+
+async def test_an_answer_about_credentials_is_left_as_it_is(client: Client) -> None:
+    prompt = (
+        "Send Authorization: Bearer YOUR_TOKEN to https://user:pass@example.com, "
+        "with a key like nv_sk_test_example1234"
+    )
+    result = await client.call_tool("naive_llm_chat", {"prompt": prompt})
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    assert block.text.endswith(prompt)
+
+
+def test_progress_never_shows_part_of_a_secret_however_the_window_cuts_it() -> None:
+    """The tail slides over the key as it arrives: its beginning at the end (the rest to come),
+    whole inside, its end at the start of the 400-character window."""
+    key = f"nv_sk_test_{uuid.uuid4().hex}"
+    stream = ChatStream(redact=Redactor([key]))
+    text = "z " * 250 + key + " z" * 250
+    shown = []
+    for at in range(0, len(text), 3):
+        stream.feed(json.dumps({"choices": [{"index": 0, "delta": {"content": text[at : at + 3]}}]}))
+        shown.append(stream.progress_message())
+        partial = stream.broken("connection_error", "cut").partial
+        assert not leaks(partial, key, len("nv_sk_test_"), window=4), partial[-40:]
+        assert not leaks(shown[-1], key, len("nv_sk_test_"), window=4), shown[-1]
+    assert any("[redacted]" in message for message in shown)
+    assert shown[-1] == "…" + text[-PROGRESS_TAIL_CHARS:]
+
+
+def test_a_cut_secret_is_held_back_at_either_edge_and_nothing_else_is() -> None:
+    secret = "s3cret-Value-42"
+    redact = Redactor([secret])
+    for cut in range(1, len(secret)):
+        assert redact.fragment("abc " + secret[:cut], cut_before=False) == "abc "
+        assert redact.fragment(secret[cut:] + " abc", cut_before=True) == " abc"
+        assert redact.fragment(secret[cut:] + " abc", cut_before=False) == secret[cut:] + " abc"
+    assert redact.fragment(f"x {secret} y", cut_before=True) == "x [redacted] y"
+    assert redact.fragment("plain text", cut_before=True) == "plain text"
+    assert Redactor().fragment("anything", cut_before=True) == "anything"
+
+
+def test_answers_are_redacted_exactly_logs_by_shape_too() -> None:
+    key = f"nv_sk_test_{uuid.uuid4().hex}"
+    redact = Redactor([key]).including("client-own-key-123")
+    answer = f"use Bearer YOUR_TOKEN, not {key} or client-own-key-123; nv_sk_test_example stays"
+    assert redact.exact(answer) == (
+        "use Bearer YOUR_TOKEN, not [redacted] or [redacted]; nv_sk_test_example stays"
+    )
+    assert redact(answer) == "use Bearer [redacted] not [redacted] or [redacted]; [redacted] stays"
+    assert redact.json({"a": [key, 1, {"b": f"x{key}"}], key: None}) == {
+        "a": ["[redacted]", 1, {"b": "x[redacted]"}],
+        "[redacted]": None,
+    }

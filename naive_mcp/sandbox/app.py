@@ -12,10 +12,11 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -24,7 +25,7 @@ from starlette.routing import Route
 from naive_mcp.sandbox.catalogue import BY_ID, MODELS, SandboxModel
 from naive_mcp.sandbox.faults import Fault, fault_for, flaky_fault
 from naive_mcp.sandbox.ledger import GenerationRecord, Ledger, RequestRecord
-from naive_mcp.sandbox.responder import CHARS_PER_TOKEN, Reply, respond
+from naive_mcp.sandbox.responder import CHARS_PER_TOKEN, Reply, ToolCall, respond
 
 _KEY_PREFIXES = ("nv_sk_live_", "nv_sk_test_", "nv_sess_")
 # Faults a fallback chain routes around, as OpenRouter does; the rest end the call.
@@ -48,6 +49,9 @@ class SandboxConfig:
     keepalive_interval: float = 2.0
     hang_seconds: float = 300.0
     models_shape: Literal["naive", "openrouter"] = "naive"  # of /v1/llm/models
+    # A careless upstream: every answer repeats the caller's key — in the text (cut across chunks
+    # of a few characters), the reasoning, each tool call's arguments, and each listed model's name.
+    echo_key: bool = False
 
 
 class ApiError(Exception):
@@ -154,6 +158,8 @@ class Sandbox:
     async def _models(self, request: Request, caller: Caller) -> Response:
         search = (request.query_params.get("search") or "").lower()
         chosen = [model for model in MODELS if search in model.id.lower() or search in model.name.lower()]
+        if self.config.echo_key:
+            chosen = [replace(model, name=f"{model.name} (for {caller.key})") for model in chosen]
         if request.url.path.startswith("/v1/proxy/") or self.config.models_shape == "openrouter":
             return JSONResponse({"data": [model.openrouter_shape() for model in chosen]})
         return JSONResponse({"count": len(chosen), "models": [model.naive_shape() for model in chosen]})
@@ -184,6 +190,8 @@ class Sandbox:
             raise ApiError(402, "insufficient_credits", "Not enough credits")
         extra_words = {"slow": self.config.slow_words, "runaway": self.config.runaway_words}
         reply = respond(body, model, extra_words=extra_words.get(model.pace, 0))
+        if self.config.echo_key:
+            reply = _echoing(reply, caller.key)
         generation = GenerationRecord(
             id=self.ledger.new_generation_id(),
             key=caller.key,
@@ -282,7 +290,7 @@ class Sandbox:
             return self.config.think_seconds
         if model.pace == "runaway":
             return self.config.runaway_chunk_delay * len(_deltas(reply, token_pieces=True))
-        return self.config.slow_chunk_delay * len(_deltas(reply))
+        return self.config.slow_chunk_delay * len(_deltas(reply, echo=self.config.echo_key))
 
     async def _stream(
         self,
@@ -294,13 +302,16 @@ class Sandbox:
     ) -> AsyncIterator[str]:
         """The answer as SSE. Charged at the end, or for the part sent when the client goes away."""
         base = {"id": generation.id, "object": "chat.completion.chunk", "model": generation.model}
-        deltas = _deltas(reply, token_pieces=model.pace == "runaway")
+        deltas = _deltas(reply, token_pieces=model.pace == "runaway", echo=self.config.echo_key)
         cut_at = len(deltas) // 2 + 1 if fault is not None and fault.midstream else None
         delays = {"slow": self.config.slow_chunk_delay, "runaway": self.config.runaway_chunk_delay}
         delay = delays.get(model.pace, self.config.chunk_delay)
         sent, outcome = 0, "disconnected"
         try:
             yield ": OPENROUTER PROCESSING\n\n"
+            if fault is not None and fault.midstream == "tool-call-flood":
+                async for event in _tool_call_flood(base):
+                    yield event
             if model.pace == "think":
                 deadline = time.monotonic() + self.config.think_seconds
                 while time.monotonic() < deadline:
@@ -388,14 +399,48 @@ def _usage(reply: Reply, cost: float) -> dict[str, Any]:
     }
 
 
-def _deltas(reply: Reply, *, token_pieces: bool = False) -> list[dict[str, Any]]:
+def _echoing(reply: Reply, key: str) -> Reply:
+    """`reply`, repeating `key` wherever an answer can carry text."""
+    calls = [
+        ToolCall(call.id, call.name, json.dumps({**json.loads(call.arguments), "key": key}))
+        for call in reply.tool_calls
+    ]
+    return replace(
+        reply,
+        content=f"{reply.content} Your key is {key}, as sent." if reply.content else reply.content,
+        reasoning=f"{reply.reasoning or ''} The caller's key is {key}.",
+        tool_calls=calls,
+    )
+
+
+async def _tool_call_flood(base: dict[str, Any]) -> AsyncIterator[str]:
+    """Tool-call deltas without end: each chunk opens a call at a new index and adds a 1 KB name
+    fragment to each of the 8 newest calls. Ends only when the client goes away."""
+    index = 0
+    while True:
+        calls: list[dict[str, Any]] = [
+            {"index": index, "id": f"call_{index}", "type": "function", "function": {"name": "f"}}
+        ]
+        calls += [{"index": old, "function": {"name": "n" * 1024}} for old in range(max(0, index - 8), index)]
+        delta = {"tool_calls": calls}
+        yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        index += 1
+        if index % 64 == 0:
+            await anyio.lowlevel.checkpoint()  # let the rest of the sandbox run
+
+
+def _deltas(reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> list[dict[str, Any]]:
     """The answer as a stream of deltas: reasoning, then text in pieces (of three words, or of
-    one token each), then tool calls in pieces."""
+    one token each), then tool calls in pieces. `echo`: the text in pieces of 5 characters, so
+    that a key in it is cut across chunks."""
     pieces = _token_pieces if token_pieces else _pieces
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
     if reply.reasoning:
         deltas += [{"reasoning": piece} for piece in pieces(reply.reasoning)]
-    deltas += [{"content": piece} for piece in pieces(reply.content)]
+    if echo:
+        deltas += [{"content": reply.content[at : at + 5]} for at in range(0, len(reply.content), 5)]
+    else:
+        deltas += [{"content": piece} for piece in pieces(reply.content)]
     for index, call in enumerate(reply.tool_calls):
         head, tail = call.arguments[: len(call.arguments) // 2], call.arguments[len(call.arguments) // 2 :]
         deltas.append(

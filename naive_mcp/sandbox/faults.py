@@ -1,7 +1,8 @@
 """Failures the sandbox produces on purpose, each named by a model id `sandbox/fail-<name>`.
 
 Every error kind of naive-api.md is here, plus the failures no well-behaved server sends on
-purpose: an HTML error page, a 200 whose body is not JSON, an answer that never comes.
+purpose: an HTML error page, a 200 whose body is not JSON, an answer that never comes, a stream
+of tool-call deltas that never ends.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ class Fault:
     extra: dict[str, str] = field(default_factory=dict)  # more fields of the error object
     body: str | None = None  # a raw body instead of a JSON error
     hang: bool = False  # never answer (until the client gives up)
-    midstream: str | None = None  # "error": an error chunk after some text; "drop": the connection is cut
+    # "error": an error chunk after some text; "drop": the connection is cut; "tool-call-flood":
+    # tool-call deltas without end, each adding a call and name fragments to the newest calls.
+    midstream: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -36,6 +39,8 @@ class Fault:
             return "an error in the middle of the answer"
         if self.midstream == "drop":
             return "a connection cut in the middle of the answer"
+        if self.midstream == "tool-call-flood":
+            return "tool-call deltas that never end"
         what = self.code if isinstance(self.code, str) else "a non-JSON body" if self.body else "an error"
         return f"HTTP {self.status} {what}"
 
@@ -81,6 +86,7 @@ FAULTS: dict[str, Fault] = {
             "midstream-error", 200, "provider_error", "Provider disconnected mid-answer", midstream="error"
         ),
         Fault("drop", 200, None, "", midstream="drop"),
+        Fault("tool-call-flood", 200, None, "", midstream="tool-call-flood"),
     )
 }
 
