@@ -63,7 +63,16 @@ from naive_mcp.estimate import (
     output_tokens_at_least,
 )
 from naive_mcp.settings import Settings
-from naive_mcp.store import CallRecord, CallResult, CapRow, Figures, OpenHold, Outcome, StoreLocation
+from naive_mcp.store import (
+    CallRecord,
+    CallResult,
+    CapRow,
+    Figures,
+    OpenHold,
+    Outcome,
+    StoreLocation,
+    UsageScope,
+)
 from naive_mcp.wire import ChatCompletion
 
 if TYPE_CHECKING:
@@ -324,6 +333,10 @@ class SpendGuard:
 
     async def made_lately(self, generation_id: str) -> bool:
         return await (await self.store()).made_lately(generation_id, RECENT_GENERATION_SECONDS)
+
+    async def made_within(self, generation_id: str, scope: UsageScope) -> bool:
+        """Whether a call of those `scope` may see got `generation_id` back through this store."""
+        return await (await self.store()).made_within(generation_id, scope)
 
     # --- one call ------------------------------------------------------------------------------
 

@@ -19,9 +19,6 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 
 import anyio
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from naive_mcp.caller import secret_digest
 from naive_mcp.errors import NaiveError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
@@ -147,30 +144,3 @@ def _reason(error: NaiveError) -> str:
 def _retry_after(error: NaiveError) -> int:
     delay = error.retry_after if isinstance(error, UpstreamError) else None
     return max(1, math.ceil(delay)) if delay is not None else _RETRY_AFTER_UPSTREAM_DOWN
-
-
-def answer_unchecked_keys(app: Starlette) -> Starlette:
-    """`app`, whose requests with a key that could not be checked get 503 (`AnswerUncheckedKeys`)."""
-    app.add_middleware(AnswerUncheckedKeys)
-    return app
-
-
-class AnswerUncheckedKeys:
-    """ASGI middleware around the SDK's authentication: a request whose key could not be checked
-    gets 503 with Retry-After and the reason (as an OAuth error body, like the SDK's 401), not a
-    traceback. The SDK lets any exception of a token verifier but `AuthenticationError` (a 400)
-    through; a test fails loudly if it stops doing so."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        except KeyCheckUnavailable as unavailable:
-            response = JSONResponse(
-                {"error": "temporarily_unavailable", "error_description": unavailable.message},
-                status_code=503,
-                headers={"Retry-After": str(unavailable.retry_after)},
-            )
-            await response(scope, receive, send)

@@ -35,13 +35,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, DroppedCallCancels, StatelessCancels
 from naive_mcp.client import make_http_client
 from naive_mcp.connections import ConnectionLimits
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.guard import SpendGuard
-from naive_mcp.keycheck import answer_unchecked_keys
+from naive_mcp.keycheck import KeyCheckUnavailable
 from naive_mcp.request_ids import RequestIdCheck
 from naive_mcp.server import create_server, freeze_startup_objects, log_usage
 from naive_mcp.services import CallsInFlight, Services
@@ -279,3 +280,30 @@ def _is_wildcard(host: str) -> bool:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def answer_unchecked_keys(app: Starlette) -> Starlette:
+    """`app`, whose requests with a key that could not be checked get 503 (`AnswerUncheckedKeys`)."""
+    app.add_middleware(AnswerUncheckedKeys)
+    return app
+
+
+class AnswerUncheckedKeys:
+    """ASGI middleware around the SDK's authentication: a request whose key could not be checked
+    gets 503 with Retry-After and the reason (as an OAuth error body, like the SDK's 401), not a
+    traceback. The SDK lets any exception of a token verifier but `AuthenticationError` (a 400)
+    through; a test fails loudly if it stops doing so."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except KeyCheckUnavailable as unavailable:
+            response = JSONResponse(
+                {"error": "temporarily_unavailable", "error_description": unavailable.message},
+                status_code=503,
+                headers={"Retry-After": str(unavailable.retry_after)},
+            )
+            await response(scope, receive, send)

@@ -103,7 +103,7 @@ class Services:
         the grant's pin, else the call's own (if the grant lets it name one), else the server's
         default. A call naming what its grant does not allow is refused (`Grant.tenant`)."""
         settings = self.settings
-        api_key = grant.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        api_key = self._api_key(grant)
         if api_key is None:
             raise ConfigurationError("no Naive API key is configured, so no call was sent.")
         return Caller(
@@ -120,12 +120,17 @@ class Services:
         if grant.local:
             return EVERYTHING
         settings = self.settings
-        key = grant.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        key = self._api_key(grant)
         return UsageScope(
             key_digest=secret_digest(key) if key is not None else "(no key: no call was made)",
             user=grant.sees("user_id", settings.default_user_id),
             project=grant.sees("project_id", settings.default_project_id),
         )
+
+    def _api_key(self, grant: Grant) -> str | None:
+        """The key a grant's calls go upstream with: the client's own, else the server's."""
+        server_key = self.settings.api_key
+        return grant.api_key or (server_key.get_secret_value() if server_key is not None else None)
 
 
 def _key_check(settings: Settings, client: NaiveClient) -> KeyCheck | None:

@@ -80,17 +80,19 @@ class GenerationResult(MethodResult):
 
 async def generation(call: CallContext, arguments: GenerationArguments) -> GenerationResult:
     caller = call.caller(arguments.user_id, arguments.project_id)
-    if call.grant.shares_the_server_key:
-        # Every tenant's calls use that key, so the upstream would show any of them: the token
-        # reads the stats of the calls it could have made itself only, as in naive://usage.
-        store = await call.services.guard.store()
-        if not await store.made_within(arguments.id, call.services.usage_scope(call.grant)):
-            raise ArgumentError(
-                "Invalid arguments:\n- id: no call this connection's token could have made through this "
-                "server got this generation id; a token reads the stats of its own tenant's calls only"
-            )
-    just_made = await call.services.guard.made_lately(arguments.id)
-    stats = await call.services.client.generation(arguments.id, caller, just_made=just_made)
+    # A configured token's calls use the server key, as every tenant's do, so the upstream would
+    # show any of them: the token reads the stats of the calls it could have made itself only,
+    # as in naive://usage.
+    services = call.services
+    if call.grant.shares_the_server_key and not await services.guard.made_within(
+        arguments.id, services.usage_scope(call.grant)
+    ):
+        raise ArgumentError(
+            "Invalid arguments:\n- id: no call this connection's token could have made through this "
+            "server got this generation id; a token reads the stats of its own tenant's calls only"
+        )
+    just_made = await services.guard.made_lately(arguments.id)
+    stats = await services.client.generation(arguments.id, caller, just_made=just_made)
     return GenerationResult.from_generation(arguments.id, stats)
 
 
