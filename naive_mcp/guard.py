@@ -166,6 +166,8 @@ class Spend:
     prices: Prices | None = None
     generation_id: str | None = None
     completion: ChatCompletion | None = None
+    # Models admitted as free that this call tries first (SpendGuard._take_free_turn).
+    free_trial: tuple[str, ...] = ()
 
     def saw(self, stream: ChatStream) -> None:
         """A chunk arrived. Write the generation's id to the hold, once, in the background; stop
@@ -226,6 +228,9 @@ class SpendGuard:
         self._rate: float | None = None
         # Models admitted as free that billed all the same, with what they billed: refused from then on.
         self._billed_free: dict[str, float] = {}
+        # Models admitted as free: with a call on trial now, and seen to answer at 0 credits.
+        self._trying_free: set[str] = set()
+        self._proven_free: set[str] = set()
         # Settles the store refused, to try again: (call, result, balance, rate sample).
         self._unsettled: list[tuple[CallRecord, CallResult, float | None, tuple[float, float] | None]] = []
 
@@ -362,12 +367,62 @@ class SpendGuard:
         store = await self.store()
         prices = None
         if policy.needs_prices:
-            self._check_not_billed_free(body)
+            self._check_not_billed_free(model_chain(body))
             prices = chain_prices(body, await self._catalog.models(caller), policy.free_models)
-        return await self._admit(store, new_call(caller, str(body["model"])), caller, body, prices)
+        call = new_call(caller, str(body["model"]))
+        trial = self._untried_free(prices)
+        if trial:
+            await self._take_free_turn(store, call, trial)
+        try:
+            spend = await self._admit(store, call, caller, body, prices)
+        except BaseException:
+            self._trying_free.difference_update(trial)
+            raise
+        spend.free_trial = trial
+        return spend
 
-    def _check_not_billed_free(self, body: dict[str, Any]) -> None:
-        for model in model_chain(body):
+    def _untried_free(self, prices: Prices | None) -> tuple[str, ...]:
+        """The models of a call priced at 0 in all that have not yet answered at 0 credits here."""
+        if prices is None or not prices.free:
+            return ()
+        return tuple(model for model in prices.free_models if model not in self._proven_free)
+
+    async def _take_free_turn(self, store: Store, call: CallRecord, trial: tuple[str, ...]) -> None:
+        """A model admitted as free (NAIVE_FREE_MODELS) runs one call at a time until one has
+        answered at 0 credits: a price of 0 may be a gap in the list, and calls reserved at 0 in
+        parallel would each bill past every cap before the first had settled. Waits up to
+        NAIVE_CAP_WAIT for the call on trial, else refuses."""
+        deadline = anyio.current_time() + self._policy.cap_wait
+        while busy := [model for model in trial if model in self._trying_free]:
+            left = deadline - anyio.current_time()
+            if left <= 0:
+                await store.record(call, CallResult("refused", 0.0, credits_reported=False))
+                raise SpendingRefused(
+                    f"{busy[0]!r} is admitted as free (NAIVE_FREE_MODELS) but has not yet answered at 0 "
+                    "credits on this server, so under its spending caps one call to it runs at a time "
+                    "until one has, and one is in flight. Try again when it has finished, or choose a "
+                    "priced model (naive_llm_models sort=price)."
+                )
+            with anyio.move_on_after(min(left, _WAIT_POLL_SECONDS)):
+                await self._settled.wait()
+            try:
+                self._check_not_billed_free(trial)  # the call on trial billed
+            except SpendingRefused:
+                await store.record(call, CallResult("refused", 0.0, credits_reported=False))
+                raise
+        self._trying_free.update(trial)
+
+    def _end_free_trial(self, spend: Spend, credits: float | None) -> None:
+        """The call on trial is over: answered at 0 credits (`credits`), its models are free."""
+        if not spend.free_trial:
+            return
+        self._trying_free.difference_update(spend.free_trial)
+        if credits is not None and credits <= _NOTHING:
+            self._proven_free.update(spend.free_trial)
+        spend.free_trial = ()
+
+    def _check_not_billed_free(self, models: Sequence[str]) -> None:
+        for model in models:
             if model in self._billed_free:
                 raise SpendingRefused(
                     f"{model!r} is listed free but billed {self._billed_free[model]:.6g} credits on an "
@@ -382,7 +437,9 @@ class SpendGuard:
         store = self.store_now()
         if error is None and spend.completion is not None:
             await self._settle_answered(store, spend, spend.completion)
-        elif isinstance(error, NOTHING_GENERATED):
+            return
+        self._end_free_trial(spend, None)
+        if isinstance(error, NOTHING_GENERATED):
             await self._settle(store, spend.call, CallResult("failed", 0.0, credits_reported=False))
         else:
             cancelled = isinstance(error, anyio.get_cancelled_exc_class())
@@ -444,10 +501,14 @@ class SpendGuard:
         max_tokens, thinking = output_budget(body)
         if max_tokens is None:
             max_tokens = self._unasked_max_tokens(rooms, input_credits, per_token, thinking, prices, chosen)
-        worst = input_credits + per_token * (max_tokens + thinking)
+        # No model writes past its context: a max_tokens beyond it holds no more than the context.
+        output = max_tokens + thinking
+        if prices.context_length is not None:
+            output = min(output, prices.context_length)
+        worst = input_credits + per_token * output
         if worst > room.left:
             raise self._refusal(rooms, room, worst)
-        chosen["output_tokens"] = max_tokens + thinking
+        chosen["output_tokens"] = output
         return worst
 
     def _unasked_max_tokens(
@@ -563,6 +624,13 @@ class SpendGuard:
             message = unasked
         elif room.blocked:
             message = f"{room.label}; try again when the call in flight on this key has finished."
+        elif needed <= _NOTHING:  # a call the list prices at 0, under a cap that is spent
+            change = "lower" if setting == "NAIVE_MIN_CREDITS_REMAINING" else "raise"
+            message = (
+                f"nothing is left under {room.label}, so no call is admitted, not even one the model "
+                f"list prices at 0. Wait for calls in flight to settle or the period to reset; or ask the "
+                f"operator to {change} {setting}."
+            )
         else:
             # A floor is lowered to allow more; a cap is raised.
             change = "lower" if setting == "NAIVE_MIN_CREDITS_REMAINING" else "raise"
@@ -614,6 +682,7 @@ class SpendGuard:
         balance = amount(completion.credits_remaining)
         _log_overshoot(spend.call, credits, spend.credits)
         self._learn_billed_free(spend, completion.model, credits)
+        self._end_free_trial(spend, credits)
         await self._settle(store, spend.call, result, balance=balance, rate_sample=rate_sample)
 
     def _learn_billed_free(self, spend: Spend, model: str | None, credits: float) -> None:

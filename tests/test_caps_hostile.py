@@ -30,6 +30,7 @@ from naive_mcp.server import create_server
 from naive_mcp.streaming import ChatStream
 from naive_mcp.wire import ModelEntry
 from tests.conftest import make_settings
+from tests.test_spending import completion, guard_for
 
 pytestmark = pytest.mark.anyio
 
@@ -132,6 +133,57 @@ async def test_a_free_model_the_operator_allows_is_refused_once_it_bills(
     assert len(texts) == 5
     assert "'sandbox/listed-free:free' is listed free but billed" in texts[0]
     assert chats(sandbox, api_key) == 2
+
+
+async def test_a_free_model_runs_one_call_at_a_time_until_it_has_answered_at_zero(
+    sandbox: RunningSandbox, api_key: str, report: dict[str, float]
+) -> None:
+    """Reserved at 0, 40 parallel calls to a model listed free that bills each billed past every
+    cap before the first had settled (13x the total cap, found in review). Until a call to it
+    has answered at 0 credits, one runs at a time."""
+    cap = 0.01
+    settings = make_settings(
+        sandbox,
+        api_key,
+        max_total_credits=cap,
+        max_call_credits=cap / 10,
+        credits_per_usd=SANDBOX_CREDITS_PER_USD,
+        free_models=["*:free"],
+    )
+    billing = {"prompt": "go " * 50, "model": "sandbox/listed-free:free", "max_tokens": 100}
+    truly_free = {"prompt": "hi", "model": "meta-llama/llama-3.3-70b-instruct:free", "max_tokens": 100}
+    async with Client(create_server(settings)) as client:
+        outcomes = await in_parallel(client, 40, billing)
+        one_bill = billed(sandbox, api_key)
+        free = await in_parallel(client, 10, truly_free)
+    texts = refusals(outcomes)
+    report |= {"admitted": 40 - len(texts), "billed": one_bill, "cap": cap}
+    assert len(texts) == 39 and chats(sandbox, api_key) == 11
+    assert one_bill <= cap, "one call's bill, not forty"
+    assert all("'sandbox/listed-free:free' is listed free but billed" in text for text in texts), texts[0]
+    assert not any(outcome.is_error for outcome in free), "a model seen free runs in parallel again"
+
+
+async def test_a_cap_that_is_spent_says_so_to_a_free_call(sandbox: RunningSandbox, api_key: str) -> None:
+    async with guard_for(sandbox, api_key, max_total_credits=1.0, free_models=["*:free"]) as guard:
+        caller = Caller(api_key=api_key)
+        dear = await guard.admit(
+            caller,
+            {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10},
+        )
+        dear.answered(completion(used=1.5, cost=0.06))  # the upstream billed past the cap
+        await guard.settle(dear, caller)
+        body = {
+            "model": "meta-llama/llama-3.3-70b-instruct:free",
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        with pytest.raises(SpendingRefused) as refused:
+            await guard.admit(caller, body)
+    assert refused.value.message.startswith(
+        "nothing is left under NAIVE_MAX_TOTAL_CREDITS (1; 0 left, 0 held by calls in flight), so "
+        "no call is admitted, not even one the model list prices at 0."
+    ), refused.value.message
+    assert "up to 0 credits" not in refused.value.message
 
 
 # --- hole 4: the request shape ----------------------------------------------------------------
@@ -249,6 +301,43 @@ async def test_a_call_without_max_tokens_holds_a_bounded_share_and_other_tenants
     assert note.startswith("max_tokens set to") and "to fit a quarter of what is left under" in note, note
     report["carol_max_tokens"] = carol_tokens = chat_requests(thinking, api_key)[-1].body["max_tokens"]
     assert carol_tokens * 15e-6 * SANDBOX_CREDITS_PER_USD <= cap / 4
+
+
+async def test_a_max_tokens_past_the_context_holds_no_more_than_the_context(
+    api_key: str, report: dict[str, float]
+) -> None:
+    """Found in review: max_tokens=1,188,294 on an 8,192-token model held 0.998 of a 1-credit cap
+    for an answer of 0.00066, and every other tenant waited, then was refused."""
+    cap = 1.0
+    thinking_sandbox = serve_in_thread(SandboxConfig(think_seconds=60, keepalive_interval=0.2))
+    with thinking_sandbox as thinking:
+        settings = make_settings(thinking, api_key, max_total_credits=cap, cap_wait=0)
+        async with Client(create_server(settings)) as client, anyio.create_task_group() as group:
+            huge = {"prompt": "think", "model": "sandbox/think", "max_tokens": 1_188_294, "user_id": "usr_a"}
+            group.start_soon(client.call_tool, "naive_llm_chat", huge)
+            with anyio.fail_after(30):
+                while not chats(thinking, api_key):  # noqa: ASYNC110 - the sandbox's own thread
+                    await anyio.sleep(0.01)
+            (held,) = chat_requests(thinking, api_key)
+            bob = await client.call_tool(
+                "naive_llm_chat",
+                {
+                    "prompt": "hi",
+                    "model": "anthropic/claude-sonnet-4.6",
+                    "max_tokens": 1000,
+                    "user_id": "usr_b",
+                },
+            )
+            usage = await client.read_resource("naive://usage")
+            still_thinking = not held.stream_ended.is_set()
+            group.cancel_scope.cancel()
+    contents = usage.contents[0]
+    assert isinstance(contents, TextResourceContents)
+    assert still_thinking and not bob.is_error, text_of(bob)
+    assert held.body["max_tokens"] == 1_188_294, "the caller's max_tokens is sent as given"
+    context_worth = 8_192 * 0.4e-6 * 25  # sandbox/think: 8,192 tokens of context at $0.4/M, 25 credits/USD
+    report |= {"context_worth": context_worth, "cap": cap}
+    assert context_worth < cap / 10
 
 
 # --- hole 4: an upstream that ignores max_tokens ------------------------------------------------
