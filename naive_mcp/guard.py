@@ -9,8 +9,9 @@ every cap, and every call that did ends in exactly one ledger row.
    it sends as input (counted generously, fees included: estimate.py) and `max_tokens` of output
    at the dearest model of its fallback chain, at the credits-per-USD rate answered calls have
    shown (the costly end of the documented range, NAIVE_CREDITS_PER_USD, until one has). A model
-   the list prices at 0 or not at all is admitted only if NAIVE_FREE_MODELS names it, and not
-   again once it has billed. A call without `max_tokens` is sent with NAIVE_CAPPED_MAX_TOKENS
+   the list prices at 0 or not at all is admitted only if NAIVE_FREE_MODELS names it, one call at
+   a time until one has answered at 0 credits, and not again once it has billed. No call holds
+   more output than its model's context. A call without `max_tokens` is sent with NAIVE_CAPPED_MAX_TOKENS
    (less if the model's longest output, or a quarter of what a shared cap has left, is less: one
    such call cannot hold a whole cap), and is told so. While it streams, a call whose output
    passes what was reserved for it is stopped there.
