@@ -292,6 +292,71 @@ async def test_connections_all_busy_with_requests_turn_a_newcomer_away_with_503(
         assert tracebacks(server) == 0, server.logs()
 
 
+# --- answered before the body came -----------------------------------------------------------------
+
+EARLY_LIMIT = 10
+PROBES = 20
+TOKEN = "an-operator-token-long-enough-to-pass-0123456789"
+
+
+async def test_requests_answered_before_their_body_came_cannot_lock_clients_out(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
+) -> None:
+    """Without a token: NAIVE_MAX_CONNECTIONS sockets each send a POST head declaring 1000 bytes
+    and one byte of body; the server answers 401 at once, before the body. Each socket closed is
+    reopened at once. Such a connection, answered and still owing its body, may be closed to
+    make room: /health keeps answering (before: it had to wait for uvicorn's keep-alive timer to
+    free a place, so 0 of 72 probes answered over 20 s). An honest client that sends the rest of
+    its body keeps its connection; the body deadline still closes the ones that never do."""
+    env = {
+        **upstream_env(sandbox, api_key),
+        "NAIVE_AUTH_TOKENS": json.dumps([TOKEN]),
+        "NAIVE_MAX_CONNECTIONS": str(EARLY_LIMIT),
+        "NAIVE_KEEPALIVE_TIMEOUT": "60",  # not the timer that frees a place here
+        "NAIVE_BODY_TIMEOUT": "3",
+    }
+    half_body = post_head(b"{" * 1000) + b"{"
+    with http_server(tmp_path, env) as server:
+
+        def answered(client: RawClient) -> bool:
+            return client.answers() == 1 or client.ended()
+
+        attackers = [raw_client(server, half_body) for _ in range(EARLY_LIMIT)]
+        reopened = 0
+        statuses: list[int] = []
+        for _ in range(PROBES):
+            # Every place taken by a connection that was answered 401 and still owes its body.
+            await wait_until(lambda: all([answered(a) for a in attackers]), "no early answer")
+            for index, attacker in enumerate(attackers):
+                if attacker.ended():
+                    attackers[index] = raw_client(server, half_body)
+                    reopened += 1
+            await wait_until(lambda: all([answered(a) for a in attackers]), "no early answer")
+            statuses.append(httpx2.get(f"{server.base}/health", timeout=WAIT).status_code)
+        figures = (
+            f"{EARLY_LIMIT} half-body POST sockets answered 401 at the limit {EARLY_LIMIT}, "
+            f"{reopened} reopened: /health answered 200 to {statuses.count(200)} of {PROBES} probes "
+            f"(statuses {sorted(set(statuses))})"
+        )
+        logger.info(figures)
+        assert statuses == [200] * PROBES, figures
+        assert {a.status for a in attackers} == {401}, figures
+
+        # An honest client answered early that sends the rest of its body keeps its connection.
+        honest = raw_client(server, half_body)
+        await wait_until(lambda: answered(honest), "no early answer")
+        assert honest.status == 401, honest.received
+        honest.send(b"{" * 999 + HEALTH)
+        await wait_until(lambda: honest.answers() == 2, "the connection was not kept")
+        assert honest.received.count(b"HTTP/1.1 200") == 1 and not honest.ended()
+        # The others never send their body: closed at the body deadline, with no second answer.
+        others = [a for a in attackers if not a.ended()]
+        assert others, "every attacker was closed to make room"
+        await wait_until(lambda: all_ended(others), "a connection owing its body was kept")
+        assert all(a.answers() == 1 for a in others), [a.received for a in others]
+        assert tracebacks(server) == 0, server.logs()
+
+
 # --- a slow body, idle connections -----------------------------------------------------------------
 
 
