@@ -51,7 +51,6 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-from naive_mcp.client import UPSTREAM_MAX_CONNECTIONS
 from naive_mcp.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -84,16 +83,18 @@ class ConnectionLimits:
         headers_timeout: float,
         body_timeout: float,
         keepalive_timeout: int,
+        upstream_connections: int,
     ) -> ConnectionLimits:
         """The limits this process can keep: `max_connections` (default 1000) lowered, with a
-        warning, to what the file-descriptor limit allows once raised as far as it goes."""
+        warning, to what the file-descriptor limit allows once raised as far as it goes, beside
+        an upstream pool of at most `upstream_connections`."""
         descriptors = raise_descriptor_limit()
         if descriptors is None:  # no RLIMIT_NOFILE (Windows): the system's own limits apply
             wanted = max_connections or DEFAULT_MAX_CONNECTIONS
             return cls(wanted, headers_timeout, body_timeout, keepalive_timeout)
         free = descriptors - _open_descriptors() - _SPARE_DESCRIPTORS
         backlog = max(_MIN_BACKLOG, min(_MAX_BACKLOG, free // 8))
-        fitting = _connections_fitting(free - backlog)
+        fitting = _connections_fitting(free - backlog, upstream_connections)
         if fitting < 1:
             raise ConfigurationError(
                 f"the file-descriptor limit ({descriptors}) leaves no room for HTTP connections: raise it "
@@ -112,6 +113,12 @@ class ConnectionLimits:
             )
         return cls(min(wanted, fitting), headers_timeout, body_timeout, keepalive_timeout, backlog)
 
+    @property
+    def max_streams(self) -> int:
+        """The most long-lived streams (SSE) these connections leave room for: three quarters
+        of them, so that streams cannot take the connections ordinary requests need."""
+        return max(1, self.max_connections * 3 // 4)
+
     def protocol(self) -> type[LimitedH11Protocol]:
         """uvicorn's `http=` for one server under these limits (uvicorn applies `backlog` and
         `keepalive_timeout` itself, as `backlog=` and `timeout_keep_alive=`)."""
@@ -126,11 +133,11 @@ class ConnectionLimits:
         )
 
 
-def _connections_fitting(room: int) -> int:
+def _connections_fitting(room: int, upstream_connections: int) -> int:
     """How many client connections `room` descriptors hold, when each may be making a call that
-    holds an upstream connection too (the upstream pool opens at most UPSTREAM_MAX_CONNECTIONS)."""
-    if room >= 2 * UPSTREAM_MAX_CONNECTIONS:
-        return room - UPSTREAM_MAX_CONNECTIONS
+    holds an upstream connection too (the upstream pool opens at most `upstream_connections`)."""
+    if room >= 2 * upstream_connections:
+        return room - upstream_connections
     return room // 2
 
 

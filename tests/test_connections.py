@@ -32,7 +32,10 @@ from uvicorn.server import ServerState
 
 from naive_mcp.connections import ConnectionLimits, LimitedH11Protocol
 from naive_mcp.logs import RepeatFilter
+from naive_mcp.remote import streams_within
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
+from naive_mcp.sessions import SessionLimits
+from naive_mcp.settings import Settings
 from tests.conftest import NAIVE_MCP, upstream_env
 from tests.remote import HttpServer, connect, http_server
 
@@ -357,6 +360,75 @@ async def test_requests_answered_before_their_body_came_cannot_lock_clients_out(
         assert tracebacks(server) == 0, server.logs()
 
 
+# --- streams and connections ---------------------------------------------------------------------
+
+STREAM_LIMIT = 8  # NAIVE_MAX_CONNECTIONS: streams may take 6 of them
+
+
+def stream_head(server: HttpServer, token: str) -> bytes:
+    """A streamable-HTTP GET stream (stateless: no session needed)."""
+    host = server.base.removeprefix("http://")
+    return (
+        f"GET /mcp HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+        f"MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer {token}\r\n\r\n"
+    ).encode()
+
+
+async def test_sse_streams_cannot_take_every_connection(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
+) -> None:
+    """Streams default to 1000 in all and 100 per client, more than the connections (here 8,
+    as a low descriptor limit makes them): two clients opening 5 streams each took every
+    connection, and /health got 503. They are now held to three quarters of the connections
+    (6), and /health and MCP answer beside them."""
+    tokens = [f"stream-client-{n}-token-long-enough-0123456789" for n in range(2)]
+    env = {
+        **upstream_env(sandbox, api_key),
+        "NAIVE_AUTH_TOKENS": json.dumps(tokens),
+        "NAIVE_MAX_CONNECTIONS": str(STREAM_LIMIT),
+    }
+    with http_server(tmp_path, env, "--stateless") as server:
+        assert (
+            "NAIVE_MAX_SSE_STREAMS (from 1000) and NAIVE_MAX_SSE_STREAMS_PER_CLIENT (from 100) lowered to 6"
+            in server.logs()
+        ), server.logs()
+        streams: list[RawClient] = []
+        for token in tokens:
+            for _ in range(5):
+                streams.append(stream := raw_client(server, stream_head(server, token)))
+                await wait_until(lambda: stream.answers() == 1, "a stream got no answer")
+        opened = [s for s in streams if s.status == 200]
+        refused = [s for s in streams if s.status != 200]
+        health = [timed_health(server)[0] for _ in range(5)]
+        async with connect(server, tokens[0]) as client:
+            tools = len((await client.list_tools()).tools)
+        figures = (
+            f"2 clients x 5 SSE streams at NAIVE_MAX_CONNECTIONS={STREAM_LIMIT}: {len(opened)} opened, "
+            f"{len(refused)} refused {sorted({s.status for s in refused})}; /health {health}; MCP listed {tools} tools"
+        )
+        logger.info(figures)
+        assert len(opened) == 6 and {s.status for s in refused} == {503}, figures
+        assert b"NAIVE_MAX_SSE_STREAMS" in refused[0].received
+        assert health == [200] * 5 and tools == 5, figures
+
+
+def test_sse_streams_set_past_the_connections_are_lowered_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    connections = ConnectionLimits(100, 1.0, 1.0, 5)
+    settings = Settings(max_sse_streams=500, max_sse_streams_per_client=50)
+    with caplog.at_level(logging.INFO, logger="naive_mcp.remote"):
+        sessions = streams_within(settings, connections)
+    assert (sessions.max_sse_streams, sessions.max_sse_streams_per_client) == (75, 50)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "NAIVE_MAX_SSE_STREAMS (from 500) lowered to 75" in caplog.text
+    assert "NAIVE_MAX_CONNECTIONS" in caplog.text
+    caplog.clear()
+    fitting = Settings(max_sse_streams=75, max_sse_streams_per_client=10)
+    assert streams_within(fitting, connections) == SessionLimits.from_settings(fitting)
+    assert not caplog.records
+
+
 # --- a slow body, idle connections -----------------------------------------------------------------
 
 
@@ -508,7 +580,7 @@ def test_a_descriptor_limit_too_low_for_any_connection_is_refused() -> None:
     script = (
         "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40));"
         "from naive_mcp.connections import ConnectionLimits;"
-        "ConnectionLimits.fitted(None, headers_timeout=1, body_timeout=1, keepalive_timeout=1)"
+        "ConnectionLimits.fitted(None, headers_timeout=1, body_timeout=1, keepalive_timeout=1, upstream_connections=200)"
     )
     run = subprocess.run([str(NAIVE_MCP.with_name("python")), "-c", script], capture_output=True, text=True)
     assert run.returncode != 0 and "leaves no room for HTTP connections" in run.stderr, run.stderr
