@@ -121,7 +121,7 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
 def streams_within(settings: Settings, connections: ConnectionLimits) -> SessionLimits:
     """The session limits of `settings` with at most `connections.max_streams` SSE streams, in
     all and per client, so that streams (each holds a connection) cannot take every connection.
-    Lowering what the operator set is a warning; lowering a default, a line at start."""
+    Lowering what the operator set is a warning."""
     sessions = SessionLimits.from_settings(settings)
     room = connections.max_streams
     lowered = [
@@ -134,16 +134,20 @@ def streams_within(settings: Settings, connections: ConnectionLimits) -> Session
     ]
     if not lowered:
         return sessions
-    chosen = {"max_sse_streams", "max_sse_streams_per_client"} & settings.model_fields_set
-    logger.log(
-        logging.WARNING if chosen else logging.INFO,
-        "%s lowered to %d: each SSE stream holds one of the %d connections (NAIVE_MAX_CONNECTIONS), "
-        "and a quarter of them are kept for other requests. Raise NAIVE_MAX_CONNECTIONS (and the "
-        "file-descriptor limit) to allow more streams.",
-        " and ".join(f"{variable} (from {value})" for variable, value in lowered),
-        room,
-        connections.max_connections,
-    )
+    chosen = [
+        (variable, value)
+        for variable, value in lowered
+        if variable.removeprefix("NAIVE_").lower() in settings.model_fields_set
+    ]
+    if chosen:  # a default lowered is only said in the start line on connection limits
+        logger.warning(
+            "%s lowered to %d: each SSE stream holds one of the %d connections (NAIVE_MAX_CONNECTIONS), "
+            "and a quarter of them are kept for other requests. Raise NAIVE_MAX_CONNECTIONS (and the "
+            "file-descriptor limit) to allow more streams.",
+            " and ".join(f"{variable} (from {value})" for variable, value in chosen),
+            room,
+            connections.max_connections,
+        )
     return replace(
         sessions,
         max_sse_streams=min(sessions.max_sse_streams, room),

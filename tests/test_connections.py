@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
 import json
 import logging
@@ -31,7 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from naive_mcp.connections import ConnectionLimits, LimitedH11Protocol
-from naive_mcp.logs import RepeatFilter
+from naive_mcp.logs import CLIENT_CAUSED, RepeatFilter
 from naive_mcp.remote import streams_within
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.sessions import SessionLimits
@@ -388,10 +389,7 @@ async def test_sse_streams_cannot_take_every_connection(
         "NAIVE_MAX_CONNECTIONS": str(STREAM_LIMIT),
     }
     with http_server(tmp_path, env, "--stateless") as server:
-        assert (
-            "NAIVE_MAX_SSE_STREAMS (from 1000) and NAIVE_MAX_SSE_STREAMS_PER_CLIENT (from 100) lowered to 6"
-            in server.logs()
-        ), server.logs()
+        assert "SSE streams at most 6, 6 per client" in server.logs(), server.logs()
         streams: list[RawClient] = []
         for token in tokens:
             for _ in range(5):
@@ -651,3 +649,58 @@ def test_lines_a_client_can_cause_at_will_are_rate_limited() -> None:
         loop.close()
     assert len(records) == 2, [r.getMessage() for r in records]
     assert "[2047 more like this in 11 s left out]" in records[1].getMessage()
+
+
+def test_a_message_that_differs_each_time_is_one_kind_past_a_few() -> None:
+    """The SDK formats client input into some lines (f"Invalid Host header: {host}"): past 10
+    different messages from one place in a window, the rest are one kind."""
+    now = [0.0]
+    repeats = RepeatFilter(window=10, clock=lambda: now[0])
+
+    def record(message: str, line: int = 69) -> logging.LogRecord:
+        return logging.LogRecord(
+            "mcp.server.transport_security", logging.WARNING, "ts.py", line, message, None, None
+        )
+
+    passed = [r for r in (record(f"Invalid Host header: evil-{n}") for n in range(500)) if repeats.filter(r)]
+    assert len(passed) == 11, [r.getMessage() for r in passed]
+    assert repeats.filter(record("from another place", line=53))
+    now[0] = 11  # a new window: 10 different ones again, then the rest as one kind
+    again = [r for r in (record(f"Invalid Host header: again-{n}") for n in range(20)) if repeats.filter(r)]
+    assert len(again) == 11
+    assert "[489 more from the same place in 11 s left out]" in again[-1].getMessage()
+
+
+def test_the_sdk_loggers_rate_limited_are_the_ones_it_logs_to() -> None:
+    """If this fails, the mcp SDK moved its transports' logging: update logs.CLIENT_CAUSED."""
+    for name in CLIENT_CAUSED:
+        if name.startswith("mcp."):
+            module = importlib.import_module(name)
+            assert module.logger.name == name, name
+
+
+async def test_request_bodies_dropped_midway_do_not_flood_stderr_with_tracebacks(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
+) -> None:
+    """100 POSTs that declare 1000 bytes, send one and hang up: the SDK logged a traceback for
+    each (ClientDisconnect, from mcp.server.streamable_http) and two lines of session opened
+    and ended; at most one of each kind per 10 s passes now."""
+    dropped = 100
+    with http_server(tmp_path, upstream_env(sandbox, api_key)) as server:
+        host = server.base.removeprefix("http://")
+        head = post_head(b"{" * 1000).replace(b"Host: 127.0.0.1", f"Host: {host}".encode())
+        lines_before = len(server.logs().splitlines())
+        baseline = sockets_of(server.process.pid)
+        for _ in range(dropped):
+            raw_client(server, head + b"{").close()
+        with anyio.fail_after(WAIT):  # every dropped connection seen closed
+            while sockets_of(server.process.pid) > baseline:  # noqa: ASYNC110 - another process
+                await anyio.sleep(0.02)
+        assert timed_health(server)[0] == 200
+        await wait_until(lambda: "Error handling POST request" in server.logs(), "the SDK logged nothing")
+        lines = len(server.logs().splitlines()) - lines_before
+        figures = (
+            f"{dropped} request bodies dropped: {tracebacks(server)} tracebacks, {lines} lines on stderr"
+        )
+        logger.info(figures)
+        assert tracebacks(server) <= 1 and lines < 80, figures + "\n" + server.logs()
