@@ -17,10 +17,15 @@ request is in:
   (`body_timeout`); the end of the body ends both. A request past its deadline gets 408 and
   the connection is closed. Once the body is in there is no deadline: an answer may stream (SSE)
   for as long as it takes.
+- a request answered before its body is in (401 before reading it, 413 from the declared
+  length, …) owes nothing more: the rest of its body is read and dropped (closing at once could
+  reset the connection and lose the answer) until it ends, when the connection is kept alive,
+  or until the body deadline; meanwhile it counts as without a request under way.
 - between requests, uvicorn's keep-alive timer (`keepalive_timeout`) closes an idle connection.
 - at most `max_connections` are open. A connection past it takes the place of the one that
-  has waited longest without a request under way (idle, or still sending its headers: a
-  slowloris socket), which gets a 503 if it had started a request; only when every connection
+  has waited longest without a request under way (idle, still sending its headers: a
+  slowloris socket, or answered and still sending a body), which gets a 503 if it had started
+  a request and had no answer; only when every connection
   is busy with a request is the newcomer itself refused with a 503 (`Connection: close`,
   `Retry-After`). Either way it is closed at once, without a traceback.
 
@@ -46,7 +51,6 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-from naive_mcp.client import UPSTREAM_MAX_CONNECTIONS
 from naive_mcp.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -79,16 +83,18 @@ class ConnectionLimits:
         headers_timeout: float,
         body_timeout: float,
         keepalive_timeout: int,
+        upstream_connections: int,
     ) -> ConnectionLimits:
         """The limits this process can keep: `max_connections` (default 1000) lowered, with a
-        warning, to what the file-descriptor limit allows once raised as far as it goes."""
+        warning, to what the file-descriptor limit allows once raised as far as it goes, beside
+        an upstream pool of at most `upstream_connections`."""
         descriptors = raise_descriptor_limit()
         if descriptors is None:  # no RLIMIT_NOFILE (Windows): the system's own limits apply
             wanted = max_connections or DEFAULT_MAX_CONNECTIONS
             return cls(wanted, headers_timeout, body_timeout, keepalive_timeout)
         free = descriptors - _open_descriptors() - _SPARE_DESCRIPTORS
         backlog = max(_MIN_BACKLOG, min(_MAX_BACKLOG, free // 8))
-        fitting = _connections_fitting(free - backlog)
+        fitting = _connections_fitting(free - backlog, upstream_connections)
         if fitting < 1:
             raise ConfigurationError(
                 f"the file-descriptor limit ({descriptors}) leaves no room for HTTP connections: raise it "
@@ -107,6 +113,12 @@ class ConnectionLimits:
             )
         return cls(min(wanted, fitting), headers_timeout, body_timeout, keepalive_timeout, backlog)
 
+    @property
+    def max_streams(self) -> int:
+        """The most long-lived streams (SSE) these connections leave room for: three quarters
+        of them, so that streams cannot take the connections ordinary requests need."""
+        return max(1, self.max_connections * 3 // 4)
+
     def protocol(self) -> type[LimitedH11Protocol]:
         """uvicorn's `http=` for one server under these limits (uvicorn applies `backlog` and
         `keepalive_timeout` itself, as `backlog=` and `timeout_keep_alive=`)."""
@@ -121,11 +133,11 @@ class ConnectionLimits:
         )
 
 
-def _connections_fitting(room: int) -> int:
+def _connections_fitting(room: int, upstream_connections: int) -> int:
     """How many client connections `room` descriptors hold, when each may be making a call that
-    holds an upstream connection too (the upstream pool opens at most UPSTREAM_MAX_CONNECTIONS)."""
-    if room >= 2 * UPSTREAM_MAX_CONNECTIONS:
-        return room - UPSTREAM_MAX_CONNECTIONS
+    holds an upstream connection too (the upstream pool opens at most `upstream_connections`)."""
+    if room >= 2 * upstream_connections:
+        return room - upstream_connections
     return room // 2
 
 
@@ -290,12 +302,22 @@ class LimitedH11Protocol(H11Protocol):
                     self.timeout_keep_alive, self.timeout_keep_alive_handler
                 )
             return
-        self.board.busy(self)
         if state is h11.SEND_BODY:
             if self._deadline_for != "body":
                 self._arm("body")
+            if self._answered_early():
+                # Nothing of this request is left to serve: its body is read and dropped (so
+                # the answer reaches the client rather than a reset) until it ends or its
+                # deadline passes, and meanwhile the connection may be closed to make room.
+                self.board.waiting(self)
+                return
         else:  # the request is in (DONE), or the connection is ending
             self._disarm()
+        self.board.busy(self)
+
+    def _answered_early(self) -> bool:
+        """Answered before its request's body came (401, 413 from the declared length, …)."""
+        return self.cycle is not None and self.cycle.response_complete
 
     def _arm(self, deadline: Deadline) -> None:
         self._disarm()
@@ -338,7 +360,7 @@ class LimitedH11Protocol(H11Protocol):
             "at NAIVE_MAX_CONNECTIONS (%d): closing the connection longest without a request to make room",
             self.board.limits.max_connections,
         )
-        if not victim._between_requests:
+        if not victim._between_requests and not victim._answered_early():
             victim.transport.write(self.board.evicted_response)
         victim._close()
         return True

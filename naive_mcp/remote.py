@@ -24,6 +24,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TypeVar
 
 import anyio
@@ -38,7 +39,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, DroppedCallCancels, StatelessCancels
-from naive_mcp.client import make_http_client
+from naive_mcp.client import UPSTREAM_MAX_CONNECTIONS, make_http_client
 from naive_mcp.connections import ConnectionLimits
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.guard import SpendGuard
@@ -70,14 +71,21 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
     async with make_http_client(settings) as http:
         services = Services.create(settings, http, progress_needs_token=True)
         relay = cancel_relay or StoreCancelRelay(services.guard)
-        app = build_app(create_server(settings, services=services), settings, cancel_relay=relay)
-        answer_unchecked_keys(app)  # a client key that cannot be checked now: 503, not a traceback
         limits = ConnectionLimits.fitted(
             settings.max_connections,
             headers_timeout=settings.headers_timeout,
             body_timeout=settings.body_timeout,
             keepalive_timeout=settings.keepalive_timeout,
+            upstream_connections=UPSTREAM_MAX_CONNECTIONS,
         )
+        session_limits = streams_within(settings, limits)
+        app = build_app(
+            create_server(settings, services=services),
+            settings,
+            cancel_relay=relay,
+            session_limits=session_limits,
+        )
+        answer_unchecked_keys(app)  # a client key that cannot be checked now: 503, not a traceback
         freeze_startup_objects()
         config = uvicorn.Config(
             app,
@@ -99,11 +107,53 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
             " (stateless)" if settings.stateless and settings.transport == "streamable-http" else "",
             settings.shown_base_url,
         )
-        logger.info("connection limits: %s", limits.describe())
+        logger.info(
+            "connection limits: %s; SSE streams at most %d, %d per client",
+            limits.describe(),
+            session_limits.max_sse_streams,
+            session_limits.max_sse_streams_per_client,
+        )
         async with services.running():
             await _Server(config, services.calls, settings.shutdown_grace).serve()
             await log_usage(services)
     logger.info("naive-mcp stopped")
+
+
+def streams_within(settings: Settings, connections: ConnectionLimits) -> SessionLimits:
+    """The session limits of `settings` with at most `connections.max_streams` SSE streams, in
+    all and per client, so that streams (each holds a connection) cannot take every connection.
+    Lowering what the operator set is a warning."""
+    sessions = SessionLimits.from_settings(settings)
+    room = connections.max_streams
+    lowered = [
+        (variable, value)
+        for variable, value in [
+            ("NAIVE_MAX_SSE_STREAMS", sessions.max_sse_streams),
+            ("NAIVE_MAX_SSE_STREAMS_PER_CLIENT", sessions.max_sse_streams_per_client),
+        ]
+        if value > room
+    ]
+    if not lowered:
+        return sessions
+    chosen = [
+        (variable, value)
+        for variable, value in lowered
+        if variable.removeprefix("NAIVE_").lower() in settings.model_fields_set
+    ]
+    if chosen:  # a default lowered is only said in the start line on connection limits
+        logger.warning(
+            "%s lowered to %d: each SSE stream holds one of the %d connections (NAIVE_MAX_CONNECTIONS), "
+            "and a quarter of them are kept for other requests. Raise NAIVE_MAX_CONNECTIONS (and the "
+            "file-descriptor limit) to allow more streams.",
+            " and ".join(f"{variable} (from {value})" for variable, value in chosen),
+            room,
+            connections.max_connections,
+        )
+    return replace(
+        sessions,
+        max_sse_streams=min(sessions.max_sse_streams, room),
+        max_sse_streams_per_client=min(sessions.max_sse_streams_per_client, room),
+    )
 
 
 class StoreCancelRelay:
@@ -188,19 +238,21 @@ def build_app(
     *,
     cancel_relay: CancelRelay | None = None,
     cancel_poll_interval: float = DEFAULT_POLL_INTERVAL,
+    session_limits: SessionLimits | None = None,
 ) -> Starlette:
     """The HTTP app. Stateless streamable HTTP: `notifications/cancelled` stops the call it names,
     here or, through `cancel_relay` (default: in memory, this process only), on another replica
     sharing it, which asks the relay every `cancel_poll_interval` seconds while calls run.
     Stateful: a call whose client left is cancelled in its session. Every transport: sessions and
     SSE streams are limited in all and per client (`sessions.py`), and a request whose id is not
-    a string or an integer is refused (`request_ids.py`)."""
+    a string or an integer is refused (`request_ids.py`). `session_limits`: those limits
+    (default: from `settings`; `serve_http` fits the SSE streams to the connections)."""
     register: Callable[[Callable[[Request], Awaitable[Response]]], object] = server.custom_route(
         "/health", methods=["GET"]
     )
     register(_health)
     security = transport_security(settings)
-    limits = SessionLimits.from_settings(settings)
+    limits = session_limits or SessionLimits.from_settings(settings)
     streams = StreamCounts(limits)
     max_body = settings.max_request_bytes
     if settings.transport == "sse":

@@ -244,7 +244,8 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000,
         description="HTTP: most SSE streams held open at once, in all: legacy SSE sessions and "
-        "streamable-http GET streams (each holds a connection).",
+        "streamable-http GET streams (each holds a connection); at most three quarters of the "
+        "connections (NAIVE_MAX_CONNECTIONS).",
     )
     max_sse_streams_per_client: int = Field(
         default=100,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
 import json
 import logging
@@ -31,8 +32,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from naive_mcp.connections import ConnectionLimits, LimitedH11Protocol
-from naive_mcp.logs import RepeatFilter
+from naive_mcp.logs import CLIENT_CAUSED, RepeatFilter
+from naive_mcp.remote import streams_within
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
+from naive_mcp.sessions import SessionLimits
+from naive_mcp.settings import Settings
 from tests.conftest import NAIVE_MCP, upstream_env
 from tests.remote import HttpServer, connect, http_server
 
@@ -292,6 +296,137 @@ async def test_connections_all_busy_with_requests_turn_a_newcomer_away_with_503(
         assert tracebacks(server) == 0, server.logs()
 
 
+# --- answered before the body came -----------------------------------------------------------------
+
+EARLY_LIMIT = 10
+PROBES = 20
+TOKEN = "an-operator-token-long-enough-to-pass-0123456789"
+
+
+async def test_requests_answered_before_their_body_came_cannot_lock_clients_out(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
+) -> None:
+    """Without a token: NAIVE_MAX_CONNECTIONS sockets each send a POST head declaring 1000 bytes
+    and one byte of body; the server answers 401 at once, before the body. Each socket closed is
+    reopened at once. Such a connection, answered and still owing its body, may be closed to
+    make room: /health keeps answering (before: it had to wait for uvicorn's keep-alive timer to
+    free a place, so 0 of 72 probes answered over 20 s). An honest client that sends the rest of
+    its body keeps its connection; the body deadline still closes the ones that never do."""
+    env = {
+        **upstream_env(sandbox, api_key),
+        "NAIVE_AUTH_TOKENS": json.dumps([TOKEN]),
+        "NAIVE_MAX_CONNECTIONS": str(EARLY_LIMIT),
+        "NAIVE_KEEPALIVE_TIMEOUT": "60",  # not the timer that frees a place here
+        "NAIVE_BODY_TIMEOUT": "3",
+    }
+    half_body = post_head(b"{" * 1000) + b"{"
+    with http_server(tmp_path, env) as server:
+
+        def answered(client: RawClient) -> bool:
+            return client.answers() == 1 or client.ended()
+
+        attackers = [raw_client(server, half_body) for _ in range(EARLY_LIMIT)]
+        reopened = 0
+        statuses: list[int] = []
+        for _ in range(PROBES):
+            # Every place taken by a connection that was answered 401 and still owes its body.
+            await wait_until(lambda: all([answered(a) for a in attackers]), "no early answer")
+            for index, attacker in enumerate(attackers):
+                if attacker.ended():
+                    attackers[index] = raw_client(server, half_body)
+                    reopened += 1
+            await wait_until(lambda: all([answered(a) for a in attackers]), "no early answer")
+            statuses.append(httpx2.get(f"{server.base}/health", timeout=WAIT).status_code)
+        figures = (
+            f"{EARLY_LIMIT} half-body POST sockets answered 401 at the limit {EARLY_LIMIT}, "
+            f"{reopened} reopened: /health answered 200 to {statuses.count(200)} of {PROBES} probes "
+            f"(statuses {sorted(set(statuses))})"
+        )
+        logger.info(figures)
+        assert statuses == [200] * PROBES, figures
+        assert {a.status for a in attackers} == {401}, figures
+
+        # An honest client answered early that sends the rest of its body keeps its connection.
+        honest = raw_client(server, half_body)
+        await wait_until(lambda: answered(honest), "no early answer")
+        assert honest.status == 401, honest.received
+        honest.send(b"{" * 999 + HEALTH)
+        await wait_until(lambda: honest.answers() == 2, "the connection was not kept")
+        assert honest.received.count(b"HTTP/1.1 200") == 1 and not honest.ended()
+        # The others never send their body: closed at the body deadline, with no second answer.
+        others = [a for a in attackers if not a.ended()]
+        assert others, "every attacker was closed to make room"
+        await wait_until(lambda: all_ended(others), "a connection owing its body was kept")
+        assert all(a.answers() == 1 for a in others), [a.received for a in others]
+        assert tracebacks(server) == 0, server.logs()
+
+
+# --- streams and connections ---------------------------------------------------------------------
+
+STREAM_LIMIT = 8  # NAIVE_MAX_CONNECTIONS: streams may take 6 of them
+
+
+def stream_head(server: HttpServer, token: str) -> bytes:
+    """A streamable-HTTP GET stream (stateless: no session needed)."""
+    host = server.base.removeprefix("http://")
+    return (
+        f"GET /mcp HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+        f"MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer {token}\r\n\r\n"
+    ).encode()
+
+
+async def test_sse_streams_cannot_take_every_connection(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
+) -> None:
+    """Streams default to 1000 in all and 100 per client, more than the connections (here 8,
+    as a low descriptor limit makes them): two clients opening 5 streams each took every
+    connection, and /health got 503. They are now held to three quarters of the connections
+    (6), and /health and MCP answer beside them."""
+    tokens = [f"stream-client-{n}-token-long-enough-0123456789" for n in range(2)]
+    env = {
+        **upstream_env(sandbox, api_key),
+        "NAIVE_AUTH_TOKENS": json.dumps(tokens),
+        "NAIVE_MAX_CONNECTIONS": str(STREAM_LIMIT),
+    }
+    with http_server(tmp_path, env, "--stateless") as server:
+        assert "SSE streams at most 6, 6 per client" in server.logs(), server.logs()
+        streams: list[RawClient] = []
+        for token in tokens:
+            for _ in range(5):
+                streams.append(stream := raw_client(server, stream_head(server, token)))
+                await wait_until(lambda: stream.answers() == 1, "a stream got no answer")
+        opened = [s for s in streams if s.status == 200]
+        refused = [s for s in streams if s.status != 200]
+        health = [timed_health(server)[0] for _ in range(5)]
+        async with connect(server, tokens[0]) as client:
+            tools = len((await client.list_tools()).tools)
+        figures = (
+            f"2 clients x 5 SSE streams at NAIVE_MAX_CONNECTIONS={STREAM_LIMIT}: {len(opened)} opened, "
+            f"{len(refused)} refused {sorted({s.status for s in refused})}; /health {health}; MCP listed {tools} tools"
+        )
+        logger.info(figures)
+        assert len(opened) == 6 and {s.status for s in refused} == {503}, figures
+        assert b"NAIVE_MAX_SSE_STREAMS" in refused[0].received
+        assert health == [200] * 5 and tools == 5, figures
+
+
+def test_sse_streams_set_past_the_connections_are_lowered_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    connections = ConnectionLimits(100, 1.0, 1.0, 5)
+    settings = Settings(max_sse_streams=500, max_sse_streams_per_client=50)
+    with caplog.at_level(logging.INFO, logger="naive_mcp.remote"):
+        sessions = streams_within(settings, connections)
+    assert (sessions.max_sse_streams, sessions.max_sse_streams_per_client) == (75, 50)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "NAIVE_MAX_SSE_STREAMS (from 500) lowered to 75" in caplog.text
+    assert "NAIVE_MAX_CONNECTIONS" in caplog.text
+    caplog.clear()
+    fitting = Settings(max_sse_streams=75, max_sse_streams_per_client=10)
+    assert streams_within(fitting, connections) == SessionLimits.from_settings(fitting)
+    assert not caplog.records
+
+
 # --- a slow body, idle connections -----------------------------------------------------------------
 
 
@@ -443,7 +578,7 @@ def test_a_descriptor_limit_too_low_for_any_connection_is_refused() -> None:
     script = (
         "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40));"
         "from naive_mcp.connections import ConnectionLimits;"
-        "ConnectionLimits.fitted(None, headers_timeout=1, body_timeout=1, keepalive_timeout=1)"
+        "ConnectionLimits.fitted(None, headers_timeout=1, body_timeout=1, keepalive_timeout=1, upstream_connections=200)"
     )
     run = subprocess.run([str(NAIVE_MCP.with_name("python")), "-c", script], capture_output=True, text=True)
     assert run.returncode != 0 and "leaves no room for HTTP connections" in run.stderr, run.stderr
@@ -514,3 +649,58 @@ def test_lines_a_client_can_cause_at_will_are_rate_limited() -> None:
         loop.close()
     assert len(records) == 2, [r.getMessage() for r in records]
     assert "[2047 more like this in 11 s left out]" in records[1].getMessage()
+
+
+def test_a_message_that_differs_each_time_is_one_kind_past_a_few() -> None:
+    """The SDK formats client input into some lines (f"Invalid Host header: {host}"): past 10
+    different messages from one place in a window, the rest are one kind."""
+    now = [0.0]
+    repeats = RepeatFilter(window=10, clock=lambda: now[0])
+
+    def record(message: str, line: int = 69) -> logging.LogRecord:
+        return logging.LogRecord(
+            "mcp.server.transport_security", logging.WARNING, "ts.py", line, message, None, None
+        )
+
+    passed = [r for r in (record(f"Invalid Host header: evil-{n}") for n in range(500)) if repeats.filter(r)]
+    assert len(passed) == 11, [r.getMessage() for r in passed]
+    assert repeats.filter(record("from another place", line=53))
+    now[0] = 11  # a new window: 10 different ones again, then the rest as one kind
+    again = [r for r in (record(f"Invalid Host header: again-{n}") for n in range(20)) if repeats.filter(r)]
+    assert len(again) == 11
+    assert "[489 more from the same place in 11 s left out]" in again[-1].getMessage()
+
+
+def test_the_sdk_loggers_rate_limited_are_the_ones_it_logs_to() -> None:
+    """If this fails, the mcp SDK moved its transports' logging: update logs.CLIENT_CAUSED."""
+    for name in CLIENT_CAUSED:
+        if name.startswith("mcp."):
+            module = importlib.import_module(name)
+            assert module.logger.name == name, name
+
+
+async def test_request_bodies_dropped_midway_do_not_flood_stderr_with_tracebacks(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
+) -> None:
+    """100 POSTs that declare 1000 bytes, send one and hang up: the SDK logged a traceback for
+    each (ClientDisconnect, from mcp.server.streamable_http) and two lines of session opened
+    and ended; at most one of each kind per 10 s passes now."""
+    dropped = 100
+    with http_server(tmp_path, upstream_env(sandbox, api_key)) as server:
+        host = server.base.removeprefix("http://")
+        head = post_head(b"{" * 1000).replace(b"Host: 127.0.0.1", f"Host: {host}".encode())
+        lines_before = len(server.logs().splitlines())
+        baseline = sockets_of(server.process.pid)
+        for _ in range(dropped):
+            raw_client(server, head + b"{").close()
+        with anyio.fail_after(WAIT):  # every dropped connection seen closed
+            while sockets_of(server.process.pid) > baseline:  # noqa: ASYNC110 - another process
+                await anyio.sleep(0.02)
+        assert timed_health(server)[0] == 200
+        await wait_until(lambda: "Error handling POST request" in server.logs(), "the SDK logged nothing")
+        lines = len(server.logs().splitlines()) - lines_before
+        figures = (
+            f"{dropped} request bodies dropped: {tracebacks(server)} tracebacks, {lines} lines on stderr"
+        )
+        logger.info(figures)
+        assert tracebacks(server) <= 1 and lines < 80, figures + "\n" + server.logs()
