@@ -11,8 +11,8 @@
 - Stateless: a 2025-era client's `notifications/cancelled` stops its call, on whichever replica
   it runs (`cancels.py`; replicas share a `CancelRelay`). Stateful: a call whose client dropped
   its connection is cancelled in its session (`cancels.py`).
-- Sessions and SSE streams are limited in all and per client, idle sessions expire
-  (`sessions.py`); a request whose JSON-RPC id is malformed gets an error (`request_ids.py`).
+- Sessions, SSE streams and requests in flight are limited in all or per client, idle sessions
+  expire (`sessions.py`); a request whose JSON-RPC id is malformed gets an error (`request_ids.py`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from naive_mcp.request_ids import RequestIdCheck
 from naive_mcp.server import create_server, freeze_startup_objects, log_usage
 from naive_mcp.services import CallsInFlight, Services
 from naive_mcp.sessions import (
+    RequestCounts,
     SdkSessions,
     SessionCounts,
     SessionLimits,
@@ -191,9 +192,11 @@ def build_app(
     """The HTTP app. Stateless streamable HTTP: `notifications/cancelled` stops the call it names,
     here or, through `cancel_relay` (default: in memory, this process only), on another replica
     sharing it, which asks the relay every `cancel_poll_interval` seconds while calls run.
-    Stateful: a call whose client left is cancelled in its session. Every transport: sessions and
-    SSE streams are limited in all and per client (`sessions.py`), and a request whose id is not
-    a string or an integer is refused (`request_ids.py`)."""
+    Stateful: a call whose client left is cancelled in its session. Every transport: sessions,
+    SSE streams and requests in flight are limited in all or per client (`sessions.py`), and a
+    request whose id is not a string or an integer is refused (`request_ids.py`). Around the
+    streamable-HTTP endpoint the layers go, outermost first: `StreamableHttpGate` (which reads
+    a POST's body once for all of them), `RequestIdCheck`, the cancels, the SDK."""
     register: Callable[[Callable[[Request], Awaitable[Response]]], object] = server.custom_route(
         "/health", methods=["GET"]
     )
@@ -233,8 +236,12 @@ def build_app(
     else:
         endpoint.app = DroppedCallCancels(endpoint.app, max_body_bytes=max_body)
         sessions = SessionCounts(limits, SdkSessions(server.session_manager))
-    endpoint.app = RequestIdCheck(
-        StreamableHttpGate(endpoint.app, streams, sessions), max_body_bytes=max_body
+    endpoint.app = StreamableHttpGate(
+        RequestIdCheck(endpoint.app, max_body_bytes=max_body),
+        requests=RequestCounts(limits),
+        streams=streams,
+        sessions=sessions,
+        max_body_bytes=max_body,
     )
     return app
 

@@ -8,6 +8,7 @@ response that never comes. Here such a POST gets HTTP 400 and `-32600 Invalid Re
 null`, as JSON-RPC answers a request whose id cannot be read), and the SDK never sees it. The
 2026-era protocol already refuses these (400, -32600); requests without a valid token are left
 to the SDK (401), and so are bodies over the size limit (413) and whatever is not a JSON object.
+A POST whose client went away before its body was whole is served nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mcp.shared.dispatcher import as_request_id
 from mcp_types import INVALID_REQUEST
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from naive_mcp.asgi import buffered, handshake_era, json_object, jsonrpc_error, request_caller
+from naive_mcp.asgi import handshake_era, jsonrpc_error, read_posted, request_caller
 
 
 def has_malformed_id(message: dict[str, Any]) -> bool:
@@ -42,8 +43,10 @@ class RequestIdCheck:
         ):
             await self._app(scope, receive, send)
             return
-        body, receive = await buffered(scope, receive, self._max_body_bytes)
-        message = json_object(body)
+        posted, receive = await read_posted(scope, receive, self._max_body_bytes)
+        if posted is None:
+            return  # the client went away before its body was whole
+        message = posted.message
         if message is not None and has_malformed_id(message):
             refusal = jsonrpc_error(
                 400,
