@@ -21,6 +21,13 @@ those published after the call started. (Clients number their requests from 1 in
 and stateless callers open many sessions: without the time, a cancel that came too late for
 its call would cancel every later call that reuses the id, for as long as it is kept.)
 
+Who may cancel what: a cancel's key is the caller and the JSON-RPC id, nothing else, because a
+stateless 2025-era client sends nothing else of its own with it (no session id; its cancel is a
+POST of its own, on any connection, through any proxy, to any replica). So agents sharing one
+bearer token, or all the clients of a server without auth, can cancel each other's calls that
+carry the same id (and clients number from 1): give each agent its own token. Stateful sessions
+(the SDK matches a cancel within its session) and the 2026-era protocol do not have this.
+
 Everything is left to the SDK otherwise: batches (it rejects them, 400), the 2026-era protocol
 (where a client cancels by closing the response stream, and the SDK ignores this notification
 on purpose), bodies over the size limit, requests without a valid token (401).
