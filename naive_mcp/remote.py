@@ -217,7 +217,7 @@ def build_app(
         stream_route = _route(app, settings.endpoint_path, Route)
         stream_route.app = SseStreamGate(stream_route.app, streams)
         messages = _route(app, message_path.rstrip("/"), Mount)
-        messages.app = RequestIdCheck(messages.app, max_body_bytes=max_body)
+        messages.app = RequestIdCheck(messages.app, max_body_bytes=max_body, only_messages=True)
         return app
     app = server.streamable_http_app(
         streamable_http_path=settings.endpoint_path,

@@ -529,7 +529,7 @@ async def test_a_request_with_a_malformed_id_gets_a_jsonrpc_error_over_streamabl
 tools_list: dict[str, Any] = {"jsonrpc": "2.0", "method": "tools/list"}
 
 
-async def test_a_request_with_a_malformed_id_gets_a_jsonrpc_error_over_legacy_sse(
+async def test_a_malformed_id_or_no_jsonrpc_message_gets_a_jsonrpc_error_over_legacy_sse(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
     with http_server(tmp_path, upstream_env(sandbox, api_key), transport="sse") as server:
@@ -545,12 +545,22 @@ async def test_a_request_with_a_malformed_id_gets_a_jsonrpc_error_over_legacy_ss
             assert (await stream.next() or {}).get("id") == 0
             assert (await http.post(messages, json=INITIALIZED)).status_code == 202
             refused = await answers_to_malformed_ids(http, messages, {})
+            # No JSON-RPC message at all: the SDK logged a traceback for each and ended the session.
+            unreadable = [
+                await http.post(messages, content=body, headers=HEADERS)
+                for body in (b"not json", b"[" * 100_000 + b"]" * 100_000, b"[]", b'{"jsonrpc": "2.0"}')
+            ]
             accepted = await http.post(messages, json={**tools_list, "id": 9})
             with anyio.fail_after(WAIT):
                 listed = await stream.next()
+        logs = server.logs()
 
     assert refused_as_invalid(refused)
+    assert [(r.status_code, r.json()["error"]["code"]) for r in unreadable] == [(400, -32700)] * 3 + [
+        (400, -32600)
+    ]
     assert accepted.status_code == 202 and listed is not None and listed["id"] == 9 and "result" in listed
+    assert "Traceback" not in logs
 
 
 # --- bodies that never come whole, and JSON nested too deep (review of issue 11) ----------------
