@@ -21,6 +21,13 @@ those published after the call started. (Clients number their requests from 1 in
 and stateless callers open many sessions: without the time, a cancel that came too late for
 its call would cancel every later call that reuses the id, for as long as it is kept.)
 
+Who may cancel what: a cancel's key is the caller and the JSON-RPC id, nothing else, because a
+stateless 2025-era client sends nothing else of its own with it (no session id; its cancel is a
+POST of its own, on any connection, through any proxy, to any replica). So agents sharing one
+bearer token, or all the clients of a server without auth, can cancel each other's calls that
+carry the same id (and clients number from 1): give each agent its own token. Stateful sessions
+(the SDK matches a cancel within its session) and the 2026-era protocol do not have this.
+
 Everything is left to the SDK otherwise: batches (it rejects them, 400), the 2026-era protocol
 (where a client cancels by closing the response stream, and the SDK ignores this notification
 on purpose), bodies over the size limit, requests without a valid token (401).
@@ -51,7 +58,7 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, REQUEST_CANCELLED
+from mcp.server.streamable_http import REQUEST_CANCELLED
 from mcp.shared.dispatcher import as_request_id, coerce_request_id
 from mcp_types import ErrorData, JSONRPCError, RequestId
 from sse_starlette.event import ServerSentEvent
@@ -59,12 +66,18 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from naive_mcp.asgi import buffered, handshake_era, json_object, request_caller, served_status
+from naive_mcp.asgi import (
+    handshake_era,
+    own_request_scope,
+    read_posted,
+    request_caller,
+    sends_session_id,
+    served_status,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.25
-_SESSION_HEADER = MCP_SESSION_ID_HEADER.encode("ascii")
 
 
 class CancelRelay(Protocol):
@@ -296,8 +309,10 @@ class CancellableEndpoint:
         if caller is None:
             await self._app(scope, receive, send)  # auth is on and this POST is not authenticated
             return
-        body, receive = await buffered(scope, receive, self._max_body_bytes)
-        message = json_object(body)
+        posted, receive = await read_posted(scope, receive, self._max_body_bytes)
+        if posted is None:
+            return  # the client went away before its body was whole
+        message = posted.message
         if message is None:
             await self._app(scope, receive, send)
             return
@@ -342,13 +357,15 @@ class DroppedCallCancels:
             scope["type"] != "http"
             or scope["method"] != "POST"
             or not handshake_era(scope)
-            or _SESSION_HEADER not in dict(scope["headers"])
+            or not sends_session_id(scope)
             or request_caller(scope) is None
         ):
             await self._app(scope, receive, send)
             return
-        body, receive = await buffered(scope, receive, self._max_body_bytes)
-        message = json_object(body)
+        posted, receive = await read_posted(scope, receive, self._max_body_bytes)
+        if posted is None:
+            return  # the client went away before its body was whole
+        message = posted.message
         request_id = as_request_id(message.get("id")) if message is not None else None
         if message is None or not isinstance(message.get("method"), str) or request_id is None:
             await self._app(scope, receive, send)
@@ -378,7 +395,7 @@ class DroppedCallCancels:
 
         # Shielded: the server may be shutting down, and the call must stop all the same.
         with anyio.move_on_after(self._delivery_timeout, shield=True):
-            status = await served_status(self._app, {**scope, "headers": headers}, receive, discard)
+            status = await served_status(self._app, own_request_scope(scope, headers), receive, discard)
             if status == 202:
                 logger.info("a client left before its call was answered: cancelled the call in its session")
             else:

@@ -11,8 +11,8 @@
 - Stateless: a 2025-era client's `notifications/cancelled` stops its call, on whichever replica
   it runs (`cancels.py`; replicas share a `CancelRelay`). Stateful: a call whose client dropped
   its connection is cancelled in its session (`cancels.py`).
-- Sessions and SSE streams are limited in all and per client, idle sessions expire
-  (`sessions.py`); a request whose JSON-RPC id is malformed gets an error (`request_ids.py`).
+- Sessions, SSE streams and requests in flight are limited in all or per client, idle sessions
+  expire (`sessions.py`); a request whose JSON-RPC id is malformed gets an error (`request_ids.py`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from naive_mcp.request_ids import RequestIdCheck
 from naive_mcp.server import create_server, freeze_startup_objects, log_usage
 from naive_mcp.services import CallsInFlight, Services
 from naive_mcp.sessions import (
+    RequestCounts,
     SdkSessions,
     SessionCounts,
     SessionLimits,
@@ -78,7 +79,7 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
             keepalive_timeout=settings.keepalive_timeout,
             upstream_connections=UPSTREAM_MAX_CONNECTIONS,
         )
-        session_limits = streams_within(settings, limits)
+        session_limits = limits_within(settings, limits)
         app = build_app(
             create_server(settings, services=services),
             settings,
@@ -108,10 +109,11 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
             settings.shown_base_url,
         )
         logger.info(
-            "connection limits: %s; SSE streams at most %d, %d per client",
+            "connection limits: %s; SSE streams at most %d, %d per client; requests in flight %d per client",
             limits.describe(),
             session_limits.max_sse_streams,
             session_limits.max_sse_streams_per_client,
+            session_limits.max_requests_per_client,
         )
         async with services.running():
             await _Server(config, services.calls, settings.shutdown_grace).serve()
@@ -119,41 +121,44 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
     logger.info("naive-mcp stopped")
 
 
-def streams_within(settings: Settings, connections: ConnectionLimits) -> SessionLimits:
-    """The session limits of `settings` with at most `connections.max_streams` SSE streams, in
-    all and per client, so that streams (each holds a connection) cannot take every connection.
-    Lowering what the operator set is a warning."""
+def limits_within(settings: Settings, connections: ConnectionLimits) -> SessionLimits:
+    """The session limits of `settings`, fitted to the connections the server holds: SSE streams
+    (each holds a connection) at most `connections.max_streams`, in all and per client, and, with
+    auth on, one client's requests in flight at most half of the connections, so that neither
+    can take every connection. (Without auth all clients are one, with no others to leave
+    connections for.) Lowering what the operator set is a warning; a default lowered is only
+    said in the start line on connection limits."""
     sessions = SessionLimits.from_settings(settings)
-    room = connections.max_streams
-    lowered = [
-        (variable, value)
-        for variable, value in [
-            ("NAIVE_MAX_SSE_STREAMS", sessions.max_sse_streams),
-            ("NAIVE_MAX_SSE_STREAMS_PER_CLIENT", sessions.max_sse_streams_per_client),
-        ]
-        if value > room
-    ]
-    if not lowered:
-        return sessions
-    chosen = [
-        (variable, value)
-        for variable, value in lowered
-        if variable.removeprefix("NAIVE_").lower() in settings.model_fields_set
-    ]
-    if chosen:  # a default lowered is only said in the start line on connection limits
-        logger.warning(
-            "%s lowered to %d: each SSE stream holds one of the %d connections (NAIVE_MAX_CONNECTIONS), "
-            "and a quarter of them are kept for other requests. Raise NAIVE_MAX_CONNECTIONS (and the "
-            "file-descriptor limit) to allow more streams.",
-            " and ".join(f"{variable} (from {value})" for variable, value in chosen),
-            room,
-            connections.max_connections,
-        )
-    return replace(
+    streams = connections.max_streams
+    requests = max(1, connections.max_connections // 2)
+    with_auth = bool(settings.auth_tokens) or settings.client_keys
+    fitted = replace(
         sessions,
-        max_sse_streams=min(sessions.max_sse_streams, room),
-        max_sse_streams_per_client=min(sessions.max_sse_streams_per_client, room),
+        max_sse_streams=min(sessions.max_sse_streams, streams),
+        max_sse_streams_per_client=min(sessions.max_sse_streams_per_client, streams),
+        max_requests_per_client=min(sessions.max_requests_per_client, requests)
+        if with_auth
+        else sessions.max_requests_per_client,
     )
+    stream = "each SSE stream holds a connection, and a quarter of them are kept for other requests"
+    why = {
+        "max_sse_streams": stream,
+        "max_sse_streams_per_client": stream,
+        "max_requests_per_client": "one client's requests in flight may hold at most half of them",
+    }
+    for name, reason in why.items():
+        before, after = getattr(sessions, name), getattr(fitted, name)
+        if after < before and name in settings.model_fields_set:
+            logger.warning(
+                "NAIVE_%s lowered from %d to %d: the server holds %d connections (NAIVE_MAX_CONNECTIONS), "
+                "and %s. Raise NAIVE_MAX_CONNECTIONS (and the file-descriptor limit) to allow more.",
+                name.upper(),
+                before,
+                after,
+                connections.max_connections,
+                reason,
+            )
+    return fitted
 
 
 class StoreCancelRelay:
@@ -243,10 +248,13 @@ def build_app(
     """The HTTP app. Stateless streamable HTTP: `notifications/cancelled` stops the call it names,
     here or, through `cancel_relay` (default: in memory, this process only), on another replica
     sharing it, which asks the relay every `cancel_poll_interval` seconds while calls run.
-    Stateful: a call whose client left is cancelled in its session. Every transport: sessions and
-    SSE streams are limited in all and per client (`sessions.py`), and a request whose id is not
-    a string or an integer is refused (`request_ids.py`). `session_limits`: those limits
-    (default: from `settings`; `serve_http` fits the SSE streams to the connections)."""
+    Stateful: a call whose client left is cancelled in its session. Every transport: sessions,
+    SSE streams and requests in flight are limited in all or per client (`sessions.py`), and a
+    request whose id is not a string or an integer is refused (`request_ids.py`). Around the
+    streamable-HTTP endpoint the layers go, outermost first: `StreamableHttpGate` (which reads
+    a POST's body once for all of them), `RequestIdCheck`, the cancels, the SDK.
+    `session_limits`: those limits (default: from `settings`; `serve_http` fits the SSE streams
+    to the connections)."""
     register: Callable[[Callable[[Request], Awaitable[Response]]], object] = server.custom_route(
         "/health", methods=["GET"]
     )
@@ -267,7 +275,7 @@ def build_app(
         stream_route = _route(app, settings.endpoint_path, Route)
         stream_route.app = SseStreamGate(stream_route.app, streams)
         messages = _route(app, message_path.rstrip("/"), Mount)
-        messages.app = RequestIdCheck(messages.app, max_body_bytes=max_body)
+        messages.app = RequestIdCheck(messages.app, max_body_bytes=max_body, only_messages=True)
         return app
     app = server.streamable_http_app(
         streamable_http_path=settings.endpoint_path,
@@ -286,8 +294,12 @@ def build_app(
     else:
         endpoint.app = DroppedCallCancels(endpoint.app, max_body_bytes=max_body)
         sessions = SessionCounts(limits, SdkSessions(server.session_manager))
-    endpoint.app = RequestIdCheck(
-        StreamableHttpGate(endpoint.app, streams, sessions), max_body_bytes=max_body
+    endpoint.app = StreamableHttpGate(
+        RequestIdCheck(endpoint.app, max_body_bytes=max_body),
+        requests=RequestCounts(limits),
+        streams=streams,
+        sessions=sessions,
+        max_body_bytes=max_body,
     )
     return app
 

@@ -1,15 +1,21 @@
-"""What one client can make the HTTP server hold: sessions and SSE streams, in all and per client.
+"""What one client can make the HTTP server hold: requests in flight, sessions and SSE streams.
 
+- Requests in flight to the streamable-HTTP endpoint (POST, DELETE; its GET streams are counted
+  as streams): at most `max_requests_per_client` per client at once (`remote.py` fits it, with
+  auth on, to half of the connections, so that one client's calls cannot take every connection).
 - Stateful streamable HTTP: at most `max_sessions` sessions open in all, `max_sessions_per_client`
   per client, and a session with no request in flight for `idle_timeout` seconds is ended. The
   total and the idle expiry are the SDK's own (its session manager's `max_sessions` and
-  `session_idle_timeout`); the count per client is kept here.
+  `session_idle_timeout`); the count per client is kept here. Only a 2025-era POST without a
+  session id that may be an `initialize` opens a session; a 2026-era request has no session
+  and is never counted as one.
 - SSE streams: a legacy SSE session (its GET stream), and a streamable-HTTP GET stream (stateful
   or stateless), each holds a connection open for as long as the client keeps it: at most
   `max_sse_streams` in all, `max_sse_streams_per_client` per client.
 - A client is its bearer token (the SHA-256 digest of it); without auth every client is one.
 - Over a limit, a client gets HTTP 429 (its own limit) or 503 (the server's) with a JSON-RPC
   error that names the setting and what to do; nothing else is held for it.
+- A POST whose client went away before its body was whole is served nothing (`read_posted`).
 
 How sessions are counted per client: a session is its client's from the response that opened it
 (a status under 400 with an `mcp-session-id` header, as the SDK decides it) for as long as the
@@ -22,25 +28,35 @@ requests still in flight count too, so that a burst cannot overshoot the limit.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from naive_mcp.asgi import jsonrpc_error, request_caller
+from naive_mcp.asgi import (
+    SESSION_HEADER,
+    Posted,
+    handshake_era,
+    jsonrpc_error,
+    read_posted,
+    request_caller,
+    sends_session_id,
+)
 
 if TYPE_CHECKING:
     from naive_mcp.settings import Settings
 
+logger = logging.getLogger(__name__)
+
 # JSON-RPC's range for errors an implementation defines; the SDK's own 503 uses -32603.
 LIMIT_REACHED = -32000
-_SESSION_HEADER = MCP_SESSION_ID_HEADER.encode("ascii")
+RETRY_AFTER_SECONDS = 1  # a client over its limit of requests in flight: when to try again
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +66,7 @@ class SessionLimits:
     idle_timeout: float
     max_sse_streams: int
     max_sse_streams_per_client: int
+    max_requests_per_client: int = 100
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionLimits:
@@ -59,6 +76,7 @@ class SessionLimits:
             idle_timeout=settings.session_idle_timeout,
             max_sse_streams=settings.max_sse_streams,
             max_sse_streams_per_client=settings.max_sse_streams_per_client,
+            max_requests_per_client=settings.max_requests_per_client,
         )
 
 
@@ -78,8 +96,8 @@ class SdkSessions:
         return self._table.keys()
 
 
-class StreamCounts:
-    """The streams held open, in all and per client."""
+class _HeldCounts:
+    """How many of one kind of thing (requests in flight, streams) are held, in all and per client."""
 
     def __init__(self, limits: SessionLimits) -> None:
         self._limits = limits
@@ -92,6 +110,40 @@ class StreamCounts:
 
     def of(self, client: str) -> int:
         return self._by_client[client]
+
+    @contextmanager
+    def held(self, client: str) -> Iterator[None]:
+        self._by_client[client] += 1
+        self._total += 1
+        try:
+            yield
+        finally:
+            self._total -= 1
+            self._by_client[client] -= 1
+            if not self._by_client[client]:
+                del self._by_client[client]
+
+
+class RequestCounts(_HeldCounts):
+    """The requests in flight to the streamable-HTTP endpoint (its GET streams aside)."""
+
+    def refusal(self, client: str) -> Response | None:
+        limit = self._limits.max_requests_per_client
+        if self._by_client[client] < limit:
+            return None
+        return jsonrpc_error(
+            429,
+            LIMIT_REACHED,
+            f"Too many requests in flight for this client: {limit}, the most one client (bearer token) "
+            "may have at once (NAIVE_MAX_REQUESTS_PER_CLIENT, at most half of NAIVE_MAX_CONNECTIONS). "
+            "Wait for some of your calls to end and retry, send fewer at once, or ask the operator to "
+            "raise NAIVE_MAX_REQUESTS_PER_CLIENT (and NAIVE_MAX_CONNECTIONS).",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+
+class StreamCounts(_HeldCounts):
+    """The SSE streams held open."""
 
     def refusal(self, client: str) -> Response | None:
         limits = self._limits
@@ -112,18 +164,6 @@ class StreamCounts:
                 "NAIVE_MAX_SSE_STREAMS.",
             )
         return None
-
-    @contextmanager
-    def held(self, client: str) -> Iterator[None]:
-        self._by_client[client] += 1
-        self._total += 1
-        try:
-            yield
-        finally:
-            self._total -= 1
-            self._by_client[client] -= 1
-            if not self._by_client[client]:
-                del self._by_client[client]
 
 
 @dataclass(eq=False)
@@ -211,24 +251,49 @@ class SessionCounts:
 
 
 class StreamableHttpGate:
-    """ASGI wrapper of the streamable-HTTP endpoint: GET streams counted, and (stateful) the
-    requests that open sessions admitted or refused. `sessions` None: stateless."""
+    """ASGI wrapper of the streamable-HTTP endpoint, outermost of the layers around the SDK's:
+    GET streams and other requests in flight counted, a POST's body read (once, for every layer
+    below: `read_posted`), and (stateful) the requests that may open sessions admitted or
+    refused. `sessions` None: stateless."""
 
-    def __init__(self, app: ASGIApp, streams: StreamCounts, sessions: SessionCounts | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        requests: RequestCounts,
+        streams: StreamCounts,
+        sessions: SessionCounts | None,
+        max_body_bytes: int,
+    ) -> None:
         self._app = app
+        self._requests = requests
         self._streams = streams
         self._sessions = sessions
+        self._max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = request_caller(scope) if scope["type"] == "http" else None
         if client is None:  # not HTTP, or not authenticated (the SDK answers 401)
             await self._app(scope, receive, send)
-        elif scope["method"] == "GET":
+            return
+        if scope["method"] == "GET":
             await _hold_stream(self._app, self._streams, client, scope, receive, send)
-        elif self._sessions is not None and _SESSION_HEADER not in dict(scope["headers"]):
-            await self._open_session(self._sessions, client, scope, receive, send)
-        else:
-            await self._app(scope, receive, send)
+            return
+        refusal = self._requests.refusal(client)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        with self._requests.held(client):
+            if scope["method"] != "POST":
+                await self._app(scope, receive, send)
+                return
+            posted, receive = await read_posted(scope, receive, self._max_body_bytes)
+            if posted is None:
+                return  # the client went away before its body was whole
+            if self._sessions is not None and _may_open_session(scope, posted):
+                await self._open_session(self._sessions, client, scope, receive, send)
+            else:
+                await self._app(scope, receive, send)
 
     async def _open_session(
         self, sessions: SessionCounts, client: str, scope: Scope, receive: Receive, send: Send
@@ -241,12 +306,23 @@ class StreamableHttpGate:
 
             async def watch(message: Message) -> None:
                 if message["type"] == "http.response.start" and message["status"] < 400:
-                    session_id = dict(message.get("headers", [])).get(_SESSION_HEADER)
+                    session_id = dict(message.get("headers", [])).get(SESSION_HEADER)
                     if session_id is not None:
                         sessions.opened(opening, session_id.decode("latin-1"))
                 await send(message)
 
             await self._app(scope, receive, watch)
+
+
+def _may_open_session(scope: Scope, posted: Posted) -> bool:
+    """A 2025-era POST without a session id, unless it is plainly not an `initialize` (the SDK
+    takes every such POST for an opening one; only an `initialize` can succeed). A 2026-era
+    request has no session."""
+    if not handshake_era(scope) or sends_session_id(scope):
+        return False
+    message = posted.message
+    method = message.get("method") if message is not None else None
+    return not isinstance(method, str) or method == "initialize"
 
 
 class SseStreamGate:

@@ -254,6 +254,14 @@ class Settings(BaseSettings):
         description="HTTP: most SSE streams one client (bearer token) may hold open; without auth, "
         "all clients together.",
     )
+    max_requests_per_client: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="streamable-http: most requests (POST, DELETE) one client (bearer token) may have in "
+        "flight at once, its GET streams aside; with auth on, never more than half of max_connections. "
+        "Without auth, all clients together.",
+    )
     max_connections: int | None = Field(
         default=None,
         ge=1,

@@ -33,7 +33,7 @@ from uvicorn.server import ServerState
 
 from naive_mcp.connections import ConnectionLimits, LimitedH11Protocol
 from naive_mcp.logs import CLIENT_CAUSED, RepeatFilter
-from naive_mcp.remote import streams_within
+from naive_mcp.remote import limits_within
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.sessions import SessionLimits
 from naive_mcp.settings import Settings
@@ -410,21 +410,26 @@ async def test_sse_streams_cannot_take_every_connection(
         assert health == [200] * 5 and tools == 5, figures
 
 
-def test_sse_streams_set_past_the_connections_are_lowered_with_a_warning(
+def test_streams_and_requests_set_past_the_connections_are_lowered_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     connections = ConnectionLimits(100, 1.0, 1.0, 5)
-    settings = Settings(max_sse_streams=500, max_sse_streams_per_client=50)
+    settings = Settings(max_sse_streams=500, max_sse_streams_per_client=50, auth_tokens={"t": {}})
     with caplog.at_level(logging.INFO, logger="naive_mcp.remote"):
-        sessions = streams_within(settings, connections)
+        sessions = limits_within(settings, connections)
     assert (sessions.max_sse_streams, sessions.max_sse_streams_per_client) == (75, 50)
-    assert [r.levelname for r in caplog.records] == ["WARNING"]
-    assert "NAIVE_MAX_SSE_STREAMS (from 500) lowered to 75" in caplog.text
+    assert sessions.max_requests_per_client == 50, (
+        "with auth, half of the connections (the default 100 lowered)"
+    )
+    assert [r.levelname for r in caplog.records] == ["WARNING"], "a default lowered is not warned of"
+    assert "NAIVE_MAX_SSE_STREAMS lowered from 500 to 75" in caplog.text
     assert "NAIVE_MAX_CONNECTIONS" in caplog.text
     caplog.clear()
-    fitting = Settings(max_sse_streams=75, max_sse_streams_per_client=10)
-    assert streams_within(fitting, connections) == SessionLimits.from_settings(fitting)
+    fitting = Settings(max_sse_streams=75, max_sse_streams_per_client=10, max_requests_per_client=40)
+    assert limits_within(fitting, connections) == SessionLimits.from_settings(fitting)
     assert not caplog.records
+    anonymous = Settings(max_requests_per_client=100)
+    assert limits_within(anonymous, connections).max_requests_per_client == 100, "without auth, one client"
 
 
 # --- a slow body, idle connections -----------------------------------------------------------------

@@ -8,6 +8,7 @@ measured are printed (`pytest -s`), never asserted against the clock.
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -61,6 +62,22 @@ async def open_session(http: httpx2.AsyncClient, url: str, token: str | None) ->
 
 def session_of(opened: httpx2.Response, token: str | None = None) -> dict[str, str]:
     return {"mcp-session-id": opened.headers["mcp-session-id"], **bearer(token)}
+
+
+MODERN = "2026-07-28"
+
+
+def in_2026_era(message: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A 2026-era request (no session, no handshake: the envelope rides in `_meta`) and its headers."""
+    params = message.setdefault("params", {})
+    params.setdefault("_meta", {}).update(
+        {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+    )
+    return message, {"MCP-Protocol-Version": MODERN, "Mcp-Method": message["method"]}
 
 
 def error_of(response: httpx2.Response) -> str:
@@ -265,6 +282,106 @@ async def test_the_sdk_still_keeps_its_sessions_where_the_count_per_client_reads
         SdkSessions(Moved())  # type: ignore[arg-type]
 
 
+async def test_a_2026_era_request_opens_no_session_and_no_session_limit_refuses_it(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path
+) -> None:
+    """Only a 2025-era `initialize` opens a session: a 2026-era request has none, so neither the
+    server's session limit nor its client's refuses it (review of issue 11: it got 503 or 429)."""
+    env = {
+        **upstream_env(sandbox, api_key),
+        **tokens(ALICE, BOB, CAROL),
+        "NAIVE_MAX_SESSIONS": "3",
+        "NAIVE_MAX_SESSIONS_PER_CLIENT": "2",
+    }
+    with http_server(tmp_path, env) as server:
+        async with http_client() as http:
+            alices = [await open_session(http, server.url, ALICE) for _ in range(2)]
+            # alice is at her limit: a 2025-era request without a session that is not an
+            # initialize is the SDK's to refuse, not a session refused
+            not_opening = await post(http, server.url, {**tools_list, "id": 1}, bearer(ALICE))
+            alice_over = await open_session(http, server.url, ALICE)
+            bobs = await open_session(http, server.url, BOB)  # the server is full now
+            carol_over = await open_session(http, server.url, CAROL)
+            modern = [
+                await post(http, server.url, *_with_token(in_2026_era({**tools_list, "id": n}), token))
+                for n, token in enumerate((ALICE, BOB, CAROL))
+            ]
+
+    assert [r.status_code for r in alices] == [200, 200] and bobs.status_code == 200
+    assert not_opening.status_code == 400 and "session" in error_of(not_opening).lower()
+    assert alice_over.status_code == 429 and carol_over.status_code == 503
+    assert [r.status_code for r in modern] == [200] * 3
+    assert all("tools" in r.json()["result"] for r in modern)
+
+
+def _with_token(
+    request: tuple[dict[str, Any], dict[str, str]], token: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    message, headers = request
+    return message, {**headers, **bearer(token)}
+
+
+async def test_one_token_cannot_take_every_connection_with_calls_in_flight(
+    paced: RunningSandbox, api_key: str, tmp_path: Path
+) -> None:
+    """The review's attack: one token sends more slow calls at once than the server has
+    connections. Its requests in flight are limited (here to 12: NAIVE_MAX_REQUESTS_PER_CLIENT's
+    default 100, lowered to half of NAIVE_MAX_CONNECTIONS=24); the rest get 429 at once, and
+    /health and another token's calls are answered throughout."""
+    env = {**upstream_env(paced, api_key), **tokens(ALICE, BOB), "NAIVE_MAX_CONNECTIONS": "24"}
+    with http_server(tmp_path, env, "--stateless") as server:
+        async with (
+            http_client(limits=httpx2.Limits(max_connections=100)) as http,
+            anyio.create_task_group() as group,
+        ):
+            held: list[int] = []
+            refused: list[httpx2.Response] = []
+            release = anyio.Event()
+
+            async def slow_call(n: int) -> None:
+                async with http.stream(
+                    "POST", server.url, json=tools_call(n), headers={**HEADERS, **bearer(ALICE)}
+                ) as response:
+                    if response.status_code == 200:
+                        held.append(n)
+                        await release.wait()  # then drop it: the call is cancelled
+                    else:
+                        await response.aread()
+                        refused.append(response)
+
+            for n in range(20):
+                group.start_soon(slow_call, n)
+            with anyio.fail_after(WAIT):  # the answers take about 50 s: none ends by itself here
+                while len(held) + len(refused) < 20:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            health = await http.get(f"{server.base}/health")
+            bobs = await post(http, server.url, tools_call(1, "hi", model=None), bearer(BOB))
+            release.set()
+        async with http_client() as http:
+            alices_list = {**tools_list, "id": 2}
+            with anyio.fail_after(WAIT):  # room again once the server has seen alice's calls go
+                while (again := await post(http, server.url, alices_list, bearer(ALICE))).status_code == 429:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+        logs = server.logs()
+
+    report(f"requests in flight per client: alice held {len(held)} of 20 slow calls, {len(refused)} got 429")
+    assert len(held) == 12 and len(refused) == 8
+    assert {r.status_code for r in refused} == {429}
+    assert refused[0].headers["retry-after"] == "1"
+    assert "NAIVE_MAX_REQUESTS_PER_CLIENT" in error_of(refused[0])
+    assert health.status_code == 200
+    assert bobs.status_code == 200 and "result" in streamed_answer(bobs)
+    assert again.status_code == 200
+    assert "lowered from 100 to 12" in logs and "Traceback" not in logs
+
+
+def streamed_answer(response: httpx2.Response) -> dict[str, Any]:
+    """The JSON-RPC answer in a POST's SSE response (after any progress notifications)."""
+    messages = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+    answer: dict[str, Any] = next(m for m in messages if "method" not in m)
+    return answer
+
+
 # --- hole 3: a dropped connection stops its call on every transport and mode ------------------------
 
 
@@ -275,21 +392,10 @@ def paced() -> Iterator[RunningSandbox]:
         yield running
 
 
-MODERN = "2026-07-28"
-
-
 def modern_tools_call(request_id: int) -> tuple[dict[str, Any], dict[str, str]]:
-    """A 2026-era tools/call (no session, no handshake: the envelope rides in `_meta`) and its headers."""
-    message = tools_call(request_id)
-    message["params"]["_meta"].update(
-        {
-            "io.modelcontextprotocol/protocolVersion": MODERN,
-            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
-            "io.modelcontextprotocol/clientCapabilities": {},
-        }
-    )
-    headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "naive_llm_chat"}
-    return message, headers
+    """A 2026-era tools/call and its headers."""
+    message, headers = in_2026_era(tools_call(request_id))
+    return message, {**headers, "Mcp-Name": "naive_llm_chat"}
 
 
 async def drop_mid_answer(server: HttpServer, mode: str, session: dict[str, str]) -> float:
@@ -423,7 +529,7 @@ async def test_a_request_with_a_malformed_id_gets_a_jsonrpc_error_over_streamabl
 tools_list: dict[str, Any] = {"jsonrpc": "2.0", "method": "tools/list"}
 
 
-async def test_a_request_with_a_malformed_id_gets_a_jsonrpc_error_over_legacy_sse(
+async def test_a_malformed_id_or_no_jsonrpc_message_gets_a_jsonrpc_error_over_legacy_sse(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
     with http_server(tmp_path, upstream_env(sandbox, api_key), transport="sse") as server:
@@ -439,12 +545,70 @@ async def test_a_request_with_a_malformed_id_gets_a_jsonrpc_error_over_legacy_ss
             assert (await stream.next() or {}).get("id") == 0
             assert (await http.post(messages, json=INITIALIZED)).status_code == 202
             refused = await answers_to_malformed_ids(http, messages, {})
+            # No JSON-RPC message at all: the SDK logged a traceback for each and ended the session.
+            unreadable = [
+                await http.post(messages, content=body, headers=HEADERS)
+                for body in (b"not json", b"[" * 100_000 + b"]" * 100_000, b"[]", b'{"jsonrpc": "2.0"}')
+            ]
             accepted = await http.post(messages, json={**tools_list, "id": 9})
             with anyio.fail_after(WAIT):
                 listed = await stream.next()
+        logs = server.logs()
 
     assert refused_as_invalid(refused)
+    assert [(r.status_code, r.json()["error"]["code"]) for r in unreadable] == [(400, -32700)] * 3 + [
+        (400, -32600)
+    ]
     assert accepted.status_code == 202 and listed is not None and listed["id"] == 9 and "result" in listed
+    assert "Traceback" not in logs
+
+
+# --- bodies that never come whole, and JSON nested too deep (review of issue 11) ----------------
+
+
+def drop_mid_body(port: int, token: str, version: str) -> None:
+    """A POST's headers with a valid token and the start of its body, then the client is gone."""
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        "Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+        f"MCP-Protocol-Version: {version}\r\nContent-Length: 100\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head.encode() + b'{"jsonrpc"')
+
+
+DROPS = 40  # per protocol era
+
+
+@pytest.mark.parametrize("stateless", [False, True], ids=["stateful", "stateless"])
+async def test_bodies_that_never_come_whole_or_nest_too_deep_cause_no_traceback(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path, stateless: bool
+) -> None:
+    """A client that sends a POST's headers and part of its body, then leaves, is served nothing
+    (the SDK used to log a traceback for each); JSON nested 100,000 deep gets the SDK's 400
+    `-32700` (it used to be a RecursionError: 500 and a traceback)."""
+    env = {**upstream_env(sandbox, api_key), **tokens(ALICE), "NAIVE_LOG_LEVEL": "DEBUG"}
+    with http_server(tmp_path, env, *(["--stateless"] if stateless else [])) as server:
+        port = int(server.base.rsplit(":", 1)[1])
+        for version in ("2025-11-25", MODERN):
+            for _ in range(DROPS):
+                await anyio.to_thread.run_sync(drop_mid_body, port, ALICE, version)
+        with anyio.fail_after(WAIT):  # until the server has seen every one of them go
+            while server.logs().count("before its request's body was whole") < 2 * DROPS:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        async with http_client() as http:
+            deep = await http.post(
+                server.url,
+                content=b"[" * 100_000 + b"]" * 100_000,
+                headers={**HEADERS, **bearer(ALICE)},
+            )
+            serves = await open_session(http, server.url, ALICE)
+        logs = server.logs()
+
+    report(f"{2 * DROPS} bodies dropped midway: {logs.count('Traceback')} tracebacks on stderr")
+    assert "Traceback" not in logs and "ClientDisconnect" not in logs
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == -32700
+    assert serves.status_code == 200
 
 
 def test_the_count_per_client_forgets_ended_sessions_and_its_memory_stays_bounded() -> None:
