@@ -12,7 +12,8 @@
 - SSE streams: a legacy SSE session (its GET stream), and a streamable-HTTP GET stream (stateful
   or stateless), each holds a connection open for as long as the client keeps it: at most
   `max_sse_streams` in all, `max_sse_streams_per_client` per client.
-- A client is its bearer token (the SHA-256 digest of it); without auth every client is one.
+- A client is its bearer token (the SHA-256 digest of it). Without auth every client is one, the
+  operator's, and only the totals apply (`SessionLimits.from_settings`).
 - Over a limit, a client gets HTTP 429 (its own limit) or 503 (the server's) with a JSON-RPC
   error that names the setting and what to do; nothing else is held for it.
 - A POST whose client went away before its body was whole is served nothing (`read_posted`).
@@ -57,6 +58,8 @@ logger = logging.getLogger(__name__)
 # JSON-RPC's range for errors an implementation defines; the SDK's own 503 uses -32603.
 LIMIT_REACHED = -32000
 RETRY_AFTER_SECONDS = 1  # a client over its limit of requests in flight: when to try again
+# Requests in flight of the one client of a server without auth: bounded by its connections.
+_UNBOUNDED = 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +73,25 @@ class SessionLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionLimits:
+        """The limits the settings give. Without auth there is one client, the operator's, with
+        no other to be fair to: the per-client limits give way to the totals (and requests in
+        flight are bounded by the connections)."""
+        if settings.auth_tokens or settings.client_keys:
+            return cls(
+                max_sessions=settings.max_sessions,
+                max_sessions_per_client=settings.max_sessions_per_client,
+                idle_timeout=settings.session_idle_timeout,
+                max_sse_streams=settings.max_sse_streams,
+                max_sse_streams_per_client=settings.max_sse_streams_per_client,
+                max_requests_per_client=settings.max_requests_per_client,
+            )
         return cls(
             max_sessions=settings.max_sessions,
-            max_sessions_per_client=settings.max_sessions_per_client,
+            max_sessions_per_client=settings.max_sessions,
             idle_timeout=settings.session_idle_timeout,
             max_sse_streams=settings.max_sse_streams,
-            max_sse_streams_per_client=settings.max_sse_streams_per_client,
-            max_requests_per_client=settings.max_requests_per_client,
+            max_sse_streams_per_client=settings.max_sse_streams,
+            max_requests_per_client=_UNBOUNDED,
         )
 
 
@@ -147,14 +162,6 @@ class StreamCounts(_HeldCounts):
 
     def refusal(self, client: str) -> Response | None:
         limits = self._limits
-        if self._by_client[client] >= limits.max_sse_streams_per_client:
-            return jsonrpc_error(
-                429,
-                LIMIT_REACHED,
-                f"Too many open SSE streams for this client: {limits.max_sse_streams_per_client}, the "
-                "most one client (bearer token) may hold (NAIVE_MAX_SSE_STREAMS_PER_CLIENT). Close the "
-                "streams you no longer read, or ask the operator to raise NAIVE_MAX_SSE_STREAMS_PER_CLIENT.",
-            )
         if self._total >= limits.max_sse_streams:
             return jsonrpc_error(
                 503,
@@ -162,6 +169,14 @@ class StreamCounts(_HeldCounts):
                 f"The server holds as many SSE streams as it allows ({limits.max_sse_streams}, "
                 "NAIVE_MAX_SSE_STREAMS). Try again later, or ask the operator to raise "
                 "NAIVE_MAX_SSE_STREAMS.",
+            )
+        if self._by_client[client] >= limits.max_sse_streams_per_client:
+            return jsonrpc_error(
+                429,
+                LIMIT_REACHED,
+                f"Too many open SSE streams for this client: {limits.max_sse_streams_per_client}, the "
+                "most one client (bearer token) may hold (NAIVE_MAX_SSE_STREAMS_PER_CLIENT). Close the "
+                "streams you no longer read, or ask the operator to raise NAIVE_MAX_SSE_STREAMS_PER_CLIENT.",
             )
         return None
 
@@ -196,6 +211,14 @@ class SessionCounts:
 
     def refusal(self, client: str) -> Response | None:
         limits = self._limits
+        if len(self._sdk.open_ids()) >= limits.max_sessions:  # the SDK's own limit, with the fix named
+            return jsonrpc_error(
+                503,
+                LIMIT_REACHED,
+                f"The server has as many open sessions as it allows ({limits.max_sessions}, "
+                f"NAIVE_MAX_SESSIONS). Try again later (an idle session ends after "
+                f"{limits.idle_timeout:g} s), or ask the operator to raise NAIVE_MAX_SESSIONS.",
+            )
         if self.of(client) >= limits.max_sessions_per_client:
             return jsonrpc_error(
                 429,
@@ -205,14 +228,6 @@ class SessionCounts:
                 "longer use (an HTTP DELETE with their mcp-session-id header; an idle one ends by itself "
                 f"after {limits.idle_timeout:g} s), or ask the operator to raise "
                 "NAIVE_MAX_SESSIONS_PER_CLIENT.",
-            )
-        if len(self._sdk.open_ids()) >= limits.max_sessions:  # the SDK's own limit, with the fix named
-            return jsonrpc_error(
-                503,
-                LIMIT_REACHED,
-                f"The server has as many open sessions as it allows ({limits.max_sessions}, "
-                f"NAIVE_MAX_SESSIONS). Try again later (an idle session ends after "
-                f"{limits.idle_timeout:g} s), or ask the operator to raise NAIVE_MAX_SESSIONS.",
             )
         return None
 

@@ -229,8 +229,8 @@ class Settings(BaseSettings):
         default=100,
         ge=1,
         le=100_000,
-        description="streamable-http: most stateful sessions one client (bearer token) may hold open; "
-        "without auth, all clients together.",
+        description="streamable-http: most stateful sessions one client (bearer token) may hold open "
+        "(with auth; without it, only NAIVE_MAX_SESSIONS applies).",
     )
     session_idle_timeout: float = Field(
         default=600.0,
@@ -251,16 +251,16 @@ class Settings(BaseSettings):
         default=100,
         ge=1,
         le=100_000,
-        description="HTTP: most SSE streams one client (bearer token) may hold open; without auth, "
-        "all clients together.",
+        description="HTTP: most SSE streams one client (bearer token) may hold open (with auth; "
+        "without it, only NAIVE_MAX_SSE_STREAMS applies).",
     )
     max_requests_per_client: int = Field(
         default=100,
         ge=1,
         le=100_000,
         description="streamable-http: most requests (POST, DELETE) one client (bearer token) may have in "
-        "flight at once, its GET streams aside; with auth on, never more than half of max_connections. "
-        "Without auth, all clients together.",
+        "flight at once, its GET streams aside; never more than half of max_connections. Only with "
+        "auth: without it, the connections bound them.",
     )
     max_connections: int | None = Field(
         default=None,

@@ -428,8 +428,9 @@ def test_streams_and_requests_set_past_the_connections_are_lowered_with_a_warnin
     fitting = Settings(max_sse_streams=75, max_sse_streams_per_client=10, max_requests_per_client=40)
     assert limits_within(fitting, connections) == SessionLimits.from_settings(fitting)
     assert not caplog.records
-    anonymous = Settings(max_requests_per_client=100)
-    assert limits_within(anonymous, connections).max_requests_per_client == 100, "without auth, one client"
+    anonymous = limits_within(Settings(max_sessions=300, max_requests_per_client=10), connections)
+    assert anonymous.max_sessions_per_client == 300, "without auth, one client: the totals apply"
+    assert anonymous.max_requests_per_client > connections.max_connections, "bounded by the connections"
 
 
 # --- a slow body, idle connections -----------------------------------------------------------------

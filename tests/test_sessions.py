@@ -146,24 +146,38 @@ async def test_an_idle_session_expires_and_gives_its_client_room_again(
 ) -> None:
     env = {
         **upstream_env(sandbox, api_key),
+        **tokens(ALICE),
         "NAIVE_MAX_SESSIONS_PER_CLIENT": "2",
         "NAIVE_SESSION_IDLE_TIMEOUT": "0.5",
     }
     with http_server(tmp_path, env) as server:
         async with http_client() as http:
-            first = await open_session(http, server.url, None)
-            second = await open_session(http, server.url, None)
-            refused = await open_session(http, server.url, None)
+            first = await open_session(http, server.url, ALICE)
+            second = await open_session(http, server.url, ALICE)
+            refused = await open_session(http, server.url, ALICE)
             # No request in flight holds either session (opening another touches neither): both
             # expire, and the client has room again.
             with anyio.fail_after(WAIT):
-                while (again := await open_session(http, server.url, None)).status_code == 429:  # noqa: ASYNC110
+                while (again := await open_session(http, server.url, ALICE)).status_code == 429:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
-            gone = await post(http, server.url, INITIALIZED, session_of(first))
+            gone = await post(http, server.url, INITIALIZED, session_of(first, ALICE))
 
     assert [first.status_code, second.status_code, refused.status_code] == [200, 200, 429]
     assert again.status_code == 200 and gone.status_code == 404
     assert "idle timeout" in server.logs()
+
+
+async def test_without_auth_the_one_client_gets_the_totals_not_the_per_client_limits(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path
+) -> None:
+    """Without auth every client is the operator's one: a per-client limit there would only
+    shrink the server (the bench's 200 calls at once got 429 past 100)."""
+    env = {**upstream_env(sandbox, api_key), "NAIVE_MAX_SESSIONS": "4", "NAIVE_MAX_SESSIONS_PER_CLIENT": "2"}
+    with http_server(tmp_path, env) as server:
+        async with http_client() as http:
+            opened = [await open_session(http, server.url, None) for _ in range(5)]
+    assert [response.status_code for response in opened] == [200, 200, 200, 200, 503]
+    assert "NAIVE_MAX_SESSIONS" in error_of(opened[-1])
 
 
 @asynccontextmanager
