@@ -3,6 +3,7 @@ against the sandbox, with the tools' own validation, errors and results."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -16,7 +17,10 @@ from mcp import Client
 from mcp.types import TextContent
 
 from naive_mcp import __version__
+from naive_mcp.redaction import Redactor
 from naive_mcp.sandbox import RunningSandbox
+from naive_mcp.streaming import ChatStream
+from naive_mcp.terminal import _Echo
 from tests.conftest import NAIVE_MCP, SESSION_TIMEOUT, TOOL_NAMES, naive_mcp, upstream_env
 from tests.mcp_wire import last_chat
 
@@ -195,3 +199,21 @@ async def test_serve_is_the_server_as_with_no_command(errlog: Any) -> None:
         assert {tool.name for tool in (await client.list_tools()).tools} == TOOL_NAMES
         result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
     assert not result.is_error
+
+
+def test_the_streamed_text_never_shows_a_secret_even_split_across_chunks() -> None:
+    secret = "nv_sk_test_the_servers_own_key"
+    redact = Redactor([secret])
+    out = io.StringIO()
+    echo = _Echo(out, redact)
+    stream = ChatStream(redact=redact)
+    shown: list[str] = []
+    for piece in ["the key is nv_sk_", "test_the_servers", "_own_key, and ", "that is all"]:
+        stream.feed(json.dumps({"id": "gen-1", "choices": [{"index": 0, "delta": {"content": piece}}]}))
+        echo(stream)
+        shown.append(out.getvalue())
+    stream.feed(json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    echo.finish(stream.finish().choices[0].message.content or "")
+    assert shown[0] == "the key is "  # the secret's beginning waits for the rest
+    assert out.getvalue() == "the key is [redacted], and that is all\n"
+    assert all("nv_sk" not in text for text in shown)
