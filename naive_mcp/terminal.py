@@ -4,7 +4,8 @@ Each command runs the same registry method as its tool (`Method.invoke`: the sam
 caps, spend guard and errors), as the operator (the grant of stdio), and prints what the tool
 would return: the text blocks, or with `--json` the structured content. A failure prints the
 tool's error text on stderr. Exit status: 0 done, 1 the call failed, 2 bad usage, arguments or
-settings (nothing was sent), 130 interrupted (Ctrl-C stops the call, and so the upstream).
+settings (nothing was sent), 130 interrupted (Ctrl-C stops the call, and so the upstream), 141
+stdout closed by its reader (`| head`: that stops the call too).
 
 Every server setting works here too, from the environment (NAIVE_*) or as a flag
 (`--sandbox`, `--store PATH`, `--base-url URL`, …; see `naive-mcp --help`).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
@@ -35,6 +37,7 @@ from naive_mcp.streaming import ChatStream
 from naive_mcp.usage import usage_snapshot
 
 OK, FAILED, BAD_USAGE, INTERRUPTED = 0, 1, 2, 130
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 # Failures that are the command line's or the settings' own: nothing was sent upstream.
 _USAGE_KINDS = frozenset({"invalid_arguments", "no_api_key", "no_model"})
 # Read from the environment only (cli.read_settings says why): never a flag here either.
@@ -236,7 +239,13 @@ def _run(settings_args: list[str], work: Work) -> int:
 async def _with_services(settings: Settings, work: Work) -> int:
     services = Services.create(settings)
     async with services.running():
-        return await work(services)
+        try:
+            return await work(services)
+        except BrokenPipeError:
+            # Whoever read stdout has gone (`| head`): the call stops there, as Ctrl-C stops it,
+            # and nothing more is written (the interpreter's last flush included).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return BROKEN_PIPE
 
 
 def _given(**values: Any) -> dict[str, Any]:

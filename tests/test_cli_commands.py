@@ -146,6 +146,31 @@ def test_ctrl_c_stops_the_upstream_and_exits_130(
     assert record.disconnected_at is not None, "the upstream saw the call go away"
 
 
+def test_a_reader_that_goes_away_stops_the_upstream_quietly(
+    env: dict[str, str], sandbox: RunningSandbox, api_key: str
+) -> None:
+    """`naive-mcp chat … | head -c 30`: the call stops once its reader has gone, with no traceback."""
+    process = subprocess.Popen(
+        [str(NAIVE_MCP), "chat", "-m", "sandbox/slow", "go on"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"PATH": os.environ["PATH"], **env},
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], SESSION_TIMEOUT)
+        assert ready, "no text arrived"
+        process.stdout.close()
+        _, error = process.communicate(timeout=SESSION_TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == 141
+    assert error == b""
+    record = last_chat(sandbox, api_key)
+    assert record.stream_ended.wait(SESSION_TIMEOUT), "the upstream stream never ended"
+    assert record.disconnected_at is not None, "the upstream saw the call go away"
+
+
 def test_models_searches_sorts_and_limits(env: dict[str, str]) -> None:
     done = run(env, "models", "claude", "--limit", "1", "--sort", "price")
     assert done.returncode == 0, done.stderr
