@@ -85,6 +85,7 @@ def chat(argv: list[str]) -> int:
         echo = _Echo(sys.stdout, services.redact)
         result = await _call(services, CHAT, raw, on_chunk=echo)
         if isinstance(result, int):
+            echo.end_line()  # of the part that arrived before the call failed
             return result
         assert isinstance(result, ChatResult)
         echo.finish(result.text)
@@ -197,6 +198,7 @@ class _Echo:
         self._offset = 0  # bytes of the stream's text read so far
         self._held = ""  # read, not written: it may be a secret's beginning
         self._written = 0  # characters written, of the redacted text
+        self._line_open = False  # the last character written was not a newline
 
     def __call__(self, stream: ChatStream) -> None:
         pending = self._held + stream.text_since(self._offset)
@@ -208,15 +210,19 @@ class _Echo:
     def finish(self, text: str) -> None:
         """The answer is whole (`text`, redacted): write what is left of it, and end the line."""
         self._write(text[self._written :])
-        if text:
+        self.end_line()
+
+    def end_line(self) -> None:
+        if self._line_open:
             self._out.write("\n")
-        self._out.flush()
+            self._out.flush()
 
     def _write(self, text: str) -> None:
         if text:
             self._out.write(text)
             self._out.flush()
             self._written += len(text)
+            self._line_open = not text.endswith("\n")
 
 
 # --- plumbing ----------------------------------------------------------------------------------

@@ -80,13 +80,23 @@ def test_chat_falls_back_along_the_chain(env: dict[str, str]) -> None:
     assert done.stderr.startswith("[model anthropic/claude-haiku-4.5 ")
 
 
-async def test_a_failed_call_exits_1_with_the_tools_error_text(env: dict[str, str], client: Client) -> None:
-    done = run(env, "chat", "-m", "sandbox/fail-forbidden", "hi")
+@pytest.mark.parametrize(
+    ("model", "stdout", "headline"),
+    [
+        ("sandbox/fail-forbidden", "", "forbidden (HTTP 403): "),
+        # What streamed before the answer broke off stays on stdout, its line ended.
+        ("sandbox/fail-midstream-error", "Sandbox reply from \n", "provider_error: the answer broke off"),
+    ],
+)
+async def test_a_failed_call_exits_1_with_the_tools_error_text(
+    env: dict[str, str], client: Client, model: str, stdout: str, headline: str
+) -> None:
+    done = run(env, "chat", "-m", model, "hi")
     assert done.returncode == 1
-    assert done.stdout == ""
-    expected = await tool_error(client, "naive_llm_chat", {"prompt": "hi", "model": "sandbox/fail-forbidden"})
+    assert done.stdout == stdout
+    expected = await tool_error(client, "naive_llm_chat", {"prompt": "hi", "model": model})
     assert done.stderr == expected + "\n"
-    assert done.stderr.startswith("forbidden (HTTP 403): ")
+    assert done.stderr.startswith(headline)
 
 
 @pytest.mark.parametrize(
@@ -241,4 +251,7 @@ def test_the_streamed_text_never_shows_a_secret_even_split_across_chunks() -> No
     echo.finish(stream.finish().choices[0].message.content or "")
     assert shown[0] == "the key is "  # the secret's beginning waits for the rest
     assert out.getvalue() == "the key is [redacted], and that is all\n"
+    ends_its_line = _Echo(out := io.StringIO(), redact)
+    ends_its_line.finish("a last line\n")
+    assert out.getvalue() == "a last line\n"  # no blank line after it
     assert all("nv_sk" not in text for text in shown)
