@@ -255,3 +255,15 @@ def test_the_streamed_text_never_shows_a_secret_even_split_across_chunks() -> No
     ends_its_line.finish("a last line\n")
     assert out.getvalue() == "a last line\n"  # no blank line after it
     assert all("nv_sk" not in text for text in shown)
+
+
+def test_the_servers_caps_and_settings_hold_for_a_command(
+    env: dict[str, str], sandbox: RunningSandbox, api_key: str
+) -> None:
+    capped = run({**env, "NAIVE_MAX_CALL_CREDITS": "0.00001"}, "chat", "hi")
+    assert capped.returncode == 1
+    assert capped.stderr.startswith("spending_cap: this call could cost up to ")
+    allowed = run(env, "chat", "--allowed-models", "openai/gpt-5.2", "hi")  # a server flag, as given
+    assert allowed.returncode == 1
+    assert allowed.stderr.startswith("model_not_allowed: model 'anthropic/claude-sonnet-4.6' is not allowed")
+    assert not [r for r in sandbox.sandbox.ledger.requests(api_key) if r.path.endswith("/chat/completions")]
