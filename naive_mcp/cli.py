@@ -1,16 +1,24 @@
-"""`naive-mcp`: read the settings (environment, then flags), set up logging, serve on stdio."""
+"""`naive-mcp`: serve (the default), or run one command from a terminal.
+
+`naive-mcp [SETTINGS…]` and `naive-mcp serve [SETTINGS…]` read the settings (environment, then
+flags), set up logging and serve, on stdio or HTTP. `naive-mcp COMMAND …` runs one of `COMMANDS`.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import NoReturn
 
 import anyio
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import CliApp, SettingsError
 
+from naive_mcp import __version__
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.logs import configure_logging
 from naive_mcp.redaction import Redactor
@@ -19,16 +27,67 @@ from naive_mcp.settings import SANDBOX_API_KEY, SANDBOX_DEFAULT_MODEL, Settings
 logger = logging.getLogger("naive_mcp")
 
 
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A subcommand: `target` names its function as "module:function", imported only when the
+    command runs (the server's start-up imports none of them). The function takes the arguments
+    after the command's name and returns the exit status."""
+
+    target: str
+    summary: str
+
+    def run(self, argv: list[str]) -> int:
+        module, _, function = self.target.partition(":")
+        entry: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)
+        return entry(argv)
+
+
+# The subcommands. Adding one is adding its entry here.
+COMMANDS: dict[str, Command] = {
+    "serve": Command("naive_mcp.cli:serve", "serve MCP (the default: what an MCP client's config runs)"),
+    "chat": Command("naive_mcp.terminal:chat", "ask a model; the answer streams to stdout"),
+    "models": Command("naive_mcp.terminal:models", "find a model: search, --author, --sort, --limit"),
+    "generation": Command("naive_mcp.terminal:generation", "what an earlier call cost, by its id"),
+    "usage": Command("naive_mcp.terminal:usage", "what the store has recorded: all time, today, this month"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    for secret in ("api_key", "auth_tokens"):
-        if any(arg.split("=", 1)[0] in (f"--{secret}", f"--{secret.replace('_', '-')}") for arg in args):
-            _refuse(
-                f"{secret} is read from the environment only (NAIVE_{secret.upper()}): "
-                "on the command line it is visible to every user of the machine"
-            )
+    if args and args[0] in COMMANDS:
+        raise SystemExit(COMMANDS[args[0]].run(args[1:]))
+    if args[:1] == ["--version"]:
+        sys.stdout.write(f"naive-mcp {__version__}\n")
+        return
+    if any(arg in ("-h", "--help") for arg in args):
+        sys.stdout.write(commands_help())
+    serve(args)
+
+
+def commands_help() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name.ljust(width)}  {command.summary}" for name, command in COMMANDS.items()]
+    return (
+        "usage: naive-mcp [COMMAND] …   (no command: serve)\n\ncommands:\n"
+        + "\n".join(lines)
+        + "\n  --version     print the version\n\n"
+        + "`naive-mcp COMMAND --help` for a command's options. Serving:\n\n"
+    )
+
+
+def serve(args: list[str]) -> int:
+    settings = read_settings(args)
+    configure_logging(settings.log_level, Redactor(settings.secrets()))
+    with sandboxed(settings) as effective:
+        _serve(effective)
+    return 0
+
+
+def read_settings(args: list[str]) -> Settings:
+    """The settings from the environment and `args` (the server's flags); a bad one exits 2."""
+    refuse_secret_flags(args)
     try:
-        settings = CliApp.run(Settings, cli_args=args)
+        return CliApp.run(Settings, cli_args=args)
     except (ValidationError, SettingsError) as exc:
         problems = exc.errors(include_input=False) if isinstance(exc, ValidationError) else None
         detail = (
@@ -36,18 +95,45 @@ def main(argv: Sequence[str] | None = None) -> None:
             if problems
             else str(exc)
         )
-        _refuse(detail)
-    configure_logging(settings.log_level, Redactor(settings.secrets()))
-    if settings.sandbox:
-        _serve_with_sandbox(settings)
-    else:
-        _serve(settings)
+        refuse(detail)
 
 
-def _refuse(problem: str) -> NoReturn:
+def refuse_secret_flags(args: list[str]) -> None:
+    """Exit 2 if `args` carry a secret as a flag: the environment gives those."""
+    for secret in ("api_key", "auth_tokens"):
+        if any(arg.split("=", 1)[0] in (f"--{secret}", f"--{secret.replace('_', '-')}") for arg in args):
+            refuse(
+                f"{secret} is read from the environment only (NAIVE_{secret.upper()}): "
+                "on the command line it is visible to every user of the machine"
+            )
+
+
+def refuse(problem: str) -> NoReturn:
     # Field names and reasons only, redacted: a rejected value may be a secret.
     sys.stderr.write(f"naive-mcp: bad setting: {Redactor()(problem)}\n")
     raise SystemExit(2)
+
+
+@contextmanager
+def sandboxed(settings: Settings) -> Iterator[Settings]:
+    """`settings` as they are, or, with `--sandbox`, pointed at the built-in sandbox upstream,
+    served on a thread while the block runs."""
+    if not settings.sandbox:
+        yield settings
+        return
+    from naive_mcp.sandbox import serve_in_thread
+
+    with serve_in_thread() as sandbox:
+        logger.info("sandbox upstream on %s (no network, no spend)", sandbox.url)
+        yield settings.model_copy(
+            update={
+                "base_url": sandbox.url,
+                "api_key": settings.api_key or SecretStr(SANDBOX_API_KEY),
+                "default_model": settings.default_model or SANDBOX_DEFAULT_MODEL,
+                # Play money: it stays in the process unless a store is named.
+                "store": settings.store or "memory",
+            }
+        )
 
 
 def _serve(settings: Settings) -> None:
@@ -67,22 +153,4 @@ def _serve(settings: Settings) -> None:
     try:
         anyio.run(serve_http, settings)
     except ConfigurationError as error:
-        _refuse(error.message)
-
-
-def _serve_with_sandbox(settings: Settings) -> None:
-    from naive_mcp.sandbox import serve_in_thread
-
-    with serve_in_thread() as sandbox:
-        logger.info("sandbox upstream on %s (no network, no spend)", sandbox.url)
-        _serve(
-            settings.model_copy(
-                update={
-                    "base_url": sandbox.url,
-                    "api_key": settings.api_key or SecretStr(SANDBOX_API_KEY),
-                    "default_model": settings.default_model or SANDBOX_DEFAULT_MODEL,
-                    # Play money: it stays in the process unless a store is named.
-                    "store": settings.store or "memory",
-                }
-            )
-        )
+        refuse(error.message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel
@@ -23,6 +23,9 @@ from naive_mcp.schema import input_schema, output_schema
 from naive_mcp.services import Services
 from naive_mcp.validation import Arguments, parse_arguments
 
+if TYPE_CHECKING:
+    from naive_mcp.streaming import ChatStream
+
 
 class MethodResult(BaseModel):
     """Base of every method's result: structured content, plus the text a model reads."""
@@ -34,11 +37,15 @@ class MethodResult(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """What one call of a method may use: the server's services and the call's progress."""
+    """What one call of a method may use: the server's services and the call's progress.
+
+    `on_chunk` sees a streamed answer after each chunk (the terminal prints the new text as it
+    arrives; the tools leave it out and report progress only)."""
 
     services: Services
     progress: ProgressReporter
     grant: Grant
+    on_chunk: Callable[[ChatStream], None] | None = None
 
     def caller(self, user_id: str | None, project_id: str | None) -> Caller:
         """Who this call goes upstream as (see `Services.caller`)."""

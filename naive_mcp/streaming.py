@@ -60,6 +60,10 @@ class _Pieces:
 
     __slots__ = ("_utf8", "chars")
 
+    @property
+    def utf8(self) -> bytearray:
+        return self._utf8
+
     def __init__(self) -> None:
         self._utf8 = bytearray()
         self.chars = 0
@@ -128,6 +132,16 @@ class ChatStream:
     def text(self) -> str:
         """The text so far, as it arrived (unredacted: for the server's own use)."""
         return self._text.text()
+
+    @property
+    def text_bytes(self) -> int:
+        """UTF-8 bytes of the text so far: an offset for `text_since`."""
+        return len(self._text.utf8)
+
+    def text_since(self, offset: int) -> str:
+        """The text that arrived after `offset` (a `text_bytes` of earlier), unredacted: pieces
+        are added whole, so an offset taken between chunks never splits a character."""
+        return self._text.utf8[offset:].decode("utf-8", "surrogatepass")
 
     def feed(self, data: str) -> None:
         """Take one SSE event's data. Raises `IncompleteAnswer` for an in-stream error or data

@@ -413,6 +413,8 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
 
         def on_chunk(stream: ChatStream) -> None:
             call.progress.update(stream.progress_message)  # first: the client is waiting for it
+            if call.on_chunk is not None:
+                call.on_chunk(stream)
             spend.saw(stream)  # may stop the call: its output passed what was reserved
 
         completion = await services.client.chat(body, caller, on_chunk=on_chunk)

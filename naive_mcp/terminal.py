@@ -1,0 +1,332 @@
+"""The terminal face: `naive-mcp chat`, `models`, `generation`, `usage`.
+
+Each command runs the same registry method as its tool (`Method.invoke`: the same validation,
+caps, spend guard and errors), as the operator (the grant of stdio), and prints what the tool
+would return: the text blocks, or with `--json` the structured content. A failure prints the
+tool's error text on stderr. Exit status: 0 done, 1 the call failed, 2 bad usage, arguments or
+settings (nothing was sent), 130 interrupted (Ctrl-C stops the call, and so the upstream), 141
+stdout closed by its reader (`| head`: that stops the call too).
+
+Every server setting works here too, from the environment (NAIVE_*) or as a flag
+(`--sandbox`, `--store PATH`, `--base-url URL`, …; see `naive-mcp --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO
+
+import anyio
+
+from naive_mcp.access import Grant
+from naive_mcp.cli import read_settings, refuse_secret_flags, sandboxed
+from naive_mcp.errors import NaiveError
+from naive_mcp.logs import configure_logging
+from naive_mcp.primitives.llm import CHAT, GENERATION, MODELS
+from naive_mcp.primitives.llm.chat import ChatResult
+from naive_mcp.progress import ProgressReporter
+from naive_mcp.redaction import Redactor
+from naive_mcp.registry import CallContext, Method, MethodResult
+from naive_mcp.services import Services
+from naive_mcp.settings import Settings
+from naive_mcp.streaming import ChatStream
+from naive_mcp.usage import usage_snapshot
+
+OK, FAILED, BAD_USAGE, INTERRUPTED = 0, 1, 2, 130
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
+# Failures that are the command line's or the settings' own: nothing was sent upstream.
+_USAGE_KINDS = frozenset({"invalid_arguments", "no_api_key", "no_model"})
+# Read from the environment only (cli.read_settings says why): never a flag here either.
+_NOT_FLAGS = frozenset({"api_key", "auth_tokens"})
+
+Work = Callable[[Services], Awaitable[int]]
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+def chat(argv: list[str]) -> int:
+    parser = _parser("chat", "Ask a model. The answer streams to stdout; a summary line goes to stderr.")
+    parser.add_argument("prompt", nargs="?", help="the prompt; - reads it from stdin")
+    parser.add_argument("-m", "--model", help="e.g. anthropic/claude-sonnet-4.6 (else NAIVE_DEFAULT_MODEL)")
+    parser.add_argument("-s", "--system", help="a system message")
+    parser.add_argument(
+        "--fallback", action="append", metavar="MODEL", help="a model to fall back on; repeat for a chain"
+    )
+    parser.add_argument("--temperature")
+    parser.add_argument("--max-tokens")
+    parser.add_argument("--user-id", help="the Naive user to call for")
+    parser.add_argument("--project-id")
+    args = _parse(parser, argv)
+    if args.prompt is None:
+        parser.error("give a prompt, or - to read it from stdin")
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+
+    async def work(services: Services) -> int:
+        model = args.model
+        if args.fallback and model is None:
+            model = services.settings.default_model  # the chain starts at the default model
+        raw = _given(
+            prompt=prompt,
+            system=args.system,
+            model=model,
+            models=args.fallback,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            user_id=args.user_id,
+            project_id=args.project_id,
+        )
+        if args.json:
+            return await _print_result(services, CHAT, raw, as_json=True)
+        echo = _Echo(sys.stdout, services.redact)
+        result = await _call(services, CHAT, raw, on_chunk=echo)
+        if isinstance(result, int):
+            echo.end_line()  # of the part that arrived before the call failed
+            return result
+        assert isinstance(result, ChatResult)
+        echo.finish(result.text)
+        for block in result.content()[1 if result.text else 0 : -1]:  # tool calls, if any
+            sys.stdout.write(block + "\n")
+        sys.stdout.flush()
+        sys.stderr.write(result.summary() + "\n")
+        return OK
+
+    return _run(args.settings, work)
+
+
+def models(argv: list[str]) -> int:
+    parser = _parser("models", "Find a model: words to search for in id or name, filters, sorted and paged.")
+    parser.add_argument("search", nargs="?", help="words that must all appear in the id or name")
+    parser.add_argument("--author", help="e.g. anthropic, openai")
+    parser.add_argument("--sort", help="id (default), price (cheapest first) or context (largest first)")
+    parser.add_argument("--limit", help="how many (1-100, default 20)")
+    parser.add_argument("--offset")
+    parser.add_argument("--min-context", help="minimum context length, in tokens")
+    parser.add_argument("--user-id")
+    parser.add_argument("--project-id")
+    args = _parse(parser, argv)
+    raw = _given(
+        search=args.search,
+        author=args.author,
+        sort=args.sort,
+        limit=args.limit,
+        offset=args.offset,
+        min_context=args.min_context,
+        user_id=args.user_id,
+        project_id=args.project_id,
+    )
+    return _run(args.settings, lambda services: _print_result(services, MODELS, raw, as_json=args.json))
+
+
+def generation(argv: list[str]) -> int:
+    parser = _parser("generation", "What an earlier chat call cost and how it ran, by its id (gen-…).")
+    parser.add_argument("id", help="the generation id a chat result gave")
+    parser.add_argument("--user-id")
+    parser.add_argument("--project-id")
+    args = _parse(parser, argv)
+    raw = _given(id=args.id, user_id=args.user_id, project_id=args.project_id)
+    return _run(args.settings, lambda services: _print_result(services, GENERATION, raw, as_json=args.json))
+
+
+def usage(argv: list[str]) -> int:
+    parser = _parser(
+        "usage",
+        "What the store (NAIVE_STORE) has recorded: calls, tokens, USD and credits, for all time, "
+        "today and this month (UTC); every process on that store counts.",
+    )
+    args = _parse(parser, argv)
+
+    async def work(services: Services) -> int:
+        snapshot = await usage_snapshot(await services.guard.store())
+        sys.stdout.write(json.dumps(snapshot, indent=2) + "\n" if args.json else _usage_text(snapshot))
+        return OK
+
+    return _run(args.settings, work)
+
+
+# --- running a method, as the tools do -----------------------------------------------------------
+
+
+async def _call(
+    services: Services,
+    method: Method[Any, Any],
+    raw: dict[str, Any],
+    on_chunk: Callable[[ChatStream], None] | None = None,
+) -> MethodResult | int:
+    """The method's result, or (the failure's text on stderr) the exit status."""
+    reporter = ProgressReporter(_no_progress, interval=1.0, heartbeat=1.0)
+    try:
+        async with reporter.running(enabled=False):
+            call = CallContext(services, reporter, Grant(), on_chunk)
+            result: MethodResult = await method.invoke(call, raw)
+            return result
+    except NaiveError as error:
+        sys.stdout.flush()
+        sys.stderr.write(services.redact(error.describe()) + "\n")
+        return BAD_USAGE if error.kind in _USAGE_KINDS else FAILED
+
+
+async def _print_result(
+    services: Services, method: Method[Any, Any], raw: dict[str, Any], *, as_json: bool
+) -> int:
+    result = await _call(services, method, raw)
+    if not isinstance(result, MethodResult):
+        return result
+    if as_json:
+        structured = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        sys.stdout.write(json.dumps(structured, indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write("\n\n".join(result.content()) + "\n")
+    return OK
+
+
+async def _no_progress(progress: float, message: str) -> None:
+    """A terminal has no progress notifications: chat prints its text as it arrives instead."""
+
+
+class _Echo:
+    """Writes a streamed answer's new text as each chunk brings it, with no secret in it: a
+    secret's beginning at the end of what has arrived waits for the rest (`Redactor.fragment`)."""
+
+    def __init__(self, out: TextIO, redact: Redactor) -> None:
+        self._out = out
+        self._redact = redact
+        self._offset = 0  # bytes of the stream's text read so far
+        self._held = ""  # read, not written: it may be a secret's beginning
+        self._written = 0  # characters written, of the redacted text
+        self._line_open = False  # the last character written was not a newline
+
+    def __call__(self, stream: ChatStream) -> None:
+        pending = self._held + stream.text_since(self._offset)
+        self._offset = stream.text_bytes
+        shown = self._redact.fragment(pending, cut_before=False)
+        self._held = self._redact.exact(pending)[len(shown) :]
+        self._write(shown)
+
+    def finish(self, text: str) -> None:
+        """The answer is whole (`text`, redacted): write what is left of it, and end the line."""
+        self._write(text[self._written :])
+        self.end_line()
+
+    def end_line(self) -> None:
+        if self._line_open:
+            self._out.write("\n")
+            self._out.flush()
+
+    def _write(self, text: str) -> None:
+        if text:
+            self._out.write(text)
+            self._out.flush()
+            self._written += len(text)
+            self._line_open = not text.endswith("\n")
+
+
+# --- plumbing ----------------------------------------------------------------------------------
+
+
+def _run(settings_args: list[str], work: Work) -> int:
+    settings = read_settings(settings_args)
+    # A terminal shows the answer; the server's INFO lines only when asked for (NAIVE_LOG_LEVEL).
+    level = settings.log_level if "log_level" in settings.model_fields_set else "WARNING"
+    configure_logging(level, Redactor(settings.secrets()))
+    try:
+        with sandboxed(settings) as effective:
+            return anyio.run(_with_services, effective, work)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        sys.stderr.write("\nnaive-mcp: interrupted; the call was stopped\n")
+        return INTERRUPTED
+
+
+async def _with_services(settings: Settings, work: Work) -> int:
+    services = Services.create(settings)
+    async with services.running():
+        try:
+            return await work(services)
+        except BrokenPipeError:
+            # Whoever read stdout has gone (`| head`): the call stops there, as Ctrl-C stops it,
+            # and nothing more is written (the interpreter's last flush included).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return BROKEN_PIPE
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The arguments the command line gave: an option left out is the method's default."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    refuse_secret_flags(argv)  # before argparse, which would echo an unknown flag's value
+    return parser.parse_args(argv)
+
+
+def _parser(command: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"naive-mcp {command}",
+        description=description,
+        epilog="Every server setting applies, from the environment (NAIVE_*) or as a flag: --sandbox "
+        "(the built-in sandbox upstream: no key, no network, no spend), --store, --base-url, … "
+        "(naive-mcp --help lists them).",
+        allow_abbrev=False,
+    )
+    parser.set_defaults(settings=[])
+    parser.add_argument("--json", action="store_true", help="print the structured result as JSON")
+    for name, field in Settings.model_fields.items():
+        if name in _NOT_FLAGS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, nargs=0, action=_SettingFlag, help=argparse.SUPPRESS)
+            parser.add_argument(f"--no-{flag[2:]}", nargs=0, action=_SettingFlag, help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(flag, action=_SettingFlag, help=argparse.SUPPRESS)
+    return parser
+
+
+class _SettingFlag(argparse.Action):
+    """A server setting's flag: kept as written, for `read_settings` to parse and validate."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        flag = option_string or self.option_strings[0]
+        written = flag if self.nargs == 0 else f"{flag}={values}"
+        namespace.settings = [*namespace.settings, written]
+
+
+def _usage_text(snapshot: dict[str, Any]) -> str:
+    def line(figures: dict[str, Any]) -> str:
+        total = figures["total"]
+        unknown = f" ({total['credits_unknown']} without credits)" if total["credits_unknown"] else ""
+        return (
+            f"{total['calls']} calls, {total['prompt_tokens']} + {total['completion_tokens']} tokens, "
+            f"${total['cost_usd']:.6f}, {total['credits']:.6f} credits{unknown}"
+        )
+
+    lines = [
+        f"all time:    {line(snapshot)}",
+        f"today:       {line(snapshot['today'])}  (since {snapshot['today']['since']})",
+        f"this month:  {line(snapshot['this_month'])}  (since {snapshot['this_month']['since']})",
+    ]
+    by_model: dict[str, dict[str, Any]] = snapshot["by_model"]
+    if by_model:
+        lines.append("by model, all time:")
+        width = max(map(len, by_model))
+        lines += [
+            f"  {model.ljust(width)}  {tally['calls']} calls, ${tally['cost_usd']:.6f}, "
+            f"{tally['credits']:.6f} credits"
+            for model, tally in by_model.items()
+        ]
+    refused = snapshot["by_outcome"].get("refused")
+    if refused:
+        lines.append(f"refused by a cap, never sent: {refused['calls']} calls")
+    lines.append(f"store: {snapshot['store']}")
+    return "\n".join(lines) + "\n"

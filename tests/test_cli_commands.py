@@ -1,0 +1,269 @@
+"""The terminal face: `naive-mcp chat|models|generation|usage`, run as a user would, as a subprocess
+against the sandbox, with the tools' own validation, errors and results."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import select
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.types import TextContent
+
+from naive_mcp import __version__
+from naive_mcp.redaction import Redactor
+from naive_mcp.sandbox import RunningSandbox
+from naive_mcp.streaming import ChatStream
+from naive_mcp.terminal import _Echo
+from tests.conftest import NAIVE_MCP, SESSION_TIMEOUT, TOOL_NAMES, naive_mcp, upstream_env
+from tests.mcp_wire import last_chat
+
+pytestmark = pytest.mark.anyio
+
+
+def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(NAIVE_MCP), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=SESSION_TIMEOUT,
+        env={"PATH": os.environ["PATH"], **env},
+    )
+
+
+@pytest.fixture
+def env(sandbox: RunningSandbox, api_key: str) -> dict[str, str]:
+    return upstream_env(sandbox, api_key)
+
+
+async def tool_error(client: Client, tool: str, arguments: dict[str, Any]) -> str:
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error
+    assert isinstance(result.content[0], TextContent)
+    return result.content[0].text
+
+
+def test_chat_prints_the_answer_on_stdout_and_the_summary_on_stderr(env: dict[str, str]) -> None:
+    done = run(env, "chat", "-m", "anthropic/claude-haiku-4.5", "--system", "be brief", "hello there")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Sandbox reply from anthropic/claude-haiku-4.5: hello there\n"
+    summary = done.stderr.strip()
+    assert summary.startswith("[model anthropic/claude-haiku-4.5 via Anthropic · finish stop · tokens ")
+    assert "credits " in summary and " left" in summary and "id gen-" in summary
+
+
+def test_chat_json_is_the_tools_structured_result_and_the_prompt_may_come_from_stdin(
+    env: dict[str, str],
+) -> None:
+    done = run(env, "chat", "--json", "-", stdin="a piped prompt")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["text"].endswith(": a piped prompt")
+    assert result["model"] == "anthropic/claude-sonnet-4.6"  # NAIVE_DEFAULT_MODEL
+    assert result["id"].startswith("gen-")
+    assert result["usage"]["completion_tokens"] > 0
+    assert result["credits_used"] > 0 and result["credits_remaining"] < 100
+    assert done.stderr == ""
+
+
+def test_chat_falls_back_along_the_chain(env: dict[str, str]) -> None:
+    done = run(env, "chat", "-m", "sandbox/fail-overloaded", "--fallback", "anthropic/claude-haiku-4.5", "hi")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Sandbox reply from anthropic/claude-haiku-4.5: hi\n"
+    assert done.stderr.startswith("[model anthropic/claude-haiku-4.5 ")
+
+
+@pytest.mark.parametrize(
+    ("model", "stdout", "headline"),
+    [
+        ("sandbox/fail-forbidden", "", "forbidden (HTTP 403): "),
+        # What streamed before the answer broke off stays on stdout, its line ended.
+        ("sandbox/fail-midstream-error", "Sandbox reply from \n", "provider_error: the answer broke off"),
+    ],
+)
+async def test_a_failed_call_exits_1_with_the_tools_error_text(
+    env: dict[str, str], client: Client, model: str, stdout: str, headline: str
+) -> None:
+    done = run(env, "chat", "-m", model, "hi")
+    assert done.returncode == 1
+    assert done.stdout == stdout
+    expected = await tool_error(client, "naive_llm_chat", {"prompt": "hi", "model": model})
+    assert done.stderr == expected + "\n"
+    assert done.stderr.startswith(headline)
+
+
+@pytest.mark.parametrize(
+    ("args", "arguments", "field"),
+    [
+        (["--temperature", "5", "hi"], {"prompt": "hi", "temperature": "5"}, "- temperature: "),
+        ([""], {"prompt": ""}, "- prompt: "),
+    ],
+)
+async def test_invalid_arguments_exit_2_naming_the_field_as_the_tool_does(
+    env: dict[str, str], client: Client, args: list[str], arguments: dict[str, Any], field: str
+) -> None:
+    done = run(env, "chat", *args)
+    assert done.returncode == 2
+    assert field in done.stderr
+    assert done.stderr == await tool_error(client, "naive_llm_chat", arguments) + "\n"
+
+
+def test_bad_usage_and_settings_exit_2_and_no_secret_is_echoed(env: dict[str, str]) -> None:
+    bare = run(env, "chat")
+    assert (bare.returncode, bare.stdout) == (2, "")
+    assert "give a prompt, or - to read it from stdin" in bare.stderr
+    bad = run(env, "chat", "--read-timeout", "-1", "hi")
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert "read_timeout: Input should be greater than 0" in bad.stderr
+    key = run(env, "chat", "--api-key", "nv_sk_test_on_the_command_line", "hi")
+    assert key.returncode == 2
+    assert "api_key is read from the environment only" in key.stderr
+    assert "nv_sk_test_on_the_command_line" not in key.stderr
+
+
+def test_ctrl_c_stops_the_upstream_and_exits_130(
+    env: dict[str, str], sandbox: RunningSandbox, api_key: str
+) -> None:
+    process = subprocess.Popen(
+        [str(NAIVE_MCP), "chat", "-m", "sandbox/slow", "go on"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"PATH": os.environ["PATH"], **env},
+        # Whoever started the test may ignore SIGINT (a background job does): the child must not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], SESSION_TIMEOUT)
+        assert ready, "no text arrived"
+        first = os.read(process.stdout.fileno(), 4096)  # the answer is streaming
+        assert first.startswith(b"Sandbox reply from ")
+        process.send_signal(signal.SIGINT)
+        _, error = process.communicate(timeout=SESSION_TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert b"interrupted" in error
+    record = last_chat(sandbox, api_key)
+    assert record.stream_ended.wait(SESSION_TIMEOUT), "the upstream stream never ended"
+    assert record.disconnected_at is not None, "the upstream saw the call go away"
+
+
+def test_a_reader_that_goes_away_stops_the_upstream_quietly(
+    env: dict[str, str], sandbox: RunningSandbox, api_key: str
+) -> None:
+    """`naive-mcp chat … | head -c 30`: the call stops once its reader has gone, with no traceback."""
+    process = subprocess.Popen(
+        [str(NAIVE_MCP), "chat", "-m", "sandbox/slow", "go on"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"PATH": os.environ["PATH"], **env},
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], SESSION_TIMEOUT)
+        assert ready, "no text arrived"
+        process.stdout.close()
+        _, error = process.communicate(timeout=SESSION_TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == 141
+    assert error == b""
+    record = last_chat(sandbox, api_key)
+    assert record.stream_ended.wait(SESSION_TIMEOUT), "the upstream stream never ended"
+    assert record.disconnected_at is not None, "the upstream saw the call go away"
+
+
+def test_models_searches_sorts_and_limits(env: dict[str, str]) -> None:
+    done = run(env, "models", "claude", "--limit", "1", "--sort", "price")
+    assert done.returncode == 0, done.stderr
+    head, *rows = done.stdout.strip().splitlines()
+    assert head.startswith("Models 1-1 of ")
+    assert rows[0].startswith("anthropic/claude-haiku-4.5 | ")  # the cheapest
+    assert rows[-1] == "More: offset=1"
+    listed = json.loads(run(env, "models", "--author", "anthropic", "--limit", "3", "--json").stdout)
+    assert 0 < len(listed["models"]) <= 3
+    assert all(model["id"].startswith("anthropic/") for model in listed["models"])
+    bad = run(env, "models", "--sort", "colour")
+    assert bad.returncode == 2 and "- sort: " in bad.stderr
+
+
+def test_generation_and_usage_read_what_a_chat_left_in_the_store(env: dict[str, str], tmp_path: Path) -> None:
+    env = {**env, "NAIVE_STORE": str(tmp_path / "naive.sqlite")}
+    made = json.loads(run(env, "chat", "--json", "hi").stdout)
+
+    stats = run(env, "generation", made["id"])
+    assert stats.returncode == 0, stats.stderr
+    assert stats.stdout.startswith(f"{made['id']}: anthropic/claude-sonnet-4.6 via Anthropic · cost $")
+    assert json.loads(run(env, "generation", "--json", made["id"]).stdout)["tokens_completion"] > 0
+
+    usage = run(env, "usage")
+    assert usage.returncode == 0, usage.stderr
+    lines = usage.stdout.splitlines()
+    for period, line in zip(("all time:", "today:", "this month:"), lines, strict=False):
+        assert line.startswith(period) and " 1 calls, " in line
+    assert "store: sqlite" in lines
+    figures = json.loads(run(env, "usage", "--json").stdout)
+    assert figures["total"]["calls"] == figures["today"]["total"]["calls"] == 1
+    assert figures["total"]["credits"] == pytest.approx(made["credits_used"])
+
+
+def test_version_and_the_commands_in_help() -> None:
+    done = run({}, "--version")
+    assert (done.returncode, done.stdout) == (0, f"naive-mcp {__version__}\n")
+    help_text = run({}, "--help").stdout
+    for command in ("chat", "models", "generation", "usage", "serve", "--sandbox", "--base-url"):
+        assert command in help_text
+
+
+def test_the_built_in_sandbox_answers_a_chat_with_no_key_and_no_settings() -> None:
+    done = run({}, "chat", "--sandbox", "hi")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Sandbox reply from anthropic/claude-sonnet-4.6: hi\n"
+
+
+async def test_serve_is_the_server_as_with_no_command(errlog: Any) -> None:
+    async with naive_mcp(errlog, {}, "serve", "--sandbox") as client:
+        assert {tool.name for tool in (await client.list_tools()).tools} == TOOL_NAMES
+        result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
+    assert not result.is_error
+
+
+def test_the_streamed_text_never_shows_a_secret_even_split_across_chunks() -> None:
+    secret = "nv_sk_test_the_servers_own_key"
+    redact = Redactor([secret])
+    out = io.StringIO()
+    echo = _Echo(out, redact)
+    stream = ChatStream(redact=redact)
+    shown: list[str] = []
+    for piece in ["the key is nv_sk_", "test_the_servers", "_own_key, and ", "that is all"]:
+        stream.feed(json.dumps({"id": "gen-1", "choices": [{"index": 0, "delta": {"content": piece}}]}))
+        echo(stream)
+        shown.append(out.getvalue())
+    stream.feed(json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    echo.finish(stream.finish().choices[0].message.content or "")
+    assert shown[0] == "the key is "  # the secret's beginning waits for the rest
+    assert out.getvalue() == "the key is [redacted], and that is all\n"
+    ends_its_line = _Echo(out := io.StringIO(), redact)
+    ends_its_line.finish("a last line\n")
+    assert out.getvalue() == "a last line\n"  # no blank line after it
+    assert all("nv_sk" not in text for text in shown)
+
+
+def test_the_servers_caps_and_settings_hold_for_a_command(
+    env: dict[str, str], sandbox: RunningSandbox, api_key: str
+) -> None:
+    capped = run({**env, "NAIVE_MAX_CALL_CREDITS": "0.00001"}, "chat", "hi")
+    assert capped.returncode == 1
+    assert capped.stderr.startswith("spending_cap: this call could cost up to ")
+    allowed = run(env, "chat", "--allowed-models", "openai/gpt-5.2", "hi")  # a server flag, as given
+    assert allowed.returncode == 1
+    assert allowed.stderr.startswith("model_not_allowed: model 'anthropic/claude-sonnet-4.6' is not allowed")
+    assert not [r for r in sandbox.sandbox.ledger.requests(api_key) if r.path.endswith("/chat/completions")]
