@@ -142,6 +142,11 @@ def build_entry(
             "written as given — `naive-mcp doctor` checks it with the API"
         )
     command, args = server_command()
+    if "archive-v0" in Path(command).parts or ".cache" in Path(command).parts:
+        warnings.append(
+            f"{command} runs from a cache (uvx, for instance), which may be cleaned away: for a path that "
+            "lasts, install naive-mcp with `uv tool install`, pipx or pip, and run install from there"
+        )
     entry: dict[str, Any] = {"type": "stdio"} if client.stdio_type else {}
     entry["command"] = command
     entry["args"] = [*args, *(["--sandbox"] if sandbox else [])]

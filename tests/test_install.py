@@ -153,3 +153,18 @@ def test_the_key_from_env_flag_and_no_key_warning(tmp_path: Path) -> None:
     done = run_install(tmp_path, "claude-code", "--env", f"NAIVE_API_KEY={KEY}", key=None)
     assert done.returncode == 0
     assert_key_hidden(done)
+
+
+def test_a_linked_config_is_edited_where_it_lives(tmp_path: Path) -> None:
+    dotfiles = tmp_path / "dotfiles" / "mcp.json"
+    dotfiles.parent.mkdir()
+    dotfiles.write_text('{"mcpServers": {}}')
+    link = tmp_path / ".cursor" / "mcp.json"
+    link.parent.mkdir()
+    link.symlink_to(dotfiles)
+
+    done = run_install(tmp_path, "cursor")
+
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink()
+    assert "naive" in json.loads(dotfiles.read_text())["mcpServers"]
