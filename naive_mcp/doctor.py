@@ -69,14 +69,15 @@ def check_key(settings: Settings, sandbox: bool, entries_with_key: list[str]) ->
     if key is None:
         if sandbox:
             return Finding("key: none needed with --sandbox (it takes a test key of its own)")
-        elsewhere = (
-            f" ({', '.join(entries_with_key)} set their own in their entries: export the same key here "
-            "to check it)"
-            if entries_with_key
-            else ""
-        )
+        if entries_with_key:
+            titles = ", ".join(CLIENTS[name].title for name in entries_with_key)
+            return Finding(
+                f"key: {KEY_VARIABLE} is not set in this environment (the entry of {titles} sets one)",
+                f"check the one a client uses with `naive-mcp doctor --client {entries_with_key[0]}`, or "
+                f"export {KEY_VARIABLE}=nv_sk_live_… here",
+            )
         return Finding(
-            f"key: {KEY_VARIABLE} is not set in this environment{elsewhere}",
+            f"key: {KEY_VARIABLE} is not set in this environment",
             f"export {KEY_VARIABLE}=nv_sk_live_… (your Naive API key), or try everything offline with "
             "--sandbox",
         )
@@ -220,7 +221,7 @@ def check_clients(name: str) -> tuple[list[Finding], list[str]]:
         env: dict[str, Any] = entry.get("env") if isinstance(entry.get("env"), dict) else {}  # type: ignore[assignment]
         key = env.get(KEY_VARIABLE)
         if isinstance(key, str) and key:
-            with_key.append(client.title)
+            with_key.append(client.name)
         command = str(entry.get("command", ""))
         args = entry.get("args") if isinstance(entry.get("args"), list) else []
         runs = " ".join([command, *map(str, args or [])])
@@ -302,7 +303,25 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--name", default=DEFAULT_NAME, help=f"the server's name in client configs ({DEFAULT_NAME})"
     )
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        help="check with the environment and flags that client's entry gives the server (its key included)",
+    )
     args = parser.parse_args(argv)
+    sandbox = args.sandbox
+    if args.client is not None:
+        entry = _entry(args.client, args.name)
+        if entry is None:
+            sys.stdout.write(
+                f"problem: {CLIENTS[args.client].title}'s config has no {args.name!r} server — fix: "
+                f"naive-mcp install {args.client}\n"
+            )
+            return 1
+        env = entry.get("env")
+        os.environ.update({str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {})
+        entry_args = entry.get("args")
+        sandbox = sandbox or (isinstance(entry_args, list) and "--sandbox" in entry_args)
     try:
         settings, findings = load_settings()
     except ValidationError:  # pragma: no cover - defaults are valid
@@ -312,8 +331,8 @@ def main(argv: list[str]) -> int:
         return 1
     client_findings, entries_with_key = check_clients(args.name)
     secrets = settings.secrets()
-    findings.append(check_key(settings, args.sandbox, entries_with_key))
-    with _upstream(settings, args.sandbox) as checked:
+    findings.append(check_key(settings, sandbox, entries_with_key))
+    with _upstream(settings, sandbox) as checked:
         findings.append(anyio.run(check_upstream, checked))
         store_finding, balance = anyio.run(check_store, checked)
     findings += [check_balance(checked, balance), store_finding, *client_findings]
@@ -323,6 +342,15 @@ def main(argv: list[str]) -> int:
     problems = sum(not finding.ok for finding in findings)
     sys.stdout.write(f"{problems} problem(s)\n" if problems else "all good\n")
     return 1 if problems else 0
+
+
+def _entry(client: str, name: str) -> dict[str, Any] | None:
+    try:
+        config = read_config(config_path(client))
+    except InstallError:
+        return None
+    entry = ((config or {}).get("mcpServers") or {}).get(name)
+    return entry if isinstance(entry, dict) else None
 
 
 def _reason(error: BaseException) -> str:

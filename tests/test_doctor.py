@@ -140,3 +140,31 @@ def test_a_bad_setting_and_a_broken_client_entry(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "fix: correct or unset NAIVE_BASE_URL" in line(done, "problem: setting NAIVE_BASE_URL")
     assert "fix: naive-mcp install cursor" in line(done, "problem: Cursor:")
+
+
+def test_client_checks_what_that_clients_entry_gives_the_server(tmp_path: Path) -> None:
+    port = closed_port()
+    installed = run(
+        tmp_path,
+        "naive_mcp.install",
+        "cursor",
+        "--env",
+        f"NAIVE_BASE_URL=http://127.0.0.1:{port}",
+        NAIVE_API_KEY=KEY,
+    )
+    assert installed.returncode == 0, installed.stderr
+
+    done = run(tmp_path, "naive_mcp.doctor")  # this shell has no key: the entry has one
+    assert "fix: check the one a client uses with `naive-mcp doctor --client cursor`" in line(
+        done, "problem: key: NAIVE_API_KEY is not set in this environment (the entry of Cursor sets one"
+    )
+
+    done = run(tmp_path, "naive_mcp.doctor", "--client", "cursor")
+    assert done.returncode == 1
+    assert line(done, "ok: key: NAIVE_API_KEY is set and well-formed")
+    assert f"could not reach http://127.0.0.1:{port}" in line(done, "problem: upstream:")
+    assert KEY not in done.stdout + done.stderr
+
+    done = run(tmp_path, "naive_mcp.doctor", "--client", "claude-desktop")
+    assert done.returncode == 1
+    assert "fix: naive-mcp install claude-desktop" in line(done, "problem: Claude Desktop's config has no")
