@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 KEY_VARIABLE = "NAIVE_API_KEY"
 DEFAULT_NAME = "naive"
@@ -90,10 +91,19 @@ def server_command() -> tuple[str, list[str]]:
     return str(Path(sys.executable).absolute()), ["-m", "naive_mcp"]
 
 
+def _url_password(value: str) -> str | None:
+    try:
+        return urlsplit(value).password if "://" in value else None
+    except ValueError:
+        return None
+
+
 def masked(name: str, value: str) -> str:
-    """A variable's value as it may be shown: a secret as its known prefix and `…(set)`."""
+    """A variable's value as it may be shown: a secret as its known prefix and `…(set)`, a URL
+    without its password."""
     if not _SECRET_NAME.search(name):
-        return value
+        password = _url_password(value)
+        return value.replace(f":{password}@", ":…@") if password else value
     if not value:
         return "(empty)"
     prefix = next((p for p in _KEY_PREFIXES if value.startswith(p)), "")
@@ -179,8 +189,9 @@ def read_config(path: Path) -> dict[str, Any] | None:
     return config
 
 
-def write_config(path: Path, config: Mapping[str, Any], *, holds_secret: bool) -> Path | None:
-    """Write `config` to `path` atomically; returns the backup of the file it replaced, if any."""
+def write_config(path: Path, config: Mapping[str, Any]) -> Path | None:
+    """Write `config` to `path` atomically; returns the backup of the file it replaced, if any.
+    The file keeps its permissions; a new one is 0600 (servers' entries hold their secrets)."""
     target = Path(os.path.realpath(path))  # a linked config (dotfiles) is edited where it lives
     existed = target.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -195,9 +206,7 @@ def write_config(path: Path, config: Mapping[str, Any], *, holds_secret: bool) -
             n += 1
         shutil.copy2(target, backup)
     else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o600 if holds_secret else 0o666 & ~umask
+        mode = 0o600
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -245,7 +254,9 @@ def main(argv: list[str]) -> int:
     secrets: list[str] = []
     try:
         entry, warnings = build_entry(client, sandbox=args.sandbox, env_args=args.env, environ=os.environ)
-        secrets = [value for name, value in entry["env"].items() if _SECRET_NAME.search(name) and value]
+        env = entry["env"]
+        secrets = [value for name, value in env.items() if _SECRET_NAME.search(name) and value]
+        secrets += [p for p in map(_url_password, env.values()) if p]
         for warning in warnings:
             _say(f"warning: {warning}", secrets)
         if args.print:
@@ -260,7 +271,7 @@ def main(argv: list[str]) -> int:
         replaced = servers.get(args.name)
         servers[args.name] = entry
         try:
-            backup = write_config(path, config, holds_secret=bool(secrets))
+            backup = write_config(path, config)
         except OSError as exc:
             raise InstallError(f"cannot write {path}: {exc.strerror}; nothing was changed") from None
     except InstallError as error:

@@ -104,12 +104,26 @@ def test_a_new_file_and_directory_are_created_private(tmp_path: Path) -> None:
 
 
 def test_print_shows_the_entry_masked_and_writes_nothing(tmp_path: Path) -> None:
-    done = run_install(tmp_path, "cursor", "--print", "--env", "NAIVE_DEFAULT_MODEL=openai/gpt-5")
+    store = "postgresql://naive:pg-pa55word@db.example/naive"
+    done = run_install(
+        tmp_path,
+        "cursor",
+        "--print",
+        "--env",
+        "NAIVE_DEFAULT_MODEL=openai/gpt-5",
+        "--env",
+        f"NAIVE_STORE={store}",
+    )
 
     assert done.returncode == 0, done.stderr
     assert_key_hidden(done)
+    assert "pg-pa55word" not in done.stdout + done.stderr
     shown = json.loads(done.stdout)["mcpServers"]["naive"]
-    assert shown["env"] == {"NAIVE_API_KEY": "nv_sk_live_…(set)", "NAIVE_DEFAULT_MODEL": "openai/gpt-5"}
+    assert shown["env"] == {
+        "NAIVE_API_KEY": "nv_sk_live_…(set)",
+        "NAIVE_DEFAULT_MODEL": "openai/gpt-5",
+        "NAIVE_STORE": "postgresql://naive:…@db.example/naive",
+    }
     assert not (tmp_path / ".cursor").exists()
 
 
