@@ -49,6 +49,10 @@ COMMANDS: dict[str, Command] = {
     "models": Command("naive_mcp.terminal:models", "find a model: search, --author, --sort, --limit"),
     "generation": Command("naive_mcp.terminal:generation", "what an earlier call cost, by its id"),
     "usage": Command("naive_mcp.terminal:usage", "what the store has recorded: all time, today, this month"),
+    "install": Command(
+        "naive_mcp.install:main", "write naive-mcp into Claude Desktop's, Claude Code's or Cursor's config"
+    ),
+    "doctor": Command("naive_mcp.doctor:main", "check what a first run needs, with the fix for each problem"),
 }
 
 

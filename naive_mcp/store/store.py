@@ -232,6 +232,18 @@ class Store:
         with self._engine.connect() as db:
             return _rate(db, self._q)
 
+    async def balance(self, key_digest: str) -> tuple[float, float] | None:
+        """The credits a key had when last reported, and when (epoch seconds); None before any."""
+        return await self._run(self._read_balance, key_digest)
+
+    def _read_balance(self, key_digest: str) -> tuple[float, float] | None:
+        columns = t.balances.c
+        with self._engine.connect() as db:
+            row = db.execute(
+                select(columns.credits_remaining, columns.seen_at).where(columns.key_digest == key_digest)
+            ).first()
+        return None if row is None else (float(row[0]), float(row[1]))
+
     # --- leases and the holds of processes that died -------------------------------------------
 
     async def renew_lease(self, owner: str, seconds: float) -> None:
