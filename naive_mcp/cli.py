@@ -14,7 +14,7 @@ from pydantic_settings import CliApp, SettingsError
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.logs import configure_logging
 from naive_mcp.redaction import Redactor
-from naive_mcp.settings import SANDBOX_API_KEY, SANDBOX_DEFAULT_MODEL, Settings
+from naive_mcp.settings import SANDBOX_API_KEY, SANDBOX_DEFAULT_MODEL, Settings, setting_problems
 
 logger = logging.getLogger("naive_mcp")
 
@@ -30,13 +30,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = CliApp.run(Settings, cli_args=args)
     except (ValidationError, SettingsError) as exc:
-        problems = exc.errors(include_input=False) if isinstance(exc, ValidationError) else None
-        detail = (
-            "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
-            if problems
-            else str(exc)
-        )
-        _refuse(detail)
+        _refuse(setting_problems(exc))
     configure_logging(settings.log_level, Redactor(settings.secrets()))
     if settings.sandbox:
         _serve_with_sandbox(settings)
@@ -45,8 +39,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _refuse(problem: str) -> NoReturn:
-    # Field names and reasons only, redacted: a rejected value may be a secret.
-    sys.stderr.write(f"naive-mcp: bad setting: {Redactor()(problem)}\n")
+    # Field names and reasons only, redacted: a rejected value may be a secret. One line a problem.
+    for line in problem.splitlines():
+        sys.stderr.write(f"naive-mcp: bad setting: {Redactor()(line)}\n")
     raise SystemExit(2)
 
 

@@ -142,7 +142,7 @@ class _Problem:
             return f"{self.path}: unknown argument{_suggestion(key, _model_at(model, error['loc'][:-1]))}"
         if kind == "missing":
             return f"{self.path}: required"
-        message = _plain(error)
+        message = plain_message(error)
         given = error.get("input")
         # A validator of a whole object would echo the whole object back: the message is enough.
         whole_object = kind in ("value_error", "assertion_error", _BOOLEAN_NUMBER)
@@ -201,7 +201,8 @@ def _child(node: Any, part: int | str) -> Any:
     return _ABSENT
 
 
-def _plain(error: ErrorDetails) -> str:
+def plain_message(error: ErrorDetails) -> str:
+    """What is wrong, in plain words: what a pattern means rather than the regex, no Python types."""
     ctx = error.get("ctx") or {}
     if error["type"] == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_MEANINGS:
         return f"should be {_PATTERN_MEANINGS[ctx['pattern']]}"
