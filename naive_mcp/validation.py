@@ -35,6 +35,8 @@ _TYPE_MISMATCHES = frozenset(
         "model_attributes_type",
     }
 )
+# How alike (difflib's ratio) an unknown argument and a known one must be for "did you mean".
+_CLOSE_NAME = 0.75
 # pydantic's words for a JSON object, which name Python types a client never sees.
 _PYTHON_OBJECT = re.compile(r"a valid dictionary( or instance of \w+)?|an instance of \w+")
 
@@ -237,7 +239,13 @@ def _suggestion(key: str, model: type[BaseModel] | None) -> str:
     if model is None:
         return ""
     names = [field.alias or name for name, field in model.model_fields.items()]
-    close = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
+    wanted = key.replace("-", "_")
+    # Only a name close enough to be a slip of the keyboard (`temprature`, `max_token`) or one the
+    # key begins (`frequency`); a looser match (`usage` → messages) would send the agent astray.
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=_CLOSE_NAME)
+    begun = [name for name in names if len(wanted) >= 4 and name.startswith(wanted)]
+    if not close and len(begun) == 1:
+        close = begun
     return f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(names)}"
 
 
