@@ -344,6 +344,8 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = _list_setting(value) if not value.lstrip().startswith("{") else _json_setting(value)
         if isinstance(value, list):
+            if not all(isinstance(token, str) for token in value):
+                raise ValueError("a list of tokens holds strings only")
             return {token: {} for token in value}
         return value
 
@@ -435,8 +437,9 @@ def setting_problems(error: ValidationError | SettingsError) -> str:
         # Inside NAIVE_AUTH_TOKENS the next step is a token: name what is under it, not the token.
         inner = loc[2:] if name == "auth_tokens" else loc[1:]
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in inner)
-        if where:
-            where = f"a token's {where.lstrip('.')}" if name == "auth_tokens" else where.lstrip(".")
+        if name == "auth_tokens" and len(loc) > 1:
+            where = f"a token's {where.lstrip('.') or 'grant'}"
+        where = where.lstrip(".")
         what = plain_message(problem)
         lines[_problem(name, f"{where}: {what}" if where else what)] = None
     return "\n".join(lines)

@@ -73,6 +73,14 @@ def test_auth_tokens_are_a_comma_list_or_json(
             "NAIVE_AUTH_TOKENS: a token's user_id: should be a Naive id such as usr_123",
         ),
         (
+            {"NAIVE_AUTH_TOKENS": f'["{SECRET}", {{"user_id": "usr_1"}}]'},
+            "NAIVE_AUTH_TOKENS: a list of tokens holds strings only; e.g. NAIVE_AUTH_TOKENS=",
+        ),
+        (
+            {"NAIVE_AUTH_TOKENS": f'{{"{SECRET}": 5}}'},
+            "NAIVE_AUTH_TOKENS: a token's grant: should be an object; e.g. NAIVE_AUTH_TOKENS=",
+        ),
+        (
             {"NAIVE_ALLOWED_MODELS": '["anthropic/*", 3]'},
             "NAIVE_ALLOWED_MODELS: [1]: should be a valid string; e.g. NAIVE_ALLOWED_MODELS=anthropic/*,openai/*",
         ),
