@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from naive_mcp.caller import TenantId, own_subject, secret_digest
 from naive_mcp.errors import ArgumentError
-from naive_mcp.keycheck import KeyCheck
+from naive_mcp.keycheck import KeyCheck, KeyRefused
 from naive_mcp.store import Exactly
 
 # Bounded, so that no header of any size is ever hashed or checked upstream as a key.
@@ -130,17 +130,21 @@ class AccessControl:
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """A configured token, or (in client-keys mode) a Naive key the upstream accepts. Raises
-        `KeyCheckUnavailable` when a key cannot be checked now (answered 503)."""
+        `KeyCheckUnavailable` when a key cannot be checked now (answered 503), and in client-keys
+        mode `KeyRefused` for a token refused, with why (answered 401)."""
         digest = secret_digest(token)
         if digest in self._tokens:
             return AccessToken(token=token, client_id=f"token-{digest}", scopes=[])
-        if (
-            self._client_keys is not None
-            and _NAIVE_KEY.match(token)
-            and await self._client_keys.accepts(token)
-        ):
+        if self._client_keys is None:
+            return None
+        # Client-keys mode: say why, so that whoever pasted the wrong thing can tell (the SDK's own
+        # 401 says only "Authentication required").
+        nor_token = ", nor a token of NAIVE_AUTH_TOKENS" if self._tokens else ""
+        if not _NAIVE_KEY.match(token):
+            raise KeyRefused(f"not a Naive key (nv_sk_live_…/nv_sk_test_…){nor_token}")
+        if await self._client_keys.accepts(token):
             return AccessToken(token=token, client_id=f"naive-key-{digest}", scopes=[])
-        return None
+        raise KeyRefused(f"Naive refused this key (revoked or invalid){nor_token}: send a valid Naive key")
 
     def grant(self, access: AccessToken | None) -> Grant:
         """The grant of a verified token; the operator's own when the call was not authenticated."""

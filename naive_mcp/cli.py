@@ -22,7 +22,7 @@ from naive_mcp import __version__
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.logs import configure_logging
 from naive_mcp.redaction import Redactor
-from naive_mcp.settings import SANDBOX_API_KEY, SANDBOX_DEFAULT_MODEL, Settings
+from naive_mcp.settings import SANDBOX_API_KEY, SANDBOX_DEFAULT_MODEL, Settings, setting_problems
 
 logger = logging.getLogger("naive_mcp")
 
@@ -93,13 +93,7 @@ def read_settings(args: list[str]) -> Settings:
     try:
         return CliApp.run(Settings, cli_args=args)
     except (ValidationError, SettingsError) as exc:
-        problems = exc.errors(include_input=False) if isinstance(exc, ValidationError) else None
-        detail = (
-            "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
-            if problems
-            else str(exc)
-        )
-        refuse(detail)
+        refuse(setting_problems(exc))
 
 
 def refuse_secret_flags(args: list[str]) -> None:
@@ -113,8 +107,9 @@ def refuse_secret_flags(args: list[str]) -> None:
 
 
 def refuse(problem: str) -> NoReturn:
-    # Field names and reasons only, redacted: a rejected value may be a secret.
-    sys.stderr.write(f"naive-mcp: bad setting: {Redactor()(problem)}\n")
+    # Field names and reasons only, redacted: a rejected value may be a secret. One line a problem.
+    for line in problem.splitlines():
+        sys.stderr.write(f"naive-mcp: bad setting: {Redactor()(line)}\n")
     raise SystemExit(2)
 
 

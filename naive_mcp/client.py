@@ -34,6 +34,7 @@ from tenacity import (
 from naive_mcp import __version__
 from naive_mcp.caller import Caller
 from naive_mcp.errors import (
+    NaiveError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -129,17 +130,20 @@ class NaiveClient:
         settings = self._settings
         redact = self._redact.including(caller.api_key)
         stream = ChatStream(max_bytes=settings.max_response_bytes, redact=redact)
+        retrying = self._retrying()
         try:
             with anyio.fail_after(settings.total_timeout):
-                async for attempt in self._retrying():
+                async for attempt in retrying:
                     with attempt:
                         stream = ChatStream(max_bytes=settings.max_response_bytes, redact=redact)
                         return await self._chat_once(body, caller, stream, on_chunk)
         except TimeoutError:
             message = f"the call took longer than NAIVE_TOTAL_TIMEOUT ({settings.total_timeout:g} s)"
-            if stream.started:
-                raise stream.broken("timeout", message) from None
-            raise UpstreamTimeout(message) from None
+            error = stream.broken("timeout", message) if stream.started else UpstreamTimeout(message)
+            raise self._after_attempts(error, retrying) from None
+        except NaiveError as error:
+            self._after_attempts(error, retrying)
+            raise
         raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
 
     async def _chat_once(
@@ -164,7 +168,7 @@ class NaiveClient:
                 ) from None
             try:
                 if response.status_code >= 400:
-                    raise _status_error(response, await self._read(response))
+                    raise self._status_error(response, await self._read(response), caller)
                 stream.started = True
                 if not _is_event_stream(response):
                     # A server that answers in one piece although asked to stream: read it whole.
@@ -195,10 +199,15 @@ class NaiveClient:
 
     async def models(self, caller: Caller) -> list[ModelEntry]:
         """Every routable model, in either of the two documented list shapes."""
-        async for attempt in self._retrying():
-            with attempt:
-                payload = await self._request("GET", "/v1/llm/models", caller)
-                return _parse(ModelList, payload, "model list").models
+        retrying = self._retrying()
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    payload = await self._request("GET", "/v1/llm/models", caller)
+                    return _parse(ModelList, payload, "model list").models
+        except NaiveError as error:
+            self._after_attempts(error, retrying)
+            raise
         raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
 
     async def key_accepted(self, api_key: str) -> bool:
@@ -248,6 +257,27 @@ class NaiveClient:
             reraise=True,
         )
 
+    def _status_error(self, response: httpx2.Response, body: bytes, caller: Caller) -> UpstreamError:
+        error = error_from_response(response.status_code, dict(response.headers), body)
+        server_key = self._settings.api_key
+        if error.kind == "unauthorized" and (
+            server_key is None or caller.api_key != server_key.get_secret_value()
+        ):
+            # A client's own key (client-keys mode): NAIVE_API_KEY is not what that client can fix.
+            error.kind = "client_key_refused"
+        return error
+
+    def _after_attempts(self, error: NaiveError, retrying: AsyncRetrying) -> NaiveError:
+        """`error`, saying how many attempts were made when it came after retries."""
+        attempts = int(retrying.statistics.get("attempt_number", 1))
+        if attempts > 1:
+            error.message = (
+                f"{error.message} (after {attempts} attempts: the call and {attempts - 1} "
+                f"{'retry' if attempts == 2 else 'retries'}; NAIVE_MAX_RETRIES is "
+                f"{self._settings.max_retries})"
+            )
+        return error
+
     def _worth_retrying(self, error: BaseException) -> bool:
         if isinstance(error, UpstreamUnreachable):  # raised only before the upstream answered
             return True
@@ -287,7 +317,7 @@ class NaiveClient:
         finally:
             await response.aclose()
         if response.status_code >= 400:
-            raise _status_error(response, body)
+            raise self._status_error(response, body, caller)
         return self._redact.including(caller.api_key).json(_json(response, body, method, path))
 
     async def _read(self, response: httpx2.Response) -> bytes:
@@ -347,12 +377,8 @@ def _json(response: httpx2.Response, body: bytes, method: str, path: str) -> obj
         ) from exc
 
 
-def _status_error(response: httpx2.Response, body: bytes) -> UpstreamError:
-    return error_from_response(response.status_code, dict(response.headers), body)
-
-
 def _not_there_yet(error: BaseException) -> bool:
-    return isinstance(error, UpstreamError) and (error.status == 404 or error.kind == "provider_error")
+    return isinstance(error, UpstreamError) and error.kind in ("not_found", "provider_error")
 
 
 def _log_retry(state: RetryCallState) -> None:

@@ -3,7 +3,8 @@
     NaiveError                      kind, message, retryable, next_step
     ├── ConfigurationError          the server is not set up for this call (no key, no model)
     ├── ArgumentError               a tool argument is wrong; nothing was sent upstream
-    ├── UpstreamError               the upstream answered with an error status
+    ├── UpstreamError               the upstream answered with an error status (a 404 that is
+    │                               not Naive's error object: NAIVE_BASE_URL is wrong)
     ├── UpstreamUnreachable         no connection (refused, reset, DNS)
     ├── UpstreamTimeout             connected, but no answer in time
     ├── UpstreamProtocolError       an answer that is not the documented API (not JSON, wrong shape)
@@ -87,6 +88,22 @@ _OWN_KINDS: dict[str, _Kind] = {
     ),
     "store_too_new": _Kind(
         False, "Upgrade naive-mcp to the version that made this store, or use another store."
+    ),
+    "wrong_base_url": _Kind(
+        False,
+        "No Naive API answers at this address: check NAIVE_BASE_URL (e.g. https://api.usenaive.ai, "
+        "with no /v1 or other path after it) and restart the server.",
+    ),
+    "bad_default_model": _Kind(
+        False,
+        "The call named no model, and the server's default, NAIVE_DEFAULT_MODEL, is one the upstream "
+        "does not know: pass `model` (naive_llm_models lists them), or have the operator set "
+        "NAIVE_DEFAULT_MODEL to a listed id (e.g. anthropic/claude-sonnet-4.6) and restart the server.",
+    ),
+    "client_key_refused": _Kind(
+        False,
+        "Naive refused the API key this client sent as its bearer token (revoked or invalid): send a "
+        "valid Naive key (nv_sk_live_… or nv_sk_test_…) in the Authorization header and reconnect.",
     ),
     "connection_error": _Kind(True, "Check NAIVE_BASE_URL and the network, then retry."),
     "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),
@@ -239,7 +256,8 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
         text = message if isinstance(message, str) and message else f"the upstream answered HTTP {status}"
     else:
         details = {}
-        kind = kind_from_code(None, status)
+        # Naive answers a 404 with its error object; a bare one is a server where the API is not.
+        kind = "wrong_base_url" if status == 404 else kind_from_code(None, status)
         text = f"the upstream answered HTTP {status} with {_describe_body(body, headers)}"
     return UpstreamError(text, kind=kind, status=status, retry_after=retry_after, details=details)
 

@@ -36,6 +36,14 @@ class KeyCheckUnavailable(Exception):
         self.retry_after = retry_after
 
 
+class KeyRefused(Exception):
+    """A bearer token refused in client-keys mode, with why (answered 401): never the token itself."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class _Check:
     """One check under way, which requests with the same key wait on instead of repeating."""
 

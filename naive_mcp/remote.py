@@ -43,7 +43,7 @@ from naive_mcp.client import UPSTREAM_MAX_CONNECTIONS, make_http_client
 from naive_mcp.connections import ConnectionLimits
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.guard import SpendGuard
-from naive_mcp.keycheck import KeyCheckUnavailable
+from naive_mcp.keycheck import KeyCheckUnavailable, KeyRefused
 from naive_mcp.request_ids import RequestIdCheck
 from naive_mcp.server import create_server, freeze_startup_objects, log_usage
 from naive_mcp.services import CallsInFlight, Services
@@ -355,8 +355,9 @@ def answer_unchecked_keys(app: Starlette) -> Starlette:
 class AnswerUncheckedKeys:
     """ASGI middleware around the SDK's authentication: a request whose key could not be checked
     gets 503 with Retry-After and the reason (as an OAuth error body, like the SDK's 401), not a
-    traceback. The SDK lets any exception of a token verifier but `AuthenticationError` (a 400)
-    through; a test fails loudly if it stops doing so."""
+    traceback; one whose key was refused in client-keys mode gets the SDK's 401 with why. The SDK
+    lets any exception of a token verifier but `AuthenticationError` (a 400) through; a test fails
+    loudly if it stops doing so."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -369,5 +370,17 @@ class AnswerUncheckedKeys:
                 {"error": "temporarily_unavailable", "error_description": unavailable.message},
                 status_code=503,
                 headers={"Retry-After": str(unavailable.retry_after)},
+            )
+            await response(scope, receive, send)
+        except KeyRefused as refused:
+            ascii_reason = refused.message.replace("…", "...")
+            # As the SDK's own 401 is made, with the reason in place of "Authentication required".
+            response = JSONResponse(
+                {"error": "invalid_token", "error_description": refused.message},
+                status_code=401,
+                # A header is Latin-1: the ellipsis spelt out.
+                headers={
+                    "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{ascii_reason}"'
+                },
             )
             await response(scope, receive, send)

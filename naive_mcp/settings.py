@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import re
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, CliSuppress, NoDecode, SettingsConfigDict, SettingsError
 
 from naive_mcp.access import TokenGrant
 from naive_mcp.caller import TenantId
 from naive_mcp.errors import NaiveError
 from naive_mcp.store.location import StoreLocation
+from naive_mcp.validation import plain_message
 
 DEFAULT_BASE_URL = "https://api.usenaive.ai"
 # The key `--sandbox` uses when none is set: the sandbox accepts any well-formed test key.
 SANDBOX_API_KEY = "nv_sk_test_sandbox"
 SANDBOX_DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
+
+# A list setting, read as JSON or as a comma-separated list (pydantic-settings would only take JSON).
+ListSetting = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -35,20 +41,28 @@ class Settings(BaseSettings):
 
     # Environment only: a key on the command line is visible to every user of the machine.
     api_key: CliSuppress[SecretStr | None] = Field(
-        default=None, description="Naive API key (nv_sk_live_…, nv_sk_test_…). Environment only."
+        default=None,
+        examples=["nv_sk_live_…"],
+        description="Naive API key (nv_sk_live_…, nv_sk_test_…). Environment only.",
     )
     base_url: str = Field(
         default=DEFAULT_BASE_URL,
         description="Base URL of the Naive API (or of any server that speaks it).",
     )
     default_model: str | None = Field(
-        default=None, description="Model used when a chat call names none, e.g. anthropic/claude-sonnet-4.6."
+        default=None,
+        examples=["anthropic/claude-sonnet-4.6"],
+        description="Model used when a chat call names none, e.g. anthropic/claude-sonnet-4.6.",
     )
     default_user_id: TenantId | None = Field(
-        default=None, description="Naive user id for calls that name none (sent as X-Naive-User-Id)."
+        default=None,
+        examples=["usr_123"],
+        description="Naive user id for calls that name none (sent as X-Naive-User-Id).",
     )
     default_project_id: TenantId | None = Field(
-        default=None, description="Naive project id for calls that name none (sent as X-Naive-Project-Id)."
+        default=None,
+        examples=["prj_123"],
+        description="Naive project id for calls that name none (sent as X-Naive-Project-Id).",
     )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open a connection upstream.")
     first_byte_timeout: float = Field(
@@ -101,14 +115,17 @@ class Settings(BaseSettings):
         le=10,
         description="Seconds of silence after which a call tells the client it is still working.",
     )
-    allowed_models: list[str] = Field(
+    allowed_models: ListSetting = Field(
         default_factory=list,
-        description='Model id patterns chat may use, as JSON, e.g. ["anthropic/*", "*:free"]. Empty: any.',
+        description="Model id patterns chat may use, comma-separated or as JSON, e.g. anthropic/*,*:free. "
+        "Empty: any.",
+        examples=["anthropic/*,openai/*"],
     )
-    free_models: list[str] = Field(
+    free_models: ListSetting = Field(
         default_factory=list,
         description="Model id patterns that may be called under a credit cap although the model list "
-        'prices them at 0 or not at all, as JSON, e.g. ["*:free"]. Empty: none.',
+        "prices them at 0 or not at all, comma-separated or as JSON, e.g. *:free. Empty: none.",
+        examples=["*:free"],
     )
     capped_max_tokens: int = Field(
         default=4096,
@@ -154,6 +171,7 @@ class Settings(BaseSettings):
     )
     store: str | None = Field(
         default=None,
+        examples=["/var/lib/naive-mcp/state.db"],
         description="Where state lives: unset, a SQLite file in the user's data directory; a path; "
         "`memory`; or postgresql://user:password@host/db. Environment or flag.",
     )
@@ -173,17 +191,20 @@ class Settings(BaseSettings):
     path: str | None = Field(
         default=None,
         pattern=r"^/[\w./-]*$",
+        examples=["/mcp"],
         description="HTTP: endpoint path (default /mcp, or /sse for sse).",
     )
     stateless: bool = Field(
         default=False, description="streamable-http: keep no session between requests (for load balancers)."
     )
     # Environment only, like the key: these are secrets.
-    auth_tokens: CliSuppress[dict[str, TokenGrant]] = Field(
+    auth_tokens: CliSuppress[Annotated[dict[str, TokenGrant], NoDecode]] = Field(
         default_factory=dict,
-        description='HTTP: bearer tokens clients must send, as JSON: ["tok", …] or {"tok": {"user_id": …, '
-        '"project_id": …, "may_name": ["user_id", "project_id"]}}: pinned ids bind every call, '
-        "may_name lists the ids a client may choose; any other id a call names is refused.",
+        description="HTTP: bearer tokens clients must send, comma-separated (tok1,tok2) or as JSON: "
+        '["tok", …] or {"tok": {"user_id": …, "project_id": …, "may_name": ["user_id", "project_id"]}}: '
+        "pinned ids bind every call, may_name lists the ids a client may choose; any other id a call "
+        "names is refused.",
+        examples=['{"a-long-random-token": {"user_id": "usr_123"}}'],
     )
     client_keys: bool = Field(
         default=False,
@@ -209,12 +230,16 @@ class Settings(BaseSettings):
         description="HTTP, client keys: most new keys checked with the upstream in any minute; past it "
         "a new key gets 503 with Retry-After.",
     )
-    allowed_hosts: list[str] = Field(
+    allowed_hosts: ListSetting = Field(
         default_factory=list,
-        description="HTTP: Host headers to accept besides the bind address (host[:port|:*]).",
+        description="HTTP: Host headers to accept besides the bind address (host[:port|:*]), "
+        "comma-separated or as JSON.",
+        examples=["mcp.example.com,mcp.example.com:*"],
     )
-    allowed_origins: list[str] = Field(
-        default_factory=list, description="HTTP: browser Origins to accept (scheme://host[:port|:*])."
+    allowed_origins: ListSetting = Field(
+        default_factory=list,
+        description="HTTP: browser Origins to accept (scheme://host[:port|:*]), comma-separated or as JSON.",
+        examples=["https://app.example.com"],
     )
     max_request_bytes: int = Field(
         default=1_048_576, ge=1024, description="HTTP: largest request body accepted, in bytes."
@@ -266,6 +291,7 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         le=1_000_000,
+        examples=["1000"],
         description="HTTP: most client connections held open at once (default 1000, fewer when the "
         "file-descriptor limit allows fewer).",
     )
@@ -306,11 +332,20 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("allowed_models", "free_models", "allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_or_json_list(cls, value: object) -> object:
+        return _list_setting(value)
+
     @field_validator("auth_tokens", mode="before")
     @classmethod
     def _token_list(cls, value: object) -> object:
         # A plain list of tokens: none of them pinned to a tenant.
+        if isinstance(value, str):
+            value = _list_setting(value) if not value.lstrip().startswith("{") else _json_setting(value)
         if isinstance(value, list):
+            if not all(isinstance(token, str) for token in value):
+                raise ValueError("a list of tokens holds strings only")
             return {token: {} for token in value}
         return value
 
@@ -332,7 +367,7 @@ class Settings(BaseSettings):
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://, e.g. https://api.usenaive.ai")
+            raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
     def secrets(self) -> list[str]:
@@ -358,3 +393,75 @@ class Settings(BaseSettings):
     @property
     def endpoint_path(self) -> str:
         return self.path or ("/sse" if self.transport == "sse" else "/mcp")
+
+
+def _json_setting(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        # Never the text itself: it may hold a secret.
+        raise ValueError(f"is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+
+
+def _list_setting(value: object) -> object:
+    """A list from the environment: JSON (`["a", "b"]`) or comma-separated (`a,b`); blank is empty."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return _json_setting(text)
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# Examples for bad-setting messages where the field's default is no example.
+_EXAMPLES: dict[type, str] = {float: "10", int: "10", bool: "true", str: "…"}
+_SETTINGS_ERROR_FIELD = re.compile(r'field "(\w+)"')
+
+
+def setting_problems(error: ValidationError | SettingsError) -> str:
+    """What is wrong with the settings, one problem per setting: its name, what is wrong, and an
+    example of a good value (`NAIVE_X: …; e.g. NAIVE_X=…`). Never the rejected value, which may
+    be a secret; nor a key inside a setting (a token of NAIVE_AUTH_TOKENS is one)."""
+    if isinstance(error, SettingsError):
+        found = _SETTINGS_ERROR_FIELD.search(str(error))
+        if found is None or found.group(1) not in Settings.model_fields:
+            return str(error)
+        return _problem(found.group(1), "could not be read")
+    lines: dict[str, None] = {}
+    for problem in error.errors(include_input=False, include_url=False):
+        loc = problem["loc"]
+        name = str(loc[0]) if loc else ""
+        if name not in Settings.model_fields:
+            lines[f"{name or 'settings'}: {plain_message(problem)}"] = None
+            continue
+        # Inside NAIVE_AUTH_TOKENS the next step is a token: name what is under it, not the token.
+        inner = loc[2:] if name == "auth_tokens" else loc[1:]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in inner)
+        if name == "auth_tokens" and len(loc) > 1:
+            where = f"a token's {where.lstrip('.') or 'grant'}"
+        where = where.lstrip(".")
+        what = plain_message(problem)
+        lines[_problem(name, f"{where}: {what}" if where else what)] = None
+    return "\n".join(lines)
+
+
+def _problem(name: str, what: str) -> str:
+    env = f"NAIVE_{name.upper()}"
+    return f"{env}: {what}; e.g. {env}={example_of(name)}"
+
+
+def example_of(name: str) -> str:
+    """A good value of setting `name`, as it is written in the environment."""
+    field = Settings.model_fields[name]
+    if field.examples:
+        return str(field.examples[0])
+    default = field.get_default(call_default_factory=True)
+    if default not in (None, [], {}):
+        if isinstance(default, bool):
+            return "true" if not default else "false"
+        return f"{default:g}" if isinstance(default, float) else str(default)
+    annotation = field.annotation
+    for kind, example in _EXAMPLES.items():
+        if annotation is kind or kind in getattr(annotation, "__args__", ()):
+            return example
+    return "…"

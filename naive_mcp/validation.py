@@ -35,6 +35,8 @@ _TYPE_MISMATCHES = frozenset(
         "model_attributes_type",
     }
 )
+# How alike (difflib's ratio) an unknown argument and a known one must be for "did you mean".
+_CLOSE_NAME = 0.75
 # pydantic's words for a JSON object, which name Python types a client never sees.
 _PYTHON_OBJECT = re.compile(r"a valid dictionary( or instance of \w+)?|an instance of \w+")
 
@@ -142,7 +144,7 @@ class _Problem:
             return f"{self.path}: unknown argument{_suggestion(key, _model_at(model, error['loc'][:-1]))}"
         if kind == "missing":
             return f"{self.path}: required"
-        message = _plain(error)
+        message = plain_message(error)
         given = error.get("input")
         # A validator of a whole object would echo the whole object back: the message is enough.
         whole_object = kind in ("value_error", "assertion_error", _BOOLEAN_NUMBER)
@@ -201,7 +203,8 @@ def _child(node: Any, part: int | str) -> Any:
     return _ABSENT
 
 
-def _plain(error: ErrorDetails) -> str:
+def plain_message(error: ErrorDetails) -> str:
+    """What is wrong, in plain words: what a pattern means rather than the regex, no Python types."""
     ctx = error.get("ctx") or {}
     if error["type"] == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_MEANINGS:
         return f"should be {_PATTERN_MEANINGS[ctx['pattern']]}"
@@ -236,7 +239,13 @@ def _suggestion(key: str, model: type[BaseModel] | None) -> str:
     if model is None:
         return ""
     names = [field.alias or name for name, field in model.model_fields.items()]
-    close = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
+    wanted = key.replace("-", "_")
+    # Only a name close enough to be a slip of the keyboard (`temprature`, `max_token`) or one the
+    # key begins (`frequency`); a looser match (`usage` → messages) would send the agent astray.
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=_CLOSE_NAME)
+    begun = [name for name in names if len(wanted) >= 4 and name.startswith(wanted)]
+    if not close and len(begun) == 1:
+        close = begun
     return f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(names)}"
 
 

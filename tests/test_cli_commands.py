@@ -121,7 +121,7 @@ def test_bad_usage_and_settings_exit_2_and_no_secret_is_echoed(env: dict[str, st
     assert "give a prompt, or - to read it from stdin" in bare.stderr
     bad = run(env, "chat", "--read-timeout", "-1", "hi")
     assert (bad.returncode, bad.stdout) == (2, "")
-    assert "read_timeout: Input should be greater than 0" in bad.stderr
+    assert "NAIVE_READ_TIMEOUT: should be greater than 0; e.g. NAIVE_READ_TIMEOUT=600" in bad.stderr
     key = run(env, "chat", "--api-key", "nv_sk_test_on_the_command_line", "hi")
     assert key.returncode == 2
     assert "api_key is read from the environment only" in key.stderr

@@ -561,15 +561,15 @@ async def test_a_streamed_answer_longer_than_every_timeout_is_not_cut(
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "field"),
+    ("variable", "value"),
     [
-        ("NAIVE_HEADERS_TIMEOUT", "0", "headers_timeout"),
-        ("NAIVE_BODY_TIMEOUT", "-1", "body_timeout"),
-        ("NAIVE_KEEPALIVE_TIMEOUT", "0", "keepalive_timeout"),
-        ("NAIVE_MAX_CONNECTIONS", "0", "max_connections"),
+        ("NAIVE_HEADERS_TIMEOUT", "0"),
+        ("NAIVE_BODY_TIMEOUT", "-1"),
+        ("NAIVE_KEEPALIVE_TIMEOUT", "0"),
+        ("NAIVE_MAX_CONNECTIONS", "0"),
     ],
 )
-def test_bad_limits_are_refused_at_start(variable: str, value: str, field: str) -> None:
+def test_bad_limits_are_refused_at_start(variable: str, value: str) -> None:
     run = subprocess.run(
         [str(NAIVE_MCP), "--transport", "streamable-http"],
         env={"PATH": os.environ["PATH"], "NAIVE_STORE": "memory", variable: value},
@@ -577,7 +577,7 @@ def test_bad_limits_are_refused_at_start(variable: str, value: str, field: str) 
         text=True,
         timeout=WAIT,
     )
-    assert run.returncode == 2 and f"bad setting: {field}:" in run.stderr, run.stderr
+    assert run.returncode == 2 and f"bad setting: {variable}: " in run.stderr, run.stderr
 
 
 def test_a_descriptor_limit_too_low_for_any_connection_is_refused() -> None:

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from naive_mcp.access import AccessControl, TokenGrant
 from naive_mcp.caller import OWN_TENANT
 from naive_mcp.errors import UpstreamError, UpstreamUnreachable
-from naive_mcp.keycheck import KeyCheck, KeyCheckUnavailable
+from naive_mcp.keycheck import KeyCheck, KeyCheckUnavailable, KeyRefused
 from naive_mcp.sandbox import RunningSandbox, serve_in_thread
 from naive_mcp.settings import Settings
 from naive_mcp.store import CallRecord, CallResult, Exactly, StoreLocation, UsageScope
@@ -495,4 +495,5 @@ async def test_a_sessions_owner_is_the_tokens_full_digest() -> None:
     assert configured is not None and client_key is not None
     assert configured.client_id == f"token-{hashlib.sha256(b'team-token').hexdigest()}"
     assert client_key.client_id == f"naive-key-{hashlib.sha256(b'nv_sk_test_abcdef').hexdigest()}"
-    assert await access.verify_token("nv_sk_test_" + "a" * 300) is None, "no key of any size is checked"
+    with pytest.raises(KeyRefused, match=r"^not a Naive key \(nv_sk_live_…/nv_sk_test_…\), nor a token"):
+        await access.verify_token("nv_sk_test_" + "a" * 300)  # no key of any size is checked

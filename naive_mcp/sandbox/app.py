@@ -142,7 +142,7 @@ class Sandbox:
         )
         if key is None:
             raise ApiError(401, "unauthorized", "Missing Authorization: Bearer <Naive API key>")
-        if not key.startswith(_KEY_PREFIXES) or "revoked" in key:
+        if not key.startswith(_KEY_PREFIXES) or "revoked" in key or self.ledger.revoked(key):
             # Real services sometimes echo what they were sent; naive-mcp must never pass it on.
             raise ApiError(401, "unauthorized", f"Invalid API key: {key}")
         if request.url.path.startswith("/v1/proxy/") and user_id is not None:

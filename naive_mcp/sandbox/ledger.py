@@ -88,6 +88,16 @@ class Ledger:
         self._generations: dict[str, GenerationRecord] = {}
         self._requests: list[RequestRecord] = []
         self._next_id = 0
+        self._revoked: set[str] = set()
+
+    def revoke(self, key: str) -> None:
+        """From now on the key is refused (401), as a key revoked in Naive's dashboard is."""
+        with self._lock:
+            self._revoked.add(key)
+
+    def revoked(self, key: str) -> bool:
+        with self._lock:
+            return key in self._revoked
 
     def balance(self, key: str) -> float:
         with self._lock:

@@ -9,7 +9,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
 from naive_mcp.caller import TenantId
-from naive_mcp.errors import ConfigurationError
+from naive_mcp.errors import ConfigurationError, UpstreamError
 from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
 from naive_mcp.registry import CallContext, Method, MethodResult
 from naive_mcp.streaming import ChatStream
@@ -19,6 +19,8 @@ from naive_mcp.wire import ChatCompletion
 # --- arguments ---------------------------------------------------------------------------------
 
 _NAME = r"^[A-Za-z0-9_-]{1,64}$"
+# The most of a model's reasoning the result's text shows (the structured result has all of it).
+REASONING_SHOWN_CHARS = 1000
 
 
 def _published(kind: str, description: str | None = None, *, also_object: bool = False) -> WithJsonSchema:
@@ -378,8 +380,20 @@ class ChatResult(MethodResult):
         if self.tool_calls:
             calls = [call.model_dump(exclude_none=True) for call in self.tool_calls]
             blocks.append("The model asks to call tools:\n" + json.dumps(calls, ensure_ascii=False))
+        if self.reasoning and self.reasoning.strip():
+            blocks.append(self._reasoning_block(self.reasoning.strip()))
         blocks.append(self.summary())
         return blocks
+
+    @staticmethod
+    def _reasoning_block(reasoning: str) -> str:
+        """The model's reasoning, after the answer and kept short: the agent reads every block."""
+        if len(reasoning) <= REASONING_SHOWN_CHARS:
+            return f"The model's reasoning:\n{reasoning}"
+        return (
+            f"The model's reasoning (its first {REASONING_SHOWN_CHARS} of {len(reasoning)} characters; "
+            f"all of it is in the structured result's `reasoning`):\n{reasoning[:REASONING_SHOWN_CHARS]}…"
+        )
 
     def summary(self) -> str:
         """One line of metadata: who answered, why it stopped, tokens, cost, credits."""
@@ -389,7 +403,11 @@ class ChatResult(MethodResult):
             + (" (truncated at max_tokens)" if self.truncated else "")
         )
         if self.usage is not None and self.usage.prompt_tokens is not None:
-            parts.append(f"tokens {self.usage.prompt_tokens} in / {self.usage.completion_tokens or 0} out")
+            reasoned = self.usage.reasoning_tokens
+            parts.append(
+                f"tokens {self.usage.prompt_tokens} in / {self.usage.completion_tokens or 0} out"
+                + (f" (of which {reasoned} reasoning)" if reasoned else "")
+            )
         parts.append(f"cost {format_usd(self.usage.cost if self.usage else None)}")
         if self.credits_used is None and self.credits_remaining is None:
             parts.append("credits unknown")
@@ -407,8 +425,9 @@ class ChatResult(MethodResult):
 
 async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     services = call.services
-    body = arguments.request_body(services.settings.default_model)
+    # Who calls first: with neither a key nor a model, the missing key is what to fix first.
     caller = call.caller(arguments.user_id, arguments.project_id)
+    body = arguments.request_body(services.settings.default_model)
     async with services.guard.spending(caller, body) as spend:
 
         def on_chunk(stream: ChatStream) -> None:
@@ -417,9 +436,20 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
                 call.on_chunk(stream)
             spend.saw(stream)  # may stop the call: its output passed what was reserved
 
-        completion = await services.client.chat(body, caller, on_chunk=on_chunk)
+        try:
+            completion = await services.client.chat(body, caller, on_chunk=on_chunk)
+        except UpstreamError as error:
+            _blame_the_default(error, arguments, body["model"])
+            raise
         spend.answered(completion)
     return ChatResult.from_completion(completion, notes=spend.notes)
+
+
+def _blame_the_default(error: UpstreamError, arguments: ChatArguments, model: str) -> None:
+    """A model refused when the call named none is the server's NAIVE_DEFAULT_MODEL's fault."""
+    named = arguments.model is not None or bool(arguments.models)
+    if not named and error.kind in ("invalid_input", "not_found") and model in error.message:
+        error.kind = "bad_default_model"
 
 
 CHAT = Method(
