@@ -140,6 +140,7 @@ def test_long_reasoning_is_cut_short_in_the_text() -> None:
     assert len(reasoning) < REASONING_SHOWN_CHARS + 200
 
 
+@pytest.mark.slow
 async def test_an_http_client_whose_own_key_was_revoked_is_told_to_send_a_valid_key(
     sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
@@ -155,6 +156,7 @@ async def test_an_http_client_whose_own_key_was_revoked_is_told_to_send_a_valid_
     assert key not in text
 
 
+@pytest.mark.slow
 async def test_a_client_key_refused_says_why_in_its_401(sandbox: RunningSandbox, tmp_path: Path) -> None:
     shapeless, revoked = f"sk-{uuid.uuid4().hex}", f"nv_sk_test_revoked_{uuid.uuid4().hex}"
     env = {**upstream_env(sandbox, None), "NAIVE_CLIENT_KEYS": "true"}

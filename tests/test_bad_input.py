@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 
 from naive_mcp.primitives.llm.chat import ChatArguments
 from naive_mcp.sandbox import RunningSandbox
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -26,12 +26,6 @@ FIX = "Fix the arguments named above and call again."
 INITIAL_CREDITS = 100.0
 SONNET, HAIKU = "anthropic/claude-sonnet-4.6", "anthropic/claude-haiku-4.5"
 TOOLS = [{"type": "function", "function": {"name": "lookup"}}]
-
-
-def text_of(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def bad(tool: str, arguments: dict[str, Any], path: str, says: str = "") -> Any:

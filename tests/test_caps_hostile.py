@@ -18,7 +18,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent, TextResourceContents
+from mcp.types import CallToolResult, TextResourceContents
 
 from naive_mcp.caller import Caller
 from naive_mcp.errors import IncompleteAnswer
@@ -30,6 +30,7 @@ from naive_mcp.server import create_server
 from naive_mcp.streaming import ChatStream
 from naive_mcp.wire import ModelEntry
 from tests.conftest import make_settings
+from tests.helpers import text_of, usage_of
 from tests.test_spending import completion, guard_for
 
 pytestmark = pytest.mark.anyio
@@ -37,12 +38,6 @@ pytestmark = pytest.mark.anyio
 # The sandbox bills usage.cost times 1.05, at $0.50 a credit.
 SANDBOX_CREDITS_PER_USD = MARKUP / USD_PER_CREDIT
 START = 100.0  # credits of a fresh sandbox account
-
-
-def text_of(result: CallToolResult, index: int = 0) -> str:
-    block = result.content[index]
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def billed(sandbox: RunningSandbox, api_key: str) -> float:
@@ -354,6 +349,7 @@ async def stream_unguarded(sandbox: RunningSandbox, api_key: str, body: dict[str
             pass
 
 
+@pytest.mark.slow
 async def test_an_upstream_that_answers_past_max_tokens_is_stopped_at_the_reservation(
     sandbox: RunningSandbox, api_key: str, report: dict[str, float], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -399,13 +395,6 @@ async def test_an_upstream_that_answers_past_max_tokens_is_stopped_at_the_reserv
     assert usage["by_outcome"]["cut_off"]["calls"] == 1
     assert usage["total"]["credits"] == pytest.approx(guarded.total_cost * SANDBOX_CREDITS_PER_USD, rel=1e-3)
     assert any("answered past the 50 output tokens reserved" in r.message for r in caplog.records)
-
-
-async def usage_of(client: Client) -> dict[str, Any]:
-    contents = (await client.read_resource("naive://usage")).contents[0]
-    assert isinstance(contents, TextResourceContents)
-    usage: dict[str, Any] = json.loads(contents.text)
-    return usage
 
 
 # --- the estimate on its own (pure functions of the body and the model list) --------------------

@@ -51,6 +51,7 @@ def test_flags_mirror_the_environment_and_win_over_it(monkeypatch: pytest.Monkey
     assert settings.log_level == "DEBUG"
 
 
+@pytest.mark.slow
 def test_help_lists_the_flags_but_not_the_key() -> None:
     help_text = subprocess.run(
         [sys.executable, "-m", "naive_mcp", "--help"], capture_output=True, text=True, timeout=60, check=True
@@ -60,6 +61,7 @@ def test_help_lists_the_flags_but_not_the_key() -> None:
     assert "--api-key" not in help_text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("env", "args", "expected"),
     [

@@ -24,7 +24,7 @@ from naive_mcp.terminal import _Echo
 from tests.conftest import NAIVE_MCP, SESSION_TIMEOUT, TOOL_NAMES, naive_mcp, upstream_env
 from tests.mcp_wire import last_chat
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # subprocesses, each with a sandbox
 
 
 def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -212,6 +212,7 @@ ATTACKERS = 300
 LIMIT = 100
 
 
+@pytest.mark.slow
 async def test_slowloris_sockets_cannot_lock_clients_out(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
 ) -> None:
@@ -271,6 +272,7 @@ async def test_slowloris_sockets_cannot_lock_clients_out(
         assert tracebacks(server) == 0, server.logs()
 
 
+@pytest.mark.slow
 async def test_connections_all_busy_with_requests_turn_a_newcomer_away_with_503(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
 ) -> None:
@@ -303,6 +305,7 @@ PROBES = 20
 TOKEN = "an-operator-token-long-enough-to-pass-0123456789"
 
 
+@pytest.mark.slow
 async def test_requests_answered_before_their_body_came_cannot_lock_clients_out(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
 ) -> None:
@@ -375,6 +378,7 @@ def stream_head(server: HttpServer, token: str) -> bytes:
     ).encode()
 
 
+@pytest.mark.slow
 async def test_sse_streams_cannot_take_every_connection(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
 ) -> None:
@@ -436,6 +440,7 @@ def test_streams_and_requests_set_past_the_connections_are_lowered_with_a_warnin
 # --- a slow body, idle connections -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_body_sent_a_byte_at_a_time_is_cut_at_the_body_timeout_and_calls_nothing(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
 ) -> None:
@@ -464,6 +469,7 @@ async def test_a_body_sent_a_byte_at_a_time_is_cut_at_the_body_timeout_and_calls
         assert tracebacks(server) == 0, server.logs()
 
 
+@pytest.mark.slow
 async def test_idle_kept_alive_connections_are_closed_and_a_dripped_next_request_times_out(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
 ) -> None:
@@ -497,6 +503,7 @@ async def test_idle_kept_alive_connections_are_closed_and_a_dripped_next_request
 # --- past the file-descriptor limit ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_an_attack_past_the_descriptor_limit_leaves_health_answering_and_stderr_short(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
 ) -> None:
@@ -536,6 +543,7 @@ def paced() -> Iterator[RunningSandbox]:
         yield running
 
 
+@pytest.mark.slow
 async def test_a_streamed_answer_longer_than_every_timeout_is_not_cut(
     paced: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -560,6 +568,7 @@ async def test_a_streamed_answer_longer_than_every_timeout_is_not_cut(
 # --- settings, and the uvicorn internals the limits rely on ---------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -580,6 +589,7 @@ def test_bad_limits_are_refused_at_start(variable: str, value: str) -> None:
     assert run.returncode == 2 and f"bad setting: {variable}: " in run.stderr, run.stderr
 
 
+@pytest.mark.slow
 def test_a_descriptor_limit_too_low_for_any_connection_is_refused() -> None:
     script = (
         "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40));"
@@ -685,6 +695,7 @@ def test_the_sdk_loggers_rate_limited_are_the_ones_it_logs_to() -> None:
             assert module.logger.name == name, name
 
 
+@pytest.mark.slow
 async def test_request_bodies_dropped_midway_do_not_flood_stderr_with_tracebacks(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, raw_client: OpenRaw
 ) -> None:

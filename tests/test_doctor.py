@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
 from naive_mcp.caller import secret_digest
 from naive_mcp.store import CallRecord, CallResult, StoreLocation
 from naive_mcp.store.store import Store
 from tests.conftest import NAIVE_MCP
+
+# Each test runs naive-mcp subprocesses, each with a sandbox.
+pytestmark = pytest.mark.slow
 
 KEY = "nv_sk_test_d0ctor_key_never_shown_77"
 

@@ -14,6 +14,8 @@ from bench.upstream import free_port, sandbox_process
 from tests.conftest import DEFAULT_MODEL
 from tests.engines import BalancerKind, PostgresServer, balancer
 
+pytestmark = pytest.mark.slow
+
 REQUESTS = 4  # of each kind, GET and POST, per check
 
 

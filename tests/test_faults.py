@@ -4,7 +4,7 @@ successful retry — no stuck task, no connection left busy, and the next call a
 from __future__ import annotations
 
 import logging
-import time
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +13,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult
 
 from naive_mcp.client import make_http_client
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
@@ -21,18 +21,13 @@ from naive_mcp.sandbox.faults import FLAKY
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from tests.conftest import make_settings
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.anyio
 
 # Every fault must resolve within this, retries included.
 BOUND_SECONDS = 10
 RETRYING = {"max_retries": 2, "retry_max_wait": 0.05}
-
-
-def text_of(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 @asynccontextmanager
@@ -136,18 +131,26 @@ async def test_a_lasting_fault_is_retried_only_if_retrying_can_help_then_explain
     assert attempts(sandbox, api_key) == (3 if retried else 1) + 1
 
 
-async def test_a_refused_connection_is_retried_then_explained(api_key: str, sandbox: RunningSandbox) -> None:
+async def test_a_refused_connection_is_retried_then_explained(
+    api_key: str, sandbox: RunningSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
     async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
     settings = make_settings(sandbox, api_key, base_url=f"http://127.0.0.1:{port}", **RETRYING)
-    async with serving(settings) as (client, http):
-        started = time.monotonic()
-        result = await call(client, "naive_llm_chat", {"prompt": "hi"})
-        assert text_of(result).startswith(
-            f"connection_error: could not reach http://127.0.0.1:{port}: ConnectError"
-        )
-        assert time.monotonic() - started < 2
-        assert busy_connections(http) == 0
+    with caplog.at_level(logging.INFO, logger="naive_mcp.client"):
+        async with serving(settings) as (client, http):
+            result = await call(client, "naive_llm_chat", {"prompt": "hi"})
+            assert text_of(result).startswith(
+                f"connection_error: could not reach http://127.0.0.1:{port}: ConnectError"
+            )
+            assert busy_connections(http) == 0
+    # Each retry came after the backoff the settings allow, not a wall-clock guess.
+    retries = [
+        re.fullmatch(r"upstream \S+; retry (\d) in ([\d.]+) s", r.getMessage()) for r in caplog.records
+    ]
+    waits = [(int(m[1]), float(m[2])) for m in retries if m]
+    assert [n for n, _ in waits] == [1, 2], caplog.text
+    assert all(wait <= RETRYING["retry_max_wait"] for _, wait in waits)
 
 
 async def test_a_connection_reset_before_the_answer_is_retried_then_explained(
@@ -248,6 +251,7 @@ async def test_an_oversized_response_is_refused(sandbox: RunningSandbox, api_key
     )
 
 
+@pytest.mark.slow
 async def test_retries_are_bounded_and_honour_retry_after_within_the_cap(
     sandbox: RunningSandbox, api_key: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,7 +19,7 @@ from naive_mcp.sandbox import RunningSandbox
 from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, TOOL_NAMES, upstream_env
 from tests.outside_clients import EXIT_TOOL_ERROR, result_of, run_inspector
 
-pytestmark = [pytest.mark.interop]
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 Inspect = Callable[..., CompletedProcess[str]]
 

@@ -44,6 +44,7 @@ def assert_key_hidden(done: subprocess.CompletedProcess[str]) -> None:
         ("cursor", ".cursor/mcp.json"),
     ],
 )
+@pytest.mark.slow
 def test_each_client_keeps_other_servers_and_keys_and_backs_up(
     tmp_path: Path, client: str, where: str
 ) -> None:
@@ -91,6 +92,7 @@ def test_the_default_paths_per_os(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_new_file_and_directory_are_created_private(tmp_path: Path) -> None:
     done = run_install(tmp_path, "claude-desktop")
 
@@ -103,6 +105,7 @@ def test_a_new_file_and_directory_are_created_private(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_print_shows_the_entry_masked_and_writes_nothing(tmp_path: Path) -> None:
     store = "postgresql://naive:pg-pa55word@db.example/naive"
     done = run_install(
@@ -127,6 +130,7 @@ def test_print_shows_the_entry_masked_and_writes_nothing(tmp_path: Path) -> None
     assert not (tmp_path / ".cursor").exists()
 
 
+@pytest.mark.slow
 def test_invalid_json_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
     path = tmp_path / ".cursor" / "mcp.json"
     path.parent.mkdir()
@@ -141,6 +145,7 @@ def test_invalid_json_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
     assert_key_hidden(done)
 
 
+@pytest.mark.slow
 def test_an_existing_entry_is_replaced_and_said_so(tmp_path: Path) -> None:
     config = tmp_path / "project" / ".cursor" / "mcp.json"
     config.parent.mkdir(parents=True)
@@ -155,6 +160,7 @@ def test_an_existing_entry_is_replaced_and_said_so(tmp_path: Path) -> None:
     assert not (tmp_path / ".cursor").exists()  # --config: the user's own file is not touched
 
 
+@pytest.mark.slow
 def test_the_key_from_env_flag_and_no_key_warning(tmp_path: Path) -> None:
     done = run_install(tmp_path, "claude-code", "--env", "NAIVE_API_KEY", key=None)
     assert done.returncode == 1 and "NAIVE_API_KEY is not set in this environment" in done.stderr
@@ -169,6 +175,7 @@ def test_the_key_from_env_flag_and_no_key_warning(tmp_path: Path) -> None:
     assert_key_hidden(done)
 
 
+@pytest.mark.slow
 def test_a_linked_config_is_edited_where_it_lives(tmp_path: Path) -> None:
     dotfiles = tmp_path / "dotfiles" / "mcp.json"
     dotfiles.parent.mkdir()

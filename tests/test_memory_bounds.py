@@ -56,6 +56,7 @@ def feed_all(stream: ChatStream, events: Iterable[str]) -> None:
 # --- the upstream ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_an_endless_tool_call_stream_ends_at_the_response_limit_with_memory_bounded(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -126,6 +127,7 @@ def test_an_answer_holds_at_most_max_tool_calls() -> None:
     assert "parallel_tool_calls" in raised.value.message
 
 
+@pytest.mark.slow
 def test_what_is_held_is_what_is_counted_however_small_the_pieces() -> None:
     """2-byte pieces kept as a list of strings cost ~60 bytes each: 30 times the count."""
     stream = ChatStream(max_bytes=None)
@@ -187,6 +189,7 @@ async def test_an_endless_line_from_the_upstream_is_bounded_by_the_event_limit()
 # --- the client, over stdio --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_an_overlong_stdio_line_is_dropped_answered_and_the_server_goes_on(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from typing import Any
 
 import anyio
@@ -20,6 +20,7 @@ from naive_mcp.sandbox.server import serve_app_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from tests.conftest import make_settings
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -135,11 +136,14 @@ async def test_reads_openrouters_model_list_shape_too(api_key: str) -> None:
 
 
 async def test_concurrent_listings_share_one_upstream_request_and_its_failure(api_key: str) -> None:
-    seen: list[float] = []
+    # The upstream holds its answer until all four callers are waiting: whoever came later joined
+    # the one request in flight (the order of events, not a duration, shows nobody fetched again).
+    seen: list[str] = []
+    release = threading.Event()
 
     async def slow_failure(request: Request) -> JSONResponse:
-        seen.append(time.monotonic())
-        await anyio.sleep(0.3)
+        seen.append(request.url.path)
+        await anyio.to_thread.run_sync(release.wait, 30)
         return JSONResponse({"error": {"code": "provider_error", "message": "down"}}, status_code=502)
 
     app = Starlette(routes=[Route("/v1/llm/models", slow_failure)])
@@ -147,17 +151,22 @@ async def test_concurrent_listings_share_one_upstream_request_and_its_failure(ap
         async with Client(
             create_server(Settings(base_url=url, api_key=SecretStr(api_key), max_retries=0))
         ) as client:
-            started = time.monotonic()
-            results: list[float] = []
+            results: list[str] = []
 
             async def listing_fails() -> None:
                 result = await client.call_tool("naive_llm_models", {})
                 assert result.is_error
-                results.append(time.monotonic() - started)
+                results.append(text_of(result))
 
             async with anyio.create_task_group() as group:
                 for _ in range(4):
                     group.start_soon(listing_fails)
+                with anyio.fail_after(30):
+                    while not seen:  # noqa: ASYNC110 - the upstream runs in its own thread
+                        await anyio.sleep(0.01)
+                    await anyio.wait_all_tasks_blocked()  # all four are waiting on an answer
+                release.set()
 
     assert len(seen) == 1, "one upstream request for four callers"
-    assert max(results) < 0.9, "nobody waited for a second, serial fetch"
+    assert len(results) == 4 and len(set(results)) == 1, "all four got the one failure"
+    assert results[0].startswith("provider_error"), results[0]

@@ -15,7 +15,7 @@ from naive_mcp.primitives import REGISTRY
 from naive_mcp.sandbox import RunningSandbox
 from naive_mcp.tools import RUN_TOOL, SEARCH_TOOL
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 EXAMPLES_PER_TOOL = 400
 MODELS = [

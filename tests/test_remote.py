@@ -13,19 +13,14 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult
 
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, upstream_env
+from tests.helpers import text_of
 from tests.remote import HttpServer, connect, http_server
 
-pytestmark = pytest.mark.anyio
-
-
-def text_of(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def upstream(sandbox: RunningSandbox, api_key: str | None = None, **more: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from tests.conftest import DEFAULT_MODEL, TOOL_NAMES, upstream_env
 from tests.outside_clients import EXIT_TOOL_ERROR, result_of, run_inspector, run_ts_client
 from tests.remote import http_server
 
-pytestmark = [pytest.mark.interop]
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 TOKEN = "interop-team-token"
 

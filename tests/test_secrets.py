@@ -199,6 +199,7 @@ async def test_a_key_or_token_the_upstream_echoes_never_reaches_the_client(echoi
     assert any("my token is [redacted]" in text for text in said)
 
 
+@pytest.mark.slow
 async def test_in_client_keys_mode_the_clients_own_key_never_comes_back(
     echoing: RunningSandbox, tmp_path: Path
 ) -> None:

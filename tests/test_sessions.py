@@ -90,6 +90,7 @@ def error_of(response: httpx2.Response) -> str:
 # --- hole 2: sessions and SSE streams, in all and per client ---------------------------------------
 
 
+@pytest.mark.slow
 async def test_one_token_cannot_take_every_session_and_others_still_get_theirs(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -141,6 +142,7 @@ async def test_one_token_cannot_take_every_session_and_others_still_get_theirs(
     assert ALICE not in server.logs()
 
 
+@pytest.mark.slow
 async def test_an_idle_session_expires_and_gives_its_client_room_again(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -167,6 +169,7 @@ async def test_an_idle_session_expires_and_gives_its_client_room_again(
     assert "idle timeout" in server.logs()
 
 
+@pytest.mark.slow
 async def test_without_auth_the_one_client_gets_the_totals_not_the_per_client_limits(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -203,6 +206,7 @@ async def hold_streams(
     return held
 
 
+@pytest.mark.slow
 async def test_legacy_sse_streams_are_limited_per_client_and_in_all(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -240,6 +244,7 @@ async def test_legacy_sse_streams_are_limited_per_client_and_in_all(
     assert "NAIVE_MAX_SSE_STREAMS" in carol_refused[0].json()["error"]["message"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stateless", [False, True], ids=["stateful", "stateless"])
 async def test_streamable_http_get_streams_count_as_sse_streams(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, stateless: bool
@@ -296,6 +301,7 @@ async def test_the_sdk_still_keeps_its_sessions_where_the_count_per_client_reads
         SdkSessions(Moved())  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 async def test_a_2026_era_request_opens_no_session_and_no_session_limit_refuses_it(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -335,6 +341,7 @@ def _with_token(
     return message, {**headers, **bearer(token)}
 
 
+@pytest.mark.slow
 async def test_one_token_cannot_take_every_connection_with_calls_in_flight(
     paced: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -449,6 +456,7 @@ def ledger_and_holds(store: Path) -> tuple[list[str], int]:
     return outcomes, int(holds)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["stateful", "stateless", "2026", "sse"])
 async def test_a_dropped_connection_stops_its_call_and_settles_its_reservation(
     paced: RunningSandbox, api_key: str, tmp_path: Path, mode: str
@@ -508,6 +516,7 @@ def refused_as_invalid(responses: list[httpx2.Response]) -> bool:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stateless", [False, True], ids=["stateful", "stateless"])
 async def test_a_request_with_a_malformed_id_gets_a_jsonrpc_error_over_streamable_http(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, stateless: bool
@@ -543,6 +552,7 @@ async def test_a_request_with_a_malformed_id_gets_a_jsonrpc_error_over_streamabl
 tools_list: dict[str, Any] = {"jsonrpc": "2.0", "method": "tools/list"}
 
 
+@pytest.mark.slow
 async def test_a_malformed_id_or_no_jsonrpc_message_gets_a_jsonrpc_error_over_legacy_sse(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -594,6 +604,7 @@ def drop_mid_body(port: int, token: str, version: str) -> None:
 DROPS = 40  # per protocol era
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stateless", [False, True], ids=["stateful", "stateless"])
 async def test_bodies_that_never_come_whole_or_nest_too_deep_cause_no_traceback(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, stateless: bool

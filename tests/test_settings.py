@@ -122,6 +122,7 @@ def run_server(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+@pytest.mark.slow
 def test_a_server_with_a_bad_list_setting_exits_2_naming_it() -> None:
     completed = run_server({"NAIVE_ALLOWED_HOSTS": '["a", ', "NAIVE_API_KEY": SECRET})
     assert completed.returncode == 2
@@ -132,6 +133,7 @@ def test_a_server_with_a_bad_list_setting_exits_2_naming_it() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.slow
 async def test_a_server_reads_a_comma_list_of_allowed_models_from_its_environment(errlog: TextIO) -> None:
     async with naive_mcp(errlog, {"NAIVE_ALLOWED_MODELS": "anthropic/*,openai/*"}, "--sandbox") as client:
         with anyio.fail_after(SESSION_TIMEOUT):

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent, TextResourceContents
+from mcp.types import CallToolResult, TextResourceContents
 
 from naive_mcp.caller import Caller
 from naive_mcp.errors import IncompleteAnswer, UpstreamUnreachable
@@ -24,17 +24,12 @@ from naive_mcp.server import create_server
 from naive_mcp.services import Services
 from naive_mcp.wire import ChatCompletion
 from tests.conftest import make_settings
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.anyio
 
 # The sandbox bills usage.cost times 1.05, at $0.50 a credit.
 SANDBOX_CREDITS_PER_USD = 2.1
-
-
-def text_of(result: CallToolResult, index: int = 0) -> str:
-    block = result.content[index]
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def refused(result: CallToolResult, kind: str) -> str:

@@ -17,7 +17,7 @@ from mcp.types import CallToolResult, TextContent
 from naive_mcp.sandbox import RunningSandbox
 from tests.conftest import DEFAULT_MODEL, TOOL_NAMES, naive_mcp, upstream_env
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def texts(result: CallToolResult) -> list[str]:

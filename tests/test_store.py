@@ -3,7 +3,6 @@ process killed mid-call, and state shared by several processes on one SQLite fil
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -15,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent, TextResourceContents
+from mcp.types import CallToolResult
 
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
@@ -25,6 +24,7 @@ from naive_mcp.store import StoreLocation
 from naive_mcp.store.engine import SCHEMA_REVISION
 from naive_mcp.store.store import Store
 from tests.conftest import make_settings, naive_mcp, upstream_env
+from tests.helpers import text_of, usage_of
 from tests.remote import connect, http_server
 from tests.test_remote import sigterm_mid_call
 
@@ -33,19 +33,6 @@ pytestmark = pytest.mark.anyio
 WAIT = 60  # generous, for a busy machine
 # The sandbox bills usage.cost times 1.05, at $0.50 a credit.
 SANDBOX_CREDITS_PER_USD = 2.1
-
-
-def text_of(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
-
-
-async def usage_of(client: Client) -> dict[str, Any]:
-    content = (await client.read_resource("naive://usage")).contents[0]
-    assert isinstance(content, TextResourceContents)
-    usage: dict[str, Any] = json.loads(content.text)
-    return usage
 
 
 # --- what NAIVE_STORE names ---------------------------------------------------------------------
@@ -88,6 +75,7 @@ async def test_a_new_store_is_migrated_and_one_newer_than_the_code_is_refused(tm
     )
 
 
+@pytest.mark.slow
 async def test_a_store_that_cannot_be_opened_fails_the_call_and_never_shows_its_password(
     sandbox: RunningSandbox, api_key: str, errlog: Any
 ) -> None:
@@ -125,6 +113,7 @@ async def test_a_generation_made_through_one_process_is_waited_for_through_anoth
     assert usage_first == usage_second and usage_first["total"]["calls"] == 1
 
 
+@pytest.mark.slow
 async def test_two_stdio_processes_on_one_sqlite_file_never_spend_past_the_cap(
     api_key: str, tmp_path: Path, errlog: Any
 ) -> None:
@@ -162,6 +151,7 @@ async def test_two_stdio_processes_on_one_sqlite_file_never_spend_past_the_cap(
 # --- restarts ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 async def test_caps_and_the_ledger_survive_a_restart(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path, stop: signal.Signals
@@ -200,6 +190,7 @@ async def test_caps_and_the_ledger_survive_a_restart(
     assert usage["by_outcome"]["refused"]["calls"] == 4
 
 
+@pytest.mark.slow
 async def test_a_call_killed_mid_answer_is_settled_from_its_generation_by_the_next_process(
     api_key: str, tmp_path: Path
 ) -> None:
@@ -283,6 +274,7 @@ async def test_fresh_stores_opened_at_once_in_one_process_are_all_migrated(tmp_p
     assert len(opened) == 4
 
 
+@pytest.mark.slow
 async def test_a_call_cut_off_by_sigterm_is_in_the_ledger_at_what_the_upstream_billed(
     api_key: str, tmp_path: Path
 ) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from mcp.types import CallToolResult, TextContent, TextResourceContents
+from mcp.types import CallToolResult, TextResourceContents
 from pydantic import ValidationError
 
 from naive_mcp.access import AccessControl, TokenGrant
@@ -34,6 +34,7 @@ from naive_mcp.settings import Settings
 from naive_mcp.store import CallRecord, CallResult, Exactly, StoreLocation, UsageScope
 from naive_mcp.store.store import Store
 from tests.conftest import DEFAULT_MODEL, upstream_env
+from tests.helpers import text_of
 from tests.remote import HttpServer, connect, free_port, http_server
 
 pytestmark = pytest.mark.anyio
@@ -53,12 +54,6 @@ INITIALIZE = json.dumps(
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 # The sandbox bills usage.cost times 1.05, at $0.50 a credit.
 SANDBOX_CREDITS_PER_USD = "2.1"
-
-
-def text_of(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def token(name: str) -> str:
@@ -104,6 +99,7 @@ def chats_seen(sandbox: RunningSandbox, key: str) -> list[tuple[str, str | None,
 # --- pins bind what they name; what they do not name is the server's default -------------------
 
 
+@pytest.mark.slow
 async def test_a_project_pinned_token_cannot_act_as_a_user_or_read_other_tenants(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -157,6 +153,7 @@ async def test_a_project_pinned_token_cannot_act_as_a_user_or_read_other_tenants
     assert set(operators_view["by_tenant"]) == {OWN_TENANT, "usr_alice", "usr_bob"}
 
 
+@pytest.mark.slow
 async def test_a_user_pinned_token_cannot_name_another_project_and_nothing_goes_upstream(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -190,6 +187,7 @@ async def test_a_user_pinned_token_cannot_name_another_project_and_nothing_goes_
     assert carols_view["total"]["calls"] == 2 and set(carols_view["by_tenant"]) == {"usr_carol"}
 
 
+@pytest.mark.slow
 async def test_tokens_invent_no_tenants_unless_allowed_and_then_the_total_cap_holds(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
@@ -241,6 +239,7 @@ def test_a_grant_that_pins_a_field_it_lets_the_client_name_is_refused_at_start()
     assert TokenGrant().may_name == frozenset(), "the plain list form lets a client name nothing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 async def test_the_usage_scope_filters_keys_users_and_projects_including_empty_ones(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -288,6 +287,7 @@ async def test_the_usage_scope_filters_keys_users_and_projects_including_empty_o
 # --- client keys: authentication once the upstream has accepted the key ------------------------
 
 
+@pytest.mark.slow
 async def test_a_bad_client_key_gets_401_and_a_good_one_is_checked_upstream_once(
     sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
@@ -329,6 +329,7 @@ async def test_a_bad_client_key_gets_401_and_a_good_one_is_checked_upstream_once
     assert paths[0] == "/v1/llm/models", "checked before anything else"
 
 
+@pytest.mark.slow
 async def test_a_flood_of_random_client_keys_makes_a_bounded_number_of_upstream_checks(
     sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
@@ -377,6 +378,7 @@ async def test_a_flood_of_random_client_keys_makes_a_bounded_number_of_upstream_
     print(f"{flood} random keys: {checked} upstream checks, {flood - checked} turned away with 503")  # noqa: T201
 
 
+@pytest.mark.slow
 async def test_a_key_that_cannot_be_checked_gets_503_and_no_verdict_is_kept(tmp_path: Path) -> None:
     port = free_port()
     key = f"nv_sk_test_{uuid.uuid4().hex}"
