@@ -43,8 +43,36 @@ def http_server(
     preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[HttpServer]:
     """Start `naive-mcp --transport …` on `port` (else a free loopback port) and wait until
-    /health answers. `preexec_fn` runs in the child before it starts (e.g. to set an rlimit)."""
-    port = port or free_port()
+    /health answers — from this process: tests run in parallel (pytest-xdist), and another
+    worker's server may take a free port between `free_port()` and the bind, then answer /health
+    in its place; a free port is then tried again. `preexec_fn` runs in the child before it
+    starts (e.g. to set an rlimit)."""
+    for _ in range(5):
+        server = _start(tmp, env, args, transport, port or free_port(), preexec_fn)
+        try:
+            _wait_until_healthy(server)
+            if port is not None or _listens_on(server.process.pid, int(server.base.rsplit(":", 1)[1])):
+                break
+        except BaseException:
+            _stop(server.process)
+            raise
+        _stop(server.process)  # the port was another's: try another
+    else:
+        raise AssertionError("no free port could be bound in five tries")
+    try:
+        yield server
+    finally:
+        _stop(server.process)
+
+
+def _start(
+    tmp: Path,
+    env: dict[str, str],
+    args: tuple[str, ...],
+    transport: str,
+    port: int,
+    preexec_fn: Callable[[], None] | None,
+) -> HttpServer:
     stderr = tmp / f"naive-mcp-{port}.stderr"
     with stderr.open("ab") as log:
         process = subprocess.Popen(
@@ -55,14 +83,32 @@ def http_server(
             stderr=log,
             preexec_fn=preexec_fn,
         )
-    server = HttpServer(f"http://127.0.0.1:{port}", "/sse" if transport == "sse" else "/mcp", process, stderr)
-    try:
-        _wait_until_healthy(server)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+    return HttpServer(f"http://127.0.0.1:{port}", "/sse" if transport == "sse" else "/mcp", process, stderr)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the socket listening on loopback `port` (Linux's /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(fields[9])
+    fds = Path(f"/proc/{pid}/fd")
+    held = set()
+    for fd in fds.iterdir():
+        try:
+            held.add(os.readlink(fd))
+        except OSError:
+            continue
+    return any(f"socket:[{inode}]" in held for inode in inodes)
 
 
 def _wait_until_healthy(server: HttpServer) -> None:
