@@ -50,6 +50,12 @@ def handshake_era(scope: Scope) -> bool:
     return True
 
 
+def authenticated_post(scope: Scope) -> bool:
+    """An HTTP POST that the SDK will serve (not one it answers 401): what the layers that read
+    a posted message look at; everything else they pass through untouched."""
+    return scope["type"] == "http" and scope["method"] == "POST" and request_caller(scope) is not None
+
+
 def sends_session_id(scope: Scope) -> bool:
     """Whether a request names a session (the `mcp-session-id` header)."""
     return any(name == SESSION_HEADER for name, _ in scope["headers"])

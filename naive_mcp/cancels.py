@@ -67,6 +67,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from naive_mcp.asgi import (
+    authenticated_post,
     handshake_era,
     own_request_scope,
     read_posted,
@@ -353,13 +354,7 @@ class DroppedCallCancels:
         self._delivery_timeout = delivery_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or not handshake_era(scope)
-            or not sends_session_id(scope)
-            or request_caller(scope) is None
-        ):
+        if not authenticated_post(scope) or not handshake_era(scope) or not sends_session_id(scope):
             await self._app(scope, receive, send)
             return
         posted, receive = await read_posted(scope, receive, self._max_body_bytes)

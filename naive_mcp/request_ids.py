@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from naive_mcp.asgi import Posted, handshake_era, jsonrpc_error, read_posted, request_caller
+from naive_mcp.asgi import Posted, authenticated_post, handshake_era, jsonrpc_error, read_posted
 
 
 def has_malformed_id(message: dict[str, Any]) -> bool:
@@ -43,12 +43,8 @@ class RequestIdCheck:
         self._only_messages = only_messages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or not (self._only_messages or handshake_era(scope))  # legacy SSE has no eras
-            or request_caller(scope) is None
-        ):
+        # Legacy SSE has no eras.
+        if not authenticated_post(scope) or not (self._only_messages or handshake_era(scope)):
             await self._app(scope, receive, send)
             return
         posted, receive = await read_posted(scope, receive, self._max_body_bytes)

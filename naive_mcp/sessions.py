@@ -76,22 +76,16 @@ class SessionLimits:
         """The limits the settings give. Without auth there is one client, the operator's, with
         no other to be fair to: the per-client limits give way to the totals (and requests in
         flight are bounded by the connections)."""
-        if settings.auth_tokens or settings.client_keys:
-            return cls(
-                max_sessions=settings.max_sessions,
-                max_sessions_per_client=settings.max_sessions_per_client,
-                idle_timeout=settings.session_idle_timeout,
-                max_sse_streams=settings.max_sse_streams,
-                max_sse_streams_per_client=settings.max_sse_streams_per_client,
-                max_requests_per_client=settings.max_requests_per_client,
-            )
+        with_auth = bool(settings.auth_tokens) or settings.client_keys
         return cls(
             max_sessions=settings.max_sessions,
-            max_sessions_per_client=settings.max_sessions,
+            max_sessions_per_client=settings.max_sessions_per_client if with_auth else settings.max_sessions,
             idle_timeout=settings.session_idle_timeout,
             max_sse_streams=settings.max_sse_streams,
-            max_sse_streams_per_client=settings.max_sse_streams,
-            max_requests_per_client=_UNBOUNDED,
+            max_sse_streams_per_client=settings.max_sse_streams_per_client
+            if with_auth
+            else settings.max_sse_streams,
+            max_requests_per_client=settings.max_requests_per_client if with_auth else _UNBOUNDED,
         )
 
 
