@@ -58,8 +58,9 @@ COMMANDS: dict[str, Command] = {
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        raise SystemExit(COMMANDS[args[0]].run(args[1:]))
+    name, rest = split_command(args)
+    if name is not None:
+        raise SystemExit(COMMANDS[name].run(rest))
     if args[:1] == ["--version"]:
         sys.stdout.write(f"naive-mcp {__version__}\n")
         return
@@ -68,11 +69,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve(args)
 
 
+def split_command(args: list[str]) -> tuple[str | None, list[str]]:
+    """The command `args` name, and the rest: settings flags may come before the command
+    (`naive-mcp --log-level DEBUG chat hi` is `naive-mcp chat --log-level DEBUG hi`). A word that
+    is a flag's value (`--store usage`) names no command; no command is serving."""
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in COMMANDS:
+            return arg, args[:index] + args[index + 1 :]
+        if not arg.startswith("--"):
+            break  # a word that is not a command: the server's own flags parser says what is wrong
+        if "=" not in arg and not _is_switch(arg):
+            index += 1  # the flag's value follows it
+        index += 1
+    return None, args
+
+
+def _is_switch(flag: str) -> bool:
+    """`--sandbox`, `--no-sandbox`, `--version`, `--help`: a flag with no value after it."""
+    name = flag.removeprefix("--").removeprefix("no-").replace("-", "_")
+    field = Settings.model_fields.get(name)
+    return flag in ("--version", "--help") or (field is not None and field.annotation is bool)
+
+
 def commands_help() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name.ljust(width)}  {command.summary}" for name, command in COMMANDS.items()]
     return (
-        "usage: naive-mcp [COMMAND] …   (no command: serve)\n\ncommands:\n"
+        "usage: naive-mcp [SETTINGS…] [COMMAND] …   (no command: serve)\n\ncommands:\n"
         + "\n".join(lines)
         + "\n  --version     print the version\n\n"
         + "`naive-mcp COMMAND --help` for a command's options. Serving:\n\n"

@@ -154,9 +154,10 @@ class NaiveError(Exception):
     def headline(self) -> str:
         return self.kind
 
-    def describe(self) -> str:
-        """The text a model reads: what happened, and what to do next."""
-        return f"{self.headline()}: {self.message}\n{self.next_step}"
+    def describe(self, next_step: str | None = None) -> str:
+        """The text a model reads: what happened, and what to do next (`next_step`, where the
+        reader is not an MCP client, as on a terminal)."""
+        return f"{self.headline()}: {self.message}\n{next_step or self.next_step}"
 
 
 class ConfigurationError(NaiveError):
@@ -166,8 +167,11 @@ class ConfigurationError(NaiveError):
 class ArgumentError(NaiveError):
     default_kind = "invalid_arguments"
 
-    def describe(self) -> str:
-        return f"{self.message}\nNothing was sent upstream and no credits were spent. {self.next_step}"
+    def describe(self, next_step: str | None = None) -> str:
+        return (
+            f"{self.message}\nNothing was sent upstream and no credits were spent. "
+            f"{next_step or self.next_step}"
+        )
 
 
 class UpstreamError(NaiveError):
@@ -220,12 +224,13 @@ class IncompleteAnswer(NaiveError):
         super().__init__(message, kind=kind)
         self.partial = partial
 
-    def describe(self) -> str:
+    def describe(self, next_step: str | None = None) -> str:
+        step = next_step or self.next_step
         if not self.partial:
-            return f"{self.headline()}: {self.message}. No text had arrived.\n{self.next_step}"
+            return f"{self.headline()}: {self.message}. No text had arrived.\n{step}"
         return (
             f"{self.headline()}: {self.message}. The answer is incomplete; the {len(self.partial)} "
-            f"characters that arrived before it broke off follow.\n{self.next_step}\n---\n{self.partial}"
+            f"characters that arrived before it broke off follow.\n{step}\n---\n{self.partial}"
         )
 
 

@@ -45,8 +45,9 @@ _BYTES_PER_TOKEN_AT_MOST = 8
 class SpendingRefused(NaiveError):
     default_kind = "spending_cap"
 
-    def describe(self) -> str:
-        return f"{self.kind}: {self.message}\nNothing was sent upstream and no credits were spent."
+    def describe(self, next_step: str | None = None) -> str:
+        step = f" {next_step}" if next_step else ""
+        return f"{self.kind}: {self.message}\nNothing was sent upstream and no credits were spent.{step}"
 
 
 @dataclass(frozen=True, slots=True)

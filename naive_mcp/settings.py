@@ -404,12 +404,15 @@ def _json_setting(text: str) -> Any:
 
 
 def _list_setting(value: object) -> object:
-    """A list from the environment: JSON (`["a", "b"]`) or comma-separated (`a,b`); blank is empty."""
+    """A list from the environment: JSON (`["a", "b"]`, or one JSON string `"a"`) or
+    comma-separated (`a,b`); blank is empty."""
     if not isinstance(value, str):
         return value
     text = value.strip()
     if text.startswith("["):
         return _json_setting(text)
+    if text.startswith('"'):
+        return [_json_setting(text)]  # one item, commas and all; a non-string is refused by type
     return [item.strip() for item in text.split(",") if item.strip()]
 
 

@@ -40,6 +40,13 @@ OK, FAILED, BAD_USAGE, INTERRUPTED = 0, 1, 2, 130
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 # Failures that are the command line's or the settings' own: nothing was sent upstream.
 _USAGE_KINDS = frozenset({"invalid_arguments", "no_api_key", "no_model"})
+# What to do next, said to a person at a terminal rather than to an MCP client's model.
+_TERMINAL_STEPS = {
+    "no_api_key": "export NAIVE_API_KEY=… (your Naive API key) and run the command again, or add "
+    "--sandbox to try it against the built-in sandbox (no key, no network, no spend).",
+    "no_model": "Pass -m MODEL (e.g. anthropic/claude-sonnet-4.6; `naive-mcp models` lists them), "
+    "or export NAIVE_DEFAULT_MODEL.",
+}
 # Read from the environment only (cli.read_settings says why): never a flag here either.
 _NOT_FLAGS = frozenset({"api_key", "auth_tokens"})
 
@@ -59,24 +66,35 @@ def chat(argv: list[str]) -> int:
     )
     parser.add_argument("--temperature")
     parser.add_argument("--max-tokens")
+    parser.add_argument(
+        "--reasoning-effort", metavar="LEVEL", help="xhigh, high, medium, low, minimal or none"
+    )
     parser.add_argument("--user-id", help="the Naive user to call for")
     parser.add_argument("--project-id")
+    parser.add_argument(
+        "--arguments",
+        metavar="JSON",
+        help="more of the tool's arguments, as a JSON object: tools, response_format, provider, …; "
+        "validated as the tool validates them",
+    )
     args = _parse(parser, argv)
     if args.prompt is None:
         parser.error("give a prompt, or - to read it from stdin")
+    more = _json_object(parser, "--arguments", args.arguments)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
 
     async def work(services: Services) -> int:
         model = args.model
         if args.fallback and model is None:
             model = services.settings.default_model  # the chain starts at the default model
-        raw = _given(
+        raw = more | _given(
             prompt=prompt,
             system=args.system,
             model=model,
             models=args.fallback,
             temperature=args.temperature,
             max_tokens=args.max_tokens,
+            reasoning={"effort": args.reasoning_effort} if args.reasoning_effort else None,
             user_id=args.user_id,
             project_id=args.project_id,
         )
@@ -166,7 +184,7 @@ async def _call(
             return result
     except NaiveError as error:
         sys.stdout.flush()
-        sys.stderr.write(services.redact(error.describe()) + "\n")
+        sys.stderr.write(services.redact(error.describe(_TERMINAL_STEPS.get(error.kind))) + "\n")
         return BAD_USAGE if error.kind in _USAGE_KINDS else FAILED
 
 
@@ -257,6 +275,20 @@ async def _with_services(settings: Settings, work: Work) -> int:
 def _given(**values: Any) -> dict[str, Any]:
     """The arguments the command line gave: an option left out is the method's default."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+def _json_object(parser: argparse.ArgumentParser, flag: str, text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        parser.error(f"{flag} is not valid JSON (line {exc.lineno}, column {exc.colno})")
+    if not isinstance(value, dict):
+        parser.error(
+            f'{flag} takes a JSON object, e.g. {flag} \'{{"response_format": {{"type": "json_object"}}}}\''
+        )
+    return value
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

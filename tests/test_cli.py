@@ -8,6 +8,7 @@ import sys
 import pytest
 from pydantic_settings import CliApp
 
+from naive_mcp.cli import split_command
 from naive_mcp.settings import Settings
 
 
@@ -130,3 +131,26 @@ def test_a_blank_key_is_no_key(monkeypatch: pytest.MonkeyPatch, placeholder: str
 def test_the_log_level_takes_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAIVE_LOG_LEVEL", "debug")
     assert CliApp.run(Settings, cli_args=[]).log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("args", "command", "rest"),
+    [
+        (["chat", "hi"], "chat", ["hi"]),
+        (["--log-level", "DEBUG", "chat", "hi"], "chat", ["--log-level", "DEBUG", "hi"]),
+        (
+            ["--sandbox", "--store=memory", "usage", "--json"],
+            "usage",
+            ["--sandbox", "--store=memory", "--json"],
+        ),
+        (["--no-sandbox", "models", "claude"], "models", ["--no-sandbox", "claude"]),
+        (["--store", "usage"], None, ["--store", "usage"]),  # a file named usage: serving
+        (["--transport", "http"], None, ["--transport", "http"]),
+        ([], None, []),
+        (["serve-me", "chat"], None, ["serve-me", "chat"]),  # not a flag: the flags parser refuses it
+    ],
+)
+def test_settings_flags_may_come_before_the_command(
+    args: list[str], command: str | None, rest: list[str]
+) -> None:
+    assert split_command(args) == (command, rest)

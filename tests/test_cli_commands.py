@@ -267,3 +267,39 @@ def test_the_servers_caps_and_settings_hold_for_a_command(
     assert allowed.returncode == 1
     assert allowed.stderr.startswith("model_not_allowed: model 'anthropic/claude-sonnet-4.6' is not allowed")
     assert not [r for r in sandbox.sandbox.ledger.requests(api_key) if r.path.endswith("/chat/completions")]
+
+
+def test_more_arguments_reach_the_upstream_as_the_tool_sends_them(
+    env: dict[str, str], sandbox: RunningSandbox, api_key: str
+) -> None:
+    # Settings may come before the command, as with any CLI's global options.
+    done = run(
+        env,
+        "--log-level",
+        "WARNING",
+        "chat",
+        "--reasoning-effort",
+        "low",
+        "--arguments",
+        '{"response_format": {"type": "json_object"}, "provider": {"sort": "price"}}',
+        "hi",
+    )
+    assert done.returncode == 0, done.stderr
+    sent = last_chat(sandbox, api_key).body
+    assert sent["reasoning"] == {"effort": "low"}
+    assert sent["response_format"] == {"type": "json_object"}
+    assert sent["provider"]["sort"] == "price"
+    refused = run(env, "chat", "--arguments", '{"provider": {"sort": "fastest"}}', "hi")
+    assert refused.returncode == 2
+    assert "- provider.sort: " in refused.stderr
+    not_json = run(env, "chat", "--arguments", "{tools: []}", "hi")
+    assert (not_json.returncode, not_json.stdout) == (2, "")
+    assert "--arguments is not valid JSON (line 1, column 2)" in not_json.stderr
+
+
+def test_no_key_tells_a_person_at_a_terminal_what_to_do() -> None:
+    done = run({"HOME": "/nonexistent"}, "chat", "hi")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("no_api_key: no Naive API key is configured, so no call was sent.\n")
+    assert "export NAIVE_API_KEY=" in done.stderr and "--sandbox" in done.stderr
+    assert "MCP client's config" not in done.stderr  # that is the server's advice

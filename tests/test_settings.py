@@ -32,6 +32,11 @@ def test_a_list_setting_is_json_or_comma_separated(monkeypatch: pytest.MonkeyPat
     assert settings.allowed_hosts == settings.allowed_origins == expected
 
 
+def test_one_json_string_is_one_item_commas_and_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAIVE_ALLOWED_MODELS", '"vendor/model,v2"')
+    assert CliApp.run(Settings, cli_args=[]).allowed_models == ["vendor/model,v2"]
+
+
 def test_a_blank_list_setting_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAIVE_ALLOWED_MODELS", "")
     assert CliApp.run(Settings, cli_args=[]).allowed_models == []
@@ -47,6 +52,7 @@ def test_the_flag_takes_a_comma_list_too() -> None:
     [
         ("tok-one,tok-two", {"tok-one": {}, "tok-two": {}}),
         ('["tok-one"]', {"tok-one": {}}),
+        ('"tok,with,commas"', {"tok,with,commas": {}}),  # one JSON string is one token
         ('{"tok-one": {"user_id": "usr_1"}}', {"tok-one": {"user_id": "usr_1"}}),
     ],
 )
