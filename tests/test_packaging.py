@@ -1,4 +1,7 @@
-"""The wheel `pip install naive-mcp` gets: the package and what it reads at run time, nothing else."""
+"""The wheel `pip install naive-mcp` gets (the package and what it reads at run time, nothing
+else), and the installs the README names — pip, pipx (either backend), uvx from git or a
+directory — each made offline, from the wheels scripts/bootstrap keeps in .venv/wheelhouse, and
+each answering a sandbox chat."""
 
 from __future__ import annotations
 
@@ -12,6 +15,46 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+INSTALL_TIMEOUT = 300  # generous: a busy machine; an install that hangs still ends the test
+
+
+@pytest.fixture(scope="module")
+def wheelhouse() -> Path:
+    found = Path(sys.prefix) / "wheelhouse"
+    assert (found / ".stamp").exists(), "no .venv/wheelhouse: run scripts/bootstrap --dev"
+    return found
+
+
+def offline_env(home: Path, wheelhouse: Path, **more: str) -> dict[str, str]:
+    """An environment with no index and no machine config: pip and uv find every package in
+    the wheelhouse or not at all. PATH holds this environment's bin for uv, not its python."""
+    return {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(home),
+        "PIP_CONFIG_FILE": "/dev/null",
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheelhouse),
+        "UV_NO_CONFIG": "1",
+        "UV_OFFLINE": "1",
+        "UV_CACHE_DIR": str(home / "uv-cache"),
+        "UV_TOOL_DIR": str(home / "uv-tools"),
+        "UV_PYTHON_DOWNLOADS": "never",
+        **more,
+    }
+
+
+def answers_a_sandbox_chat(command: list[str], home: Path, env: dict[str, str] | None = None) -> None:
+    asked = subprocess.run(
+        [*command, "chat", "--sandbox", "hi"],
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        cwd=home,  # not the checkout, whose naive_mcp/ the current directory would import
+        env=env or {"PATH": "/usr/bin:/bin", "HOME": str(home)},
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout == "Sandbox reply from anthropic/claude-sonnet-4.6: hi\n", asked.stdout
 
 
 def build_wheel(into: Path) -> Path:
@@ -91,13 +134,46 @@ def test_the_wheel_installs_into_a_fresh_environment_and_runs(tmp_path: Path) ->
         cwd=tmp_path,
     )
     assert version.stdout.startswith("naive-mcp ")
-    asked = subprocess.run(
-        [str(venv / "bin" / "naive-mcp"), "chat", "--sandbox", "hi"],
+    answers_a_sandbox_chat([str(venv / "bin" / "naive-mcp")], tmp_path)
+
+
+@pytest.mark.parametrize("backend", ["uv", "pip"])
+def test_pipx_installs_the_wheel_with_either_backend(tmp_path: Path, wheelhouse: Path, backend: str) -> None:
+    wheel = build_wheel(tmp_path / "dist")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = offline_env(
+        home,
+        wheelhouse,
+        PIPX_HOME=str(home / "pipx"),
+        PIPX_BIN_DIR=str(home / "bin"),
+        PIPX_MAN_DIR=str(home / "man"),
+    )
+    # uv reads no PIP_* variable: pipx passes --pip-args on, to pip or translated for uv.
+    installed = subprocess.run(
+        [
+            str(BIN / "pipx"),
+            "install",
+            "--backend",
+            backend,
+            f"--pip-args=--no-index --find-links {wheelhouse}",
+            str(wheel),
+        ],
         capture_output=True,
         text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        timeout=INSTALL_TIMEOUT,
+        cwd=home,
+        env=env,
     )
-    assert asked.returncode == 0, asked.stderr
-    assert asked.stdout.startswith("Sandbox reply from"), asked.stdout
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    answers_a_sandbox_chat([str(home / "bin" / "naive-mcp")], home)
+
+
+@pytest.mark.parametrize("source", ["git", "directory"])
+def test_uvx_runs_naive_mcp_from_git_or_a_directory(tmp_path: Path, wheelhouse: Path, source: str) -> None:
+    """`uvx --from git+URL naive-mcp` as the README gives it, with this checkout's committed
+    HEAD as the repository (git+file://), built by uv with hatchling from the wheelhouse."""
+    spec = f"git+file://{ROOT}" if source == "git" else str(ROOT)
+    env = offline_env(tmp_path, wheelhouse)
+    uvx = [str(BIN / "uvx"), "--no-index", "--find-links", str(wheelhouse), "--from", spec, "naive-mcp"]
+    answers_a_sandbox_chat(uvx, tmp_path, env)
