@@ -19,10 +19,17 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import CliApp, SettingsError
 
 from naive_mcp import __version__
+from naive_mcp.backend import PROXY_PATH, ApiStyle
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.logs import configure_logging
 from naive_mcp.redaction import Redactor
-from naive_mcp.settings import SANDBOX_API_KEY, SANDBOX_DEFAULT_MODEL, Settings, setting_problems
+from naive_mcp.settings import (
+    SANDBOX_API_KEY,
+    SANDBOX_DEFAULT_MODEL,
+    SANDBOX_OPENROUTER_KEY,
+    Settings,
+    setting_problems,
+)
 
 logger = logging.getLogger("naive_mcp")
 
@@ -148,11 +155,15 @@ def sandboxed(settings: Settings) -> Iterator[Settings]:
     from naive_mcp.sandbox import serve_in_thread
 
     with serve_in_thread() as sandbox:
-        logger.info("sandbox upstream on %s (no network, no spend)", sandbox.url)
+        # The sandbox speaks every API style: NAIVE_API_STYLE picks the one it is reached by.
+        style = ApiStyle.NAIVE if settings.api_style == "auto" else ApiStyle(settings.api_style)
+        path = {ApiStyle.NAIVE: "", ApiStyle.PROXY: PROXY_PATH, ApiStyle.OPENROUTER: "/api/v1"}[style]
+        key = SANDBOX_OPENROUTER_KEY if style is ApiStyle.OPENROUTER else SANDBOX_API_KEY
+        logger.info("sandbox upstream on %s%s (no network, no spend)", sandbox.url, path)
         yield settings.model_copy(
             update={
-                "base_url": sandbox.url,
-                "api_key": settings.api_key or SecretStr(SANDBOX_API_KEY),
+                "base_url": f"{sandbox.url}{path}",
+                "api_key": settings.api_key or SecretStr(key),
                 "default_model": settings.default_model or SANDBOX_DEFAULT_MODEL,
                 # Play money: it stays in the process unless a store is named.
                 "store": settings.store or "memory",

@@ -32,6 +32,7 @@ from tenacity import (
 )
 
 from naive_mcp import __version__
+from naive_mcp.backend import Backend, Route
 from naive_mcp.caller import Caller
 from naive_mcp.errors import (
     NaiveError,
@@ -44,7 +45,15 @@ from naive_mcp.errors import (
 from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
 from naive_mcp.streaming import ChatStream
-from naive_mcp.wire import ChatCompletion, Generation, GenerationEnvelope, ModelEntry, ModelList
+from naive_mcp.wire import (
+    ChatCompletion,
+    CreditsEnvelope,
+    Generation,
+    GenerationEnvelope,
+    KeyEnvelope,
+    ModelEntry,
+    ModelList,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +91,8 @@ def make_http_client(settings: Settings) -> httpx2.AsyncClient:
 
 
 class NaiveClient:
-    """Typed calls to the Naive `llm` primitive."""
+    """Typed calls to the Naive `llm` primitive, on whichever backend NAIVE_BASE_URL names
+    (`naive_mcp.backend`): the same calls, each on that backend's own route."""
 
     def __init__(self, settings: Settings, http: httpx2.AsyncClient | None = None) -> None:
         """`http` is shared and closed by its owner; without it the client makes its own on first
@@ -93,7 +103,7 @@ class NaiveClient:
         self._given_http = http
         self._own_http: httpx2.AsyncClient | None = None
         self._closed = False
-        self._base_url = settings.base_url
+        self.backend: Backend = settings.backend
         self._shown_url = settings.shown_base_url
         # Listings and stats answer in seconds: the long read timeout is for generations only.
         self._quick_timeout = httpx2.Timeout(
@@ -153,10 +163,10 @@ class NaiveClient:
         stream: ChatStream,
         on_chunk: Callable[[ChatStream], None] | None,
     ) -> ChatCompletion:
-        path = "/v1/llm/chat/completions"
+        route: Route = "chat"
         with self._transport_errors(stream):
             request = self._http.build_request(
-                "POST", f"{self._base_url}{path}", headers=caller.headers(), json={**body, "stream": True}
+                "POST", self.backend.url(route), headers=caller.headers(), json={**body, "stream": True}
             )
             try:
                 with anyio.fail_after(self._settings.first_byte_timeout):
@@ -173,7 +183,7 @@ class NaiveClient:
                 if not _is_event_stream(response):
                     # A server that answers in one piece although asked to stream: read it whole.
                     try:
-                        payload = _json(response, await self._read(response), "POST", path)
+                        payload = _json(response, await self._read(response), "POST", route)
                         redacted = self._redact.including(caller.api_key).json(payload)
                         return _parse(ChatCompletion, redacted, "chat completion")
                     except UpstreamProtocolError as error:
@@ -203,7 +213,7 @@ class NaiveClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    payload = await self._request("GET", "/v1/llm/models", caller)
+                    payload = await self._request("GET", "models", caller)
                     return _parse(ModelList, payload, "model list").models
         except NaiveError as error:
             self._after_attempts(error, retrying)
@@ -211,14 +221,16 @@ class NaiveClient:
         raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
 
     async def key_accepted(self, api_key: str) -> bool:
-        """Whether the upstream takes `api_key` as a Naive key: one free, authenticated request (a
-        model search that matches nothing, so the answer is small), never retried. 401 and 403 are
-        a no; a failure that says nothing about the key (unreachable, 429, 5xx, an answer that is
-        not the API) is raised."""
+        """Whether the upstream takes `api_key`: one free, authenticated request, never retried
+        (`GET /key` where the backend has it — OpenRouter's model list needs no key — else a model
+        search that matches nothing, so the answer is small). 401 and 403 are a no; a failure that
+        says nothing about the key (unreachable, 429, 5xx, an answer that is not the API) is raised."""
+        caller = Caller(api_key=api_key)
         try:
-            await self._request(
-                "GET", "/v1/llm/models", Caller(api_key=api_key), params={"search": _KEY_CHECK_SEARCH}
-            )
+            if self.backend.has("key"):
+                await self._request("GET", "key", caller)
+            else:
+                await self._request("GET", "models", caller, params={"search": _KEY_CHECK_SEARCH})
         except UpstreamError as error:
             if error.status in (401, 403):
                 return False
@@ -237,11 +249,27 @@ class NaiveClient:
         )
         async for attempt in waiting:
             with attempt:
-                payload = await self._request(
-                    "GET", "/v1/llm/generation", caller, params={"id": generation_id}
-                )
+                payload = await self._request("GET", "generation", caller, params={"id": generation_id})
                 return _parse(GenerationEnvelope, payload, "generation").data
         raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
+
+    async def balance(self, caller: Caller) -> float | None:
+        """On a backend without credits, what the key may still spend, in USD: its limit's
+        remainder (`GET /key`), else its credits less their usage (`GET /credits`); None where
+        neither says (a key with no limit on an account that does not report credits)."""
+        if not self.backend.has("key"):
+            return None
+        key = _parse(KeyEnvelope, await self._request("GET", "key", caller), "key").data
+        if key.limit_remaining is not None:
+            return key.limit_remaining
+        try:
+            payload = await self._request("GET", "credits", caller)
+        except UpstreamError as error:
+            if error.status in (403, 404):  # only a management key may read /credits
+                return None
+            raise
+        credits = _parse(CreditsEnvelope, payload, "credits").data
+        return credits.total_credits - credits.total_usage
 
     def _retrying(self) -> AsyncRetrying:
         """Bounded, selective retries, before the upstream accepted the call only: connection
@@ -296,7 +324,7 @@ class NaiveClient:
     async def _request(
         self,
         method: str,
-        path: str,
+        route: Route,
         caller: Caller,
         *,
         params: dict[str, str] | None = None,
@@ -305,7 +333,7 @@ class NaiveClient:
         with self._transport_errors():
             request = self._http.build_request(
                 method,
-                f"{self._base_url}{path}",
+                self.backend.url(route),
                 headers=caller.headers(),
                 params=params,
                 timeout=self._quick_timeout,
@@ -318,7 +346,7 @@ class NaiveClient:
             await response.aclose()
         if response.status_code >= 400:
             raise self._status_error(response, body, caller)
-        return self._redact.including(caller.api_key).json(_json(response, body, method, path))
+        return self._redact.including(caller.api_key).json(_json(response, body, method, route))
 
     async def _read(self, response: httpx2.Response) -> bytes:
         """The whole body, or an error once it grows past NAIVE_MAX_RESPONSE_BYTES."""
@@ -367,12 +395,13 @@ class NaiveClient:
             raise UpstreamProtocolError(f"the request to {self._shown_url} failed: {_reason(exc)}") from exc
 
 
-def _json(response: httpx2.Response, body: bytes, method: str, path: str) -> object:
+def _json(response: httpx2.Response, body: bytes, method: str, route: Route) -> object:
     try:
         return json.loads(body)
     except ValueError as exc:
         raise UpstreamProtocolError(
-            f"{method} {path} answered HTTP {response.status_code} with a body that is not JSON: "
+            f"{method} {response.request.url.path} answered HTTP {response.status_code} "
+            "with a body that is not JSON: "
             f"{body[:120].decode('utf-8', 'replace')!r}"
         ) from exc
 

@@ -91,8 +91,10 @@ _OWN_KINDS: dict[str, _Kind] = {
     ),
     "wrong_base_url": _Kind(
         False,
-        "No Naive API answers at this address: check NAIVE_BASE_URL (e.g. https://api.usenaive.ai, "
-        "with no /v1 or other path after it) and restart the server.",
+        "The API this server expects does not answer at this address: check NAIVE_BASE_URL — Naive's "
+        "root (https://api.usenaive.ai, no path: its typed routes), Naive's proxy "
+        "(https://api.usenaive.ai/v1/proxy/openrouter) or an OpenRouter-compatible base "
+        "(https://openrouter.ai/api/v1) — and NAIVE_API_STYLE, then restart the server.",
     ),
     "bad_default_model": _Kind(
         False,

@@ -19,6 +19,11 @@ every cap, and every call that did ends in exactly one ledger row.
    tenant, key; all time, UTC day, UTC month). A call that fits only once calls in flight settle
    waits for them, up to NAIVE_CAP_WAIT seconds; a refusal names the cap, the numbers, what
    calls in flight hold and when the cap's period resets.
+Amounts are counted in the backend's unit (`Backend.unit`): Naive credits on Naive's typed routes,
+whose answers report them (a cap set in USD is converted at the learned rate); USD where nothing
+reports credits (Naive's proxy, OpenRouter), at a rate of 1, with the balance read from the key's
+remaining limit (`NaiveClient.balance`). Below, "credits" is that unit.
+
 3. Settle on every way out: answered (the upstream's credits), failed before any token (nothing),
    cut off or cancelled (from the generation's stats once the upstream has them, when its id
    is known; the worst case when not). The hold is in the store from before the call, with the
@@ -34,13 +39,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 
+from naive_mcp.backend import Unit
 from naive_mcp.caller import Caller
 from naive_mcp.catalog import ModelCatalog
 from naive_mcp.client import NaiveClient
@@ -93,6 +99,8 @@ _OPEN_AFTER_SECONDS = 2.0
 # A generation's stats appear about a second after it ends (naive-api.md): asking sooner only
 # earns 404s, each a request competing with the calls being served.
 _STATS_APPEAR_SECONDS = 0.5
+# Where answers carry no balance (OpenRouter), it is asked for again when the last is this old.
+_BALANCE_FRESH_SECONDS = 60.0
 # Whether a generation id was handed out lately enough that its stats may still be on the way.
 RECENT_GENERATION_SECONDS = 300.0
 # A call without max_tokens may hold at most this share of what a shared cap (total, tenant,
@@ -103,11 +111,28 @@ _MOST_TOKENS = 10**9
 
 
 @dataclass(frozen=True, slots=True)
-class Cap:
-    scope: Literal["total", "tenant"]
-    period: Period
-    credits: float
+class Limit:
+    """An amount an operator set, in the unit its setting names."""
+
+    amount: float
+    unit: Unit
     setting: str
+
+    def shown(self, *, word: bool = False) -> str:
+        return shown_amount(self.amount, self.unit, word=word)
+
+
+@dataclass(frozen=True, slots=True)
+class Cap(Limit):
+    scope: Literal["total", "tenant"] = "total"
+    period: Period = "all"
+
+
+def shown_amount(amount: float, unit: Unit, digits: str = "g", *, word: bool = False) -> str:
+    """`$0.5` in USD; `0.5`, or with `word` `0.5 credits`, in credits."""
+    if unit == "USD":
+        return f"${amount:{digits}}"
+    return f"{amount:{digits}} credits" if word else f"{amount:{digits}}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +142,10 @@ class SpendingPolicy:
     allowed_models: tuple[str, ...] = ()
     free_models: tuple[str, ...] = ()
     capped_max_tokens: int = 4096
-    max_call_credits: float | None = None
+    unit: Unit = "credits"  # what the store counts in: the backend's
+    max_call: tuple[Limit, ...] = ()
     caps: tuple[Cap, ...] = ()
-    min_credits_remaining: float | None = None
+    min_remaining: tuple[Limit, ...] = ()
     assumed_rate: float = 25.0
     cap_wait: float = 10.0
     lease_seconds: float = 30.0
@@ -129,19 +155,27 @@ class SpendingPolicy:
     def from_settings(cls, settings: Settings) -> SpendingPolicy:
         periods: tuple[tuple[Period, str], ...] = (("all", ""), ("day", "_PER_DAY"), ("month", "_PER_MONTH"))
         scopes: tuple[Literal["total", "tenant"], ...] = ("total", "tenant")
+        units: tuple[tuple[Unit, str], ...] = (("credits", "CREDITS"), ("USD", "USD"))
+
+        def limit(name: str, unit: Unit) -> Limit | None:
+            value = getattr(settings, name.lower())
+            return None if value is None else Limit(value, unit, f"NAIVE_{name}")
+
         caps = [
-            Cap(scope, period, credits, f"NAIVE_MAX_{scope.upper()}_CREDITS{suffix}")
+            Cap(value, unit, f"NAIVE_MAX_{scope.upper()}_{word}{suffix}", scope=scope, period=period)
+            for unit, word in units
             for scope in scopes
             for period, suffix in periods
-            if (credits := getattr(settings, f"max_{scope}_credits{suffix.lower()}")) is not None
+            if (value := getattr(settings, f"max_{scope}_{word}{suffix}".lower())) is not None
         ]
         return cls(
             allowed_models=tuple(settings.allowed_models),
             free_models=tuple(settings.free_models),
             capped_max_tokens=settings.capped_max_tokens,
-            max_call_credits=settings.max_call_credits,
+            unit=settings.backend.unit,
+            max_call=tuple(c for unit, word in units if (c := limit(f"MAX_CALL_{word}", unit))),
             caps=tuple(caps),
-            min_credits_remaining=settings.min_credits_remaining,
+            min_remaining=tuple(f for unit, word in units if (f := limit(f"MIN_{word}_REMAINING", unit))),
             assumed_rate=settings.credits_per_usd,
             cap_wait=settings.cap_wait,
             lease_seconds=settings.store_lease,
@@ -151,7 +185,16 @@ class SpendingPolicy:
     @property
     def needs_prices(self) -> bool:
         """Whether admitting a call needs the models' prices (any credit cap is set)."""
-        return bool(self.caps) or self.max_call_credits is not None or self.min_credits_remaining is not None
+        return bool(self.caps or self.max_call or self.min_remaining)
+
+    def in_unit(self, limit: Limit, rate: float) -> float:
+        """`limit` in the store's unit: a USD limit on a store counting credits, at `rate`
+        credits per USD (a credit limit where nothing reports credits is refused by the settings)."""
+        return limit.amount * rate if limit.unit != self.unit else limit.amount
+
+    def shown(self, amount: float, *, word: bool = False) -> str:
+        """An amount the store counts, for a message."""
+        return shown_amount(amount, self.unit, ".6g", word=word)
 
 
 @dataclass
@@ -366,6 +409,8 @@ class SpendGuard:
         policy = self._policy
         check_allowed(body, policy.allowed_models)
         store = await self.store()
+        if policy.unit == "USD" and policy.min_remaining:
+            await self._refresh_balance(store, caller, policy.min_remaining[0])
         prices = None
         if policy.needs_prices:
             self._check_not_billed_free(model_chain(body))
@@ -382,6 +427,23 @@ class SpendGuard:
         spend.free_trial = trial
         return spend
 
+    async def _refresh_balance(self, store: Store, caller: Caller, floor: Limit) -> None:
+        """Where answers carry no balance, ask the upstream for the key's (`NaiveClient.balance`)
+        when the store's is older than _BALANCE_FRESH_SECONDS; in between, each settled call
+        takes what it cost off the last one."""
+        seen = await store.balance(caller.key_digest)
+        if seen is not None and time.time() - seen[1] < _BALANCE_FRESH_SECONDS:
+            return
+        balance = await self._client.balance(caller)
+        if balance is None:
+            raise SpendingRefused(
+                f"{floor.setting} is set, but {self._client.backend.name} gives no balance for this key "
+                "(its GET /key has no limit, and GET /credits is not readable with it). Give the key a "
+                f"credit limit upstream, or ask the operator to unset {floor.setting} and cap spending "
+                "with NAIVE_MAX_TOTAL_USD instead."
+            )
+        await store.set_balance(caller.key_digest, balance)
+
     def _untried_free(self, prices: Prices | None) -> tuple[str, ...]:
         """The models of a call priced at 0 in all that have not yet answered at 0 credits here."""
         if prices is None or not prices.free:
@@ -397,7 +459,7 @@ class SpendGuard:
         while busy := [model for model in trial if model in self._trying_free]:
             left = deadline - anyio.current_time()
             if left <= 0:
-                await store.record(call, CallResult("refused", 0.0, credits_reported=False))
+                await store.record(call, self._counted(CallResult("refused", 0.0, credits_reported=False)))
                 raise SpendingRefused(
                     f"{busy[0]!r} is admitted as free (NAIVE_FREE_MODELS) but has not yet answered at 0 "
                     "credits on this server, so under its spending caps one call to it runs at a time "
@@ -409,7 +471,7 @@ class SpendGuard:
             try:
                 self._check_not_billed_free(trial)  # the call on trial billed
             except SpendingRefused:
-                await store.record(call, CallResult("refused", 0.0, credits_reported=False))
+                await store.record(call, self._counted(CallResult("refused", 0.0, credits_reported=False)))
                 raise
         self._trying_free.update(trial)
 
@@ -454,7 +516,7 @@ class SpendGuard:
         body: dict[str, Any],
         prices: Prices | None,
     ) -> Spend:
-        rows = cap_rows(caller, datetime.fromtimestamp(call.started_at, UTC))
+        rows = cap_rows(caller, datetime.fromtimestamp(call.started_at, UTC), self._policy.unit)
         chosen: dict[str, Any] = {}
 
         def decide(figures: Figures) -> float:
@@ -473,7 +535,9 @@ class SpendGuard:
             except _Refusal as refusal:
                 left = deadline - anyio.current_time()
                 if not refusal.waitable or left <= 0:
-                    await store.record(call, CallResult("refused", 0.0, credits_reported=False))
+                    await store.record(
+                        call, self._counted(CallResult("refused", 0.0, credits_reported=False))
+                    )
                     raise refusal.error from None
                 with anyio.move_on_after(min(left, _WAIT_POLL_SECONDS)):
                     await self._settled.wait()
@@ -494,7 +558,7 @@ class SpendGuard:
     ) -> float:
         """The call's worst case in credits, if it fits every cap now; else a _Refusal that says
         whether it would fit once the calls in flight settle."""
-        rate = figures.rate or self._policy.assumed_rate
+        rate = self._rate_of(figures)
         input_credits = input_usd(body, prices) * rate
         per_token = prices.completion * rate
         rooms = self._rooms(figures, caller, rows)
@@ -558,12 +622,13 @@ class SpendGuard:
 
     def _rooms(self, figures: Figures, caller: Caller, rows: Sequence[CapRow]) -> list[_Room]:
         policy = self._policy
+        rate = self._rate_of(figures)
         rooms = [_Room(math.inf, "", 0.0, shared=False)]
-        if policy.max_call_credits is not None:
+        for limit in policy.max_call:
             rooms.append(
                 _Room(
-                    policy.max_call_credits,
-                    f"NAIVE_MAX_CALL_CREDITS ({policy.max_call_credits:g} credits per call)",
+                    policy.in_unit(limit, rate),
+                    f"{limit.setting} ({limit.shown(word=True)} per call)",
                     0.0,
                     shared=False,
                 )
@@ -571,17 +636,17 @@ class SpendGuard:
         for cap in policy.caps:
             row = rows[_ROW_INDEX[cap.scope, cap.period]]
             spent, held = _figure(figures.rows.get(row))
-            left = cap.credits - spent - held
+            left = policy.in_unit(cap, rate) - spent - held
             whose = f" for {caller.tenant}" if cap.scope == "tenant" else ""
             rooms.append(
                 _Room(
                     left,
-                    f"{cap.setting} ({cap.credits:g}{whose}{_PER[cap.period]}; {max(left, 0):.6g} left, "
-                    f"{held:.6g} held by calls in flight{_resets(cap.period, row[1])})",
+                    f"{cap.setting} ({cap.shown()}{whose}{_PER[cap.period]}; {policy.shown(max(left, 0))} "
+                    f"left, {policy.shown(held)} held by calls in flight{_resets(cap.period, row[1])})",
                     held,
                 )
             )
-        if policy.min_credits_remaining is not None:
+        for floor in policy.min_remaining:
             held = _figure(figures.rows.get(rows[_ROW_INDEX["key", "all"]]))[1]
             if figures.balance is None:
                 if held > 0:
@@ -589,23 +654,33 @@ class SpendGuard:
                     rooms.append(
                         _Room(
                             -math.inf,
-                            "NAIVE_MIN_CREDITS_REMAINING (the balance is not known yet: the first answer "
+                            f"{floor.setting} (the balance is not known yet: the first answer "
                             "on this key reports it)",
                             held,
                             blocked=True,
                         )
                     )
             else:
-                left = figures.balance - held - policy.min_credits_remaining
+                left = figures.balance - held - policy.in_unit(floor, rate)
                 rooms.append(
                     _Room(
                         left,
-                        f"NAIVE_MIN_CREDITS_REMAINING ({policy.min_credits_remaining:g}; balance "
-                        f"{figures.balance:.6g}, {held:.6g} held by calls in flight)",
+                        f"{floor.setting} ({floor.shown()}; balance {policy.shown(figures.balance)}, "
+                        f"{policy.shown(held)} held by calls in flight)",
                         held,
                     )
                 )
         return rooms
+
+    def _counted(self, result: CallResult) -> CallResult:
+        """`result`, saying the unit its amount is in (the ledger keeps credits only as credits)."""
+        return replace(result, counted_in=self._policy.unit)
+
+    def _rate_of(self, figures: Figures) -> float:
+        """Credits per USD for this reservation: 1 where the store counts USD."""
+        if self._policy.unit == "USD":
+            return 1.0
+        return figures.rate or self._policy.assumed_rate
 
     def _refusal(
         self, rooms: list[_Room], room: _Room, needed: float, *, unasked: str | None = None
@@ -626,7 +701,7 @@ class SpendGuard:
         elif room.blocked:
             message = f"{room.label}; try again when the call in flight on this key has finished."
         elif needed <= _NOTHING:  # a call the list prices at 0, under a cap that is spent
-            change = "lower" if setting == "NAIVE_MIN_CREDITS_REMAINING" else "raise"
+            change = "lower" if setting.startswith("NAIVE_MIN_") else "raise"
             message = (
                 f"nothing is left under {room.label}, so no call is admitted, not even one the model "
                 f"list prices at 0. Wait for calls in flight to settle or the period to reset; or ask the "
@@ -634,9 +709,9 @@ class SpendGuard:
             )
         else:
             # A floor is lowered to allow more; a cap is raised.
-            change = "lower" if setting == "NAIVE_MIN_CREDITS_REMAINING" else "raise"
+            change = "lower" if setting.startswith("NAIVE_MIN_") else "raise"
             message = (
-                f"this call could cost up to {needed:.6g} credits, more than {room.label} allows. "
+                f"this call could cost up to {self._policy.shown(needed, word=True)}, more than {room.label} allows. "
                 "Lower max_tokens, shorten the prompt or choose a cheaper model "
                 f"(naive_llm_models sort=price); or ask the operator to {change} {setting}."
             )
@@ -653,6 +728,7 @@ class SpendGuard:
         balance: float | None = None,
         rate_sample: tuple[float, float] | None = None,
     ) -> None:
+        result = self._counted(result)
         try:
             await store.settle(call, result, balance=balance, rate_sample=rate_sample)
         except Exception as exc:  # the store is away: the hold stays, and is settled again later
@@ -766,6 +842,9 @@ class SpendGuard:
 
     @property
     def rate(self) -> float:
+        """Credits per USD, for a cost the upstream gave in USD only: 1 where the store counts USD."""
+        if self._policy.unit == "USD":
+            return 1.0
         return self._rate or self._policy.assumed_rate
 
 
@@ -835,14 +914,17 @@ def new_call(caller: Caller, model: str) -> CallRecord:
     )
 
 
-def cap_rows(caller: Caller, now: datetime) -> list[CapRow]:
-    """The store rows a call counts on: total, its tenant, its key; all time, this day, this month."""
+def cap_rows(caller: Caller, now: datetime, unit: Unit = "credits") -> list[CapRow]:
+    """The store rows a call counts on: total, its tenant, its key; all time, this day, this month.
+    Rows counted in USD are rows of their own (`usd:…`): a store shared with a server on another
+    backend never adds USD to credits."""
     periods = ["all", now.strftime("day:%Y-%m-%d"), now.strftime("month:%Y-%m")]
-    tenant = f"tenant:{caller.key_digest}:{caller.user or ''}"
+    prefix = "usd:" if unit == "USD" else ""
+    tenant = f"{prefix}tenant:{caller.key_digest}:{caller.user or ''}"
     return [
-        *(("total", p) for p in periods),
+        *((f"{prefix}total", p) for p in periods),
         *((tenant, p) for p in periods),
-        (f"key:{caller.key_digest}", "all"),
+        (f"{prefix}key:{caller.key_digest}", "all"),
     ]
 
 

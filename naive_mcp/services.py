@@ -13,7 +13,7 @@ from naive_mcp.access import AccessControl, Grant
 from naive_mcp.caller import Caller, secret_digest
 from naive_mcp.catalog import ModelCatalog
 from naive_mcp.client import NaiveClient
-from naive_mcp.errors import ConfigurationError
+from naive_mcp.errors import ArgumentError, ConfigurationError
 from naive_mcp.guard import SpendGuard, SpendingPolicy
 from naive_mcp.keycheck import KeyCheck
 from naive_mcp.redaction import Redactor
@@ -106,6 +106,16 @@ class Services:
         api_key = self._api_key(grant)
         if api_key is None:
             raise ConfigurationError("no Naive API key is configured, so no call was sent.")
+        backend = self.client.backend
+        if not backend.typed:
+            # Settings refuse tenant defaults and pins here: only a call's own ids can name one.
+            for name, value in (("user_id", user_id), ("project_id", project_id)):
+                if value is not None:
+                    raise ArgumentError(
+                        f"{name}: Naive users and projects exist on Naive's typed routes only, and this "
+                        f"server's upstream ({settings.shown_base_url}) is {backend.name}. Leave out "
+                        f"{name}, or have the operator point NAIVE_BASE_URL at https://api.usenaive.ai."
+                    )
         return Caller(
             api_key=api_key,
             user_id=grant.tenant("user_id", user_id, settings.default_user_id),

@@ -7,10 +7,11 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliSuppress, NoDecode, SettingsConfigDict, SettingsError
 
 from naive_mcp.access import TokenGrant
+from naive_mcp.backend import OPENROUTER_BASE_URL, Backend, openrouter_base
 from naive_mcp.caller import TenantId
 from naive_mcp.errors import NaiveError
 from naive_mcp.store.location import StoreLocation
@@ -19,6 +20,8 @@ from naive_mcp.validation import plain_message
 DEFAULT_BASE_URL = "https://api.usenaive.ai"
 # The key `--sandbox` uses when none is set: the sandbox accepts any well-formed test key.
 SANDBOX_API_KEY = "nv_sk_test_sandbox"
+# The key `--sandbox` uses on its OpenRouter-style routes (`--api-style openrouter`).
+SANDBOX_OPENROUTER_KEY = "sk-or-v1-sandbox"
 SANDBOX_DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
 
 # A list setting, read as JSON or as a comma-separated list (pydantic-settings would only take JSON).
@@ -40,14 +43,32 @@ class Settings(BaseSettings):
     )
 
     # Environment only: a key on the command line is visible to every user of the machine.
+    # Read before api_key, which falls back on it.
+    openrouter_api_key: CliSuppress[SecretStr | None] = Field(
+        default=None,
+        validation_alias="OPENROUTER_API_KEY",
+        examples=["sk-or-v1-…"],
+        description="OpenRouter API key (OPENROUTER_API_KEY, no NAIVE_ prefix), used when NAIVE_API_KEY "
+        "is not set; the base URL then defaults to OpenRouter's. Environment only.",
+    )
     api_key: CliSuppress[SecretStr | None] = Field(
         default=None,
+        validate_default=True,
         examples=["nv_sk_live_…"],
-        description="Naive API key (nv_sk_live_…, nv_sk_test_…). Environment only.",
+        description="Naive API key (nv_sk_live_…, nv_sk_test_…), or the key of the API NAIVE_BASE_URL "
+        "names. Environment only.",
     )
     base_url: str = Field(
         default=DEFAULT_BASE_URL,
-        description="Base URL of the Naive API (or of any server that speaks it).",
+        validate_default=True,
+        description="Where the models are: Naive's root (typed routes, the default), Naive's proxy "
+        "(https://api.usenaive.ai/v1/proxy/openrouter), or OpenRouter or any OpenRouter-compatible base "
+        "(https://openrouter.ai/api/v1). The API style is recognised from the path (NAIVE_API_STYLE).",
+    )
+    api_style: Literal["auto", "naive", "proxy", "openrouter"] = Field(
+        default="auto",
+        description="The upstream's API: auto (from NAIVE_BASE_URL: no path is Naive's typed routes, "
+        "…/v1/proxy/openrouter Naive's proxy, any other path OpenRouter's API), naive, proxy or openrouter.",
     )
     default_model: str | None = Field(
         default=None,
@@ -157,6 +178,33 @@ class Settings(BaseSettings):
     )
     min_credits_remaining: float | None = Field(
         default=None, ge=0, description="Chat calls stop when the balance would fall below this many credits."
+    )
+    # The same caps in USD: what a backend without credits (the proxy, OpenRouter) counts in; on
+    # Naive's typed routes they are converted to credits at the rate answered calls show.
+    max_call_usd: float | None = Field(default=None, gt=0, description="Most USD one chat call may cost.")
+    max_total_usd: float | None = Field(
+        default=None, gt=0, description="Most USD spent through this store in all, ever."
+    )
+    max_total_usd_per_day: float | None = Field(
+        default=None, gt=0, description="Most USD spent through this store per UTC day."
+    )
+    max_total_usd_per_month: float | None = Field(
+        default=None, gt=0, description="Most USD spent through this store per UTC month."
+    )
+    max_tenant_usd: float | None = Field(
+        default=None, gt=0, description="Most USD spent for each Naive user (tenant), ever."
+    )
+    max_tenant_usd_per_day: float | None = Field(
+        default=None, gt=0, description="Most USD spent for each Naive user (tenant) per UTC day."
+    )
+    max_tenant_usd_per_month: float | None = Field(
+        default=None, gt=0, description="Most USD spent for each Naive user (tenant) per UTC month."
+    )
+    min_usd_remaining: float | None = Field(
+        default=None,
+        ge=0,
+        description="Chat calls stop when the balance would fall below this many USD (on OpenRouter, "
+        "the key's remaining limit or credits, GET /key or /credits).",
     )
     credits_per_usd: float = Field(
         default=25.0,
@@ -322,7 +370,7 @@ class Settings(BaseSettings):
         default="INFO", description="Log level (logs go to stderr)."
     )
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "openrouter_api_key", mode="before")
     @classmethod
     def _blank_is_no_key(cls, value: object) -> object:
         # Client configs often ship "NAIVE_API_KEY": "" as a placeholder: that is no key.
@@ -363,16 +411,62 @@ class Settings(BaseSettings):
     def _any_case(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("api_key")
+    @classmethod
+    def _else_the_openrouter_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        return value if value is not None else info.data.get("openrouter_api_key")
+
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str, info: ValidationInfo) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        openrouter_key = info.data.get("openrouter_api_key")
+        if (
+            value == DEFAULT_BASE_URL
+            and openrouter_key is not None
+            and info.data.get("api_key") is openrouter_key
+        ):
+            return OPENROUTER_BASE_URL  # only an OpenRouter key: OpenRouter, unless a base is named
+        return openrouter_base(value.rstrip("/"))
+
+    @model_validator(mode="after")
+    def _fits_the_backend(self) -> Settings:
+        """What only Naive's typed routes have, or only backends without credits count in."""
+        backend = self.backend
+        if backend.typed:
+            return self
+        for name in ("default_user_id", "default_project_id"):
+            if getattr(self, name) is not None:
+                raise ValueError(
+                    f"NAIVE_{name.upper()} names a Naive tenant, and only Naive's typed routes have "
+                    f"tenants; NAIVE_BASE_URL {self.shown_base_url} is {backend.name}"
+                )
+        if any(grant.user_id or grant.project_id or grant.may_name for grant in self.auth_tokens.values()):
+            raise ValueError(
+                "NAIVE_AUTH_TOKENS pins or lets clients name a Naive tenant, and only Naive's typed "
+                f"routes have tenants; NAIVE_BASE_URL {self.shown_base_url} is {backend.name}"
+            )
+        credit_settings = [
+            f"NAIVE_{name.upper()}"
+            for name in type(self).model_fields
+            if "credits" in name and name != "credits_per_usd" and getattr(self, name) is not None
+        ]
+        if credit_settings:
+            raise ValueError(
+                f"{', '.join(credit_settings)}: {backend.name} reports no credits, only USD: set the "
+                f"same caps in USD instead (e.g. NAIVE_MAX_CALL_USD=0.5, NAIVE_MIN_USD_REMAINING=1)"
+            )
+        return self
+
+    @property
+    def backend(self) -> Backend:
+        return Backend.of(self.base_url, self.api_style)
 
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs or errors."""
-        key = [self.api_key.get_secret_value()] if self.api_key is not None else []
+        keys = {key.get_secret_value() for key in (self.api_key, self.openrouter_api_key) if key is not None}
+        key = sorted(keys)
         password = urlsplit(self.base_url).password
         # As written in the URL, and decoded (as a driver's message would show it).
         upstream = {form for form in (password, unquote(password)) if form} if password else set()

@@ -155,3 +155,27 @@ class Generation(_Wire):
 
 class GenerationEnvelope(_Wire):
     data: Generation
+
+
+class KeyInfo(_Wire):
+    """OpenRouter's `GET /key`: the key's limit and usage, in USD; no limit is null."""
+
+    label: str | None = None
+    limit: float | None = None
+    limit_remaining: float | None = None
+    usage: float | None = None
+
+
+class KeyEnvelope(_Wire):
+    data: KeyInfo
+
+
+class Credits(_Wire):
+    """OpenRouter's `GET /credits`: what the account bought and has used, in USD."""
+
+    total_credits: float
+    total_usage: float
+
+
+class CreditsEnvelope(_Wire):
+    data: Credits

@@ -28,7 +28,7 @@ class CallResult:
     """How a call ended: the rest of its ledger row."""
 
     outcome: Outcome
-    credits: float | None  # what was counted against the caps
+    credits: float | None  # what was counted against the caps, in `counted_in`
     credits_reported: bool  # the upstream's own figure, not an estimate
     model: str | None = None
     provider: str | None = None
@@ -36,6 +36,8 @@ class CallResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost_usd: float | None = None
+    # What the caps count in: Naive credits, or USD where the backend reports no credits.
+    counted_in: Literal["credits", "USD"] = "credits"
 
 
 @dataclass(frozen=True, slots=True)

@@ -236,6 +236,18 @@ class Store:
         """The credits a key had when last reported, and when (epoch seconds); None before any."""
         return await self._run(self._read_balance, key_digest)
 
+    async def set_balance(self, key_digest: str, remaining: float) -> None:
+        """What a key has left, as the upstream reported it just now (a backend whose answers
+        carry no balance is asked for it: `NaiveClient.balance`)."""
+        await self._run_quick(self._write_balance, key_digest, remaining)
+
+    def _write_balance(self, engine: Engine, key_digest: str, remaining: float) -> None:
+        with engine.begin() as db:
+            db.execute(
+                self._q.set_balance,
+                {"key_digest": key_digest, "credits_remaining": remaining, "seen_at": time.time()},
+            )
+
     def _read_balance(self, key_digest: str) -> tuple[float, float] | None:
         columns = t.balances.c
         with self._engine.connect() as db:
@@ -431,8 +443,11 @@ def _ledger_values(call: CallRecord, result: CallResult, now: float) -> dict[str
         "generation_id": result.generation_id,
         "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens,
-        "cost_usd": result.cost_usd,
-        "credits": result.credits,
+        # Where the caps count USD, the ledger has the cost and no credits (none were reported).
+        "cost_usd": result.cost_usd
+        if result.counted_in == "credits"
+        else (result.cost_usd or result.credits),
+        "credits": result.credits if result.counted_in == "credits" else None,
         "credits_reported": int(result.credits_reported),
         "outcome": result.outcome,
     }
