@@ -47,7 +47,7 @@ _OPENROUTER_ROUTES: dict[Route, str] = {
     "credits": "/credits",
 }
 _NAMES = {
-    ApiStyle.NAIVE: "Naive's typed routes",
+    ApiStyle.NAIVE: "the Naive API",
     ApiStyle.PROXY: "Naive's OpenRouter proxy",
     ApiStyle.OPENROUTER: "an OpenRouter-compatible API",
 }

@@ -1,8 +1,10 @@
 """`naive-mcp doctor`: check what a first run needs, one line each, with the fix for each problem.
 
-The settings, the key (present, shaped as a Naive key), the upstream (reachable, answering the
-Naive API, taking the key: one free model listing through `NaiveClient`), the balance (Naive
-reports it only with a chat answer: the last one the store kept, or that it is not known yet),
+The settings, the key (present, shaped as the backend's keys are), the upstream (reachable,
+answering the API NAIVE_BASE_URL names, taking the key: one free model listing through
+`NaiveClient`, and on OpenRouter-style backends `GET /key`), the balance (Naive's typed routes
+report it only with a chat answer: the last one the store kept, or that it is not known yet;
+OpenRouter-style backends say it on `GET /key`, in USD),
 the store (opened, written and read back), and the clients' configs (which exist, which have the
 server). Exit 1 if anything is a problem. No secret is printed: every line is redacted.
 """
@@ -24,6 +26,7 @@ from typing import Any
 import anyio
 from pydantic import SecretStr, ValidationError
 
+from naive_mcp.backend import OPENROUTER_BASE_URL, PROXY_PATH, ApiStyle, Backend
 from naive_mcp.caller import Caller, secret_digest
 from naive_mcp.errors import NaiveError, UpstreamError, UpstreamProtocolError
 from naive_mcp.install import CLIENTS, DEFAULT_NAME, KEY_VARIABLE, InstallError, config_path, read_config
@@ -47,16 +50,22 @@ class Finding:
         return f"ok: {self.what}" if self.ok else f"problem: {self.what} — fix: {self.fix}"
 
 
-def key_problem(key: str) -> str | None:
-    """What is wrong with a key's shape, or None if it looks like a Naive key."""
+def key_problem(key: str, backend: Backend | None = None) -> str | None:
+    """What is wrong with a key's shape, or None if it looks like a key `backend` takes (a Naive
+    key, or on OpenRouter's API any key: a compatible gateway has keys of its own shape)."""
     if key.lower().startswith("bearer"):
         return 'it starts with "Bearer": give the key alone'
     if key != key.strip() or any(c.isspace() for c in key):
         return "it has spaces or line breaks in it"
     if key[:1] in "\"'":
         return "it is in quotes: give the key alone"
+    if backend is not None and backend.style is ApiStyle.OPENROUTER:
+        return None
     if key.startswith("sk-or-"):
-        return "it is an OpenRouter key (sk-or-…), not a Naive key"
+        return (
+            "it is an OpenRouter key (sk-or-…), not a Naive key: for OpenRouter itself, set "
+            f"OPENROUTER_API_KEY (or NAIVE_BASE_URL={OPENROUTER_BASE_URL})"
+        )
     if key.startswith("nv_sess_"):
         return "it is a per-user session token (nv_sess_…), which expires: a server needs an API key"
     if not key.startswith(_KEY_SHAPE) or len(key) <= len("nv_sk_test_"):
@@ -81,59 +90,65 @@ def check_key(settings: Settings, sandbox: bool, entries_with_key: list[str]) ->
             f"export {KEY_VARIABLE}=nv_sk_live_… (your Naive API key), or try everything offline with "
             "--sandbox",
         )
-    problem = key_problem(key)
+    problem = key_problem(key, settings.backend)
     if problem is not None:
         return Finding(
             f"key: {KEY_VARIABLE} is set, but {problem}",
             f"set {KEY_VARIABLE} to the key exactly as Naive issued it: nv_sk_live_… (or nv_sk_test_…)",
         )
-    return Finding(f"key: {KEY_VARIABLE} is set and well-formed ({key[: len('nv_sk_live_')]}…)")
+    shown = key[: len("nv_sk_live_")] if key.startswith("nv_sk_") else key[: len("sk-or-v1-")]
+    return Finding(f"key: {KEY_VARIABLE} is set and well-formed ({shown}…)")
 
 
-async def check_upstream(settings: Settings) -> Finding:
-    """One model listing (free): reachable, speaking the Naive API, taking the key."""
+async def check_upstream(settings: Settings) -> tuple[Finding, float | None]:
+    """One model listing (free): reachable, speaking the API NAIVE_BASE_URL names, taking the key;
+    and where the backend has `GET /key` (which is also what proves the key there: OpenRouter
+    lists models to anyone), the key's balance in USD."""
     from naive_mcp.client import NaiveClient
 
     quick = settings.model_copy(
         update={"max_retries": 0, "connect_timeout": min(settings.connect_timeout, 10)}
     )
     client = NaiveClient(quick)
-    url = settings.shown_base_url
+    backend = client.backend
+    url, api = settings.shown_base_url, backend.name
     base_fix = (
-        f"set NAIVE_BASE_URL to the Naive API's base ({DEFAULT_BASE_URL}, no path such as /v1), or unset it"
+        f"set NAIVE_BASE_URL to the API's base — Naive's root ({DEFAULT_BASE_URL}, no path), its proxy "
+        f"({DEFAULT_BASE_URL}{PROXY_PATH}) or OpenRouter's ({OPENROUTER_BASE_URL}) — or unset it"
     )
     key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+    balance = None
     try:
         models = await client.models(Caller(api_key=key or "none"))
+        if key and backend.has("key"):
+            balance = await client.balance(Caller(api_key=key))
     except UpstreamError as error:
         if error.status == 401 and not key:
-            return Finding(f"upstream: {url} answers the Naive API (it asks for a key, as it should)")
+            return Finding(f"upstream: {url} answers {api} (it asks for a key, as it should)"), None
         if error.status in (401, 403):
             return Finding(
-                f"upstream: {url} answers the Naive API but refused the key "
-                f"(HTTP {error.status}, {error.kind})",
+                f"upstream: {url} answers {api} but refused the key (HTTP {error.status}, {error.kind})",
                 error.next_step
                 if error.status == 403
                 else f"set {KEY_VARIABLE} to a valid key that has not been revoked",
-            )
+            ), None
         if error.status == 404:
-            return Finding(
-                f"upstream: {url} answers, but not the Naive API (HTTP 404 for GET /v1/llm/models)", base_fix
-            )
-        return Finding(f"upstream: {url} answered HTTP {error.status} ({error.kind})", error.next_step)
+            where = f"GET {url}{backend.path('models')}"
+            return Finding(f"upstream: {url} answers, but not {api} (HTTP 404 for {where})", base_fix), None
+        return Finding(f"upstream: {url} answered HTTP {error.status} ({error.kind})", error.next_step), None
     except UpstreamProtocolError as error:
-        return Finding(f"upstream: {url} answers, but not the Naive API ({error.message})", base_fix)
+        return Finding(f"upstream: {url} answers, but not {api} ({error.message})", base_fix), None
     except NaiveError as error:  # unreachable, timed out
         return Finding(
             f"upstream: {error.message}",
             f"check that NAIVE_BASE_URL ({url}) is up and right (unset, it is {DEFAULT_BASE_URL}) and "
             "the network (behind a proxy, set HTTPS_PROXY)",
-        )
+        ), None
     finally:
         await client.aclose()
     if not key:
-        return Finding(f"upstream: {url} answers the Naive API without a key ({len(models)} models)")
-    return Finding(f"upstream: {url} answers the Naive API and takes the key ({len(models)} models listed)")
+        return Finding(f"upstream: {url} answers {api} without a key ({len(models)} models)"), None
+    return Finding(f"upstream: {url} answers {api} and takes the key ({len(models)} models listed)"), balance
 
 
 async def check_store(settings: Settings) -> tuple[Finding, tuple[float, float] | None]:
@@ -171,9 +186,25 @@ async def check_store(settings: Settings) -> tuple[Finding, tuple[float, float] 
     return Finding(f"store: {location.shown} is writable"), balance
 
 
-def check_balance(settings: Settings, balance: tuple[float, float] | None) -> Finding:
+def check_balance(
+    settings: Settings, balance: tuple[float, float] | None, usd_balance: float | None = None
+) -> Finding:
+    """The balance: on Naive's typed routes the last one the store kept; elsewhere what `GET /key`
+    (or `/credits`) said just now, in USD."""
     if settings.api_key is None:
         return Finding("balance: not known without a key")
+    if not settings.backend.typed:
+        if usd_balance is None:
+            return Finding(
+                f"balance: {settings.backend.name} gives none for this key (no limit on GET /key, and "
+                "GET /credits not readable with it)",
+                None
+                if settings.min_usd_remaining is None
+                else "give the key a credit limit upstream, or "
+                "unset NAIVE_MIN_USD_REMAINING and cap spending with NAIVE_MAX_TOTAL_USD",
+            )
+        what = f"balance: ${usd_balance:g} left on this key (GET /key, just now)"
+        return _against_floor(what, usd_balance, settings.min_usd_remaining, "NAIVE_MIN_USD_REMAINING")
     if balance is None:
         return Finding(
             "balance: not known yet: the Naive API reports it (credits_remaining) only with a chat answer; "
@@ -182,13 +213,16 @@ def check_balance(settings: Settings, balance: tuple[float, float] | None) -> Fi
     credits, seen_at = balance
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seen_at))
     what = f"balance: {credits:g} credits, as last reported ({when})"
-    if credits <= 0:
+    return _against_floor(what, credits, settings.min_credits_remaining, "NAIVE_MIN_CREDITS_REMAINING")
+
+
+def _against_floor(what: str, left: float, floor: float | None, setting: str) -> Finding:
+    if left <= 0:
         return Finding(what, "top up credits (calls are refused with insufficient_credits until then)")
-    floor = settings.min_credits_remaining
-    if floor is not None and credits < floor:
+    if floor is not None and left < floor:
         return Finding(
-            f"{what}, below NAIVE_MIN_CREDITS_REMAINING ({floor:g}): chat calls will be refused",
-            "top up credits, or lower NAIVE_MIN_CREDITS_REMAINING",
+            f"{what}, below {setting} ({floor:g}): chat calls will be refused",
+            f"top up credits, or lower {setting}",
         )
     return Finding(what)
 
@@ -333,9 +367,10 @@ def main(argv: list[str]) -> int:
     secrets = settings.secrets()
     findings.append(check_key(settings, sandbox, entries_with_key))
     with _upstream(settings, sandbox) as checked:
-        findings.append(anyio.run(check_upstream, checked))
+        upstream_finding, usd_balance = anyio.run(check_upstream, checked)
+        findings.append(upstream_finding)
         store_finding, balance = anyio.run(check_store, checked)
-    findings += [check_balance(checked, balance), store_finding, *client_findings]
+    findings += [check_balance(checked, balance, usd_balance), store_finding, *client_findings]
     redact = Redactor(secrets)
     for finding in findings:
         sys.stdout.write(redact(finding.line()) + "\n")

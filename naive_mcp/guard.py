@@ -711,8 +711,8 @@ class SpendGuard:
             # A floor is lowered to allow more; a cap is raised.
             change = "lower" if setting.startswith("NAIVE_MIN_") else "raise"
             message = (
-                f"this call could cost up to {self._policy.shown(needed, word=True)}, more than {room.label} allows. "
-                "Lower max_tokens, shorten the prompt or choose a cheaper model "
+                f"this call could cost up to {self._policy.shown(needed, word=True)}, more than "
+                f"{room.label} allows. Lower max_tokens, shorten the prompt or choose a cheaper model "
                 f"(naive_llm_models sort=price); or ask the operator to {change} {setting}."
             )
         return _Refusal(SpendingRefused(message), waitable=waitable)
