@@ -129,8 +129,27 @@ class NaiveClient:
     async def chat(
         self, body: dict[str, Any], caller: Caller, on_chunk: Callable[[ChatStream], None] | None = None
     ) -> ChatCompletion:
-        """One chat completion, always streamed from the upstream (`body` is OpenRouter's chat
-        request). `on_chunk` sees the answer grow.
+        """One chat completion (`body` is OpenRouter's chat request); see `generate`."""
+        return await self.generate("chat", body, caller, on_chunk)
+
+    async def complete(
+        self, body: dict[str, Any], caller: Caller, on_chunk: Callable[[ChatStream], None] | None = None
+    ) -> ChatCompletion:
+        """One text completion (`POST /completions`: `model`, `prompt`, …), in the same shape as a
+        chat's, its text as the message's content; see `generate`. Only on backends that have the
+        route (`Backend.has("completions")`): the caller asks first."""
+        return await self.generate("completions", body, caller, on_chunk)
+
+    async def generate(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        caller: Caller,
+        on_chunk: Callable[[ChatStream], None] | None = None,
+    ) -> ChatCompletion:
+        """One generation on `route`, always streamed from the upstream; chat and completions
+        share this path and differ only in their chunks (`ChatStream` reads both). `on_chunk`
+        sees the answer grow.
 
         Failures before the first token that a retry can cure are retried (see `_retrying`);
         once a token has arrived, never. Timeouts by phase: connecting, the first byte, between
@@ -146,7 +165,7 @@ class NaiveClient:
                 async for attempt in retrying:
                     with attempt:
                         stream = ChatStream(max_bytes=settings.max_response_bytes, redact=redact)
-                        return await self._chat_once(body, caller, stream, on_chunk)
+                        return await self._generate_once(route, body, caller, stream, on_chunk)
         except TimeoutError:
             message = f"the call took longer than NAIVE_TOTAL_TIMEOUT ({settings.total_timeout:g} s)"
             error = stream.broken("timeout", message) if stream.started else UpstreamTimeout(message)
@@ -156,14 +175,14 @@ class NaiveClient:
             raise
         raise AssertionError("tenacity either returns or re-raises")  # pragma: no cover
 
-    async def _chat_once(
+    async def _generate_once(
         self,
+        route: Route,
         body: dict[str, Any],
         caller: Caller,
         stream: ChatStream,
         on_chunk: Callable[[ChatStream], None] | None,
     ) -> ChatCompletion:
-        route: Route = "chat"
         with self._transport_errors(stream):
             request = self._http.build_request(
                 "POST", self.backend.url(route), headers=caller.headers(), json={**body, "stream": True}
@@ -185,7 +204,7 @@ class NaiveClient:
                     try:
                         payload = _json(response, await self._read(response), "POST", route)
                         redacted = self._redact.including(caller.api_key).json(payload)
-                        return _parse(ChatCompletion, redacted, "chat completion")
+                        return _parse(ChatCompletion, redacted, f"{route} answer")
                     except UpstreamProtocolError as error:
                         raise stream.broken("bad_response", error.message) from error
                 # Closed here, whatever happens: left to the garbage collector, a suspended event

@@ -57,7 +57,7 @@ def _one_tls_context() -> Iterator[None]:
 def _no_naive_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests pass settings as arguments; the developer's own NAIVE_* variables must not leak in."""
     for name in list(os.environ):
-        if name.startswith("NAIVE_"):
+        if name.startswith("NAIVE_") or name == "OPENROUTER_API_KEY":
             monkeypatch.delenv(name)
 
 
