@@ -83,6 +83,12 @@ def api_key() -> str:
 
 
 @pytest.fixture
+def openrouter_key() -> str:
+    """An OpenRouter key nobody else uses: the sandbox's `/api/v1` takes only `sk-or-v1-…` keys."""
+    return f"sk-or-v1-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
 def settings(sandbox: RunningSandbox, api_key: str) -> Settings:
     return make_settings(sandbox, api_key)
 

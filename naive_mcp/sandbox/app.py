@@ -1,9 +1,10 @@
-"""The sandbox upstream: an ASGI app that speaks the Naive API of naive-api.md.
+"""The sandbox upstream: an ASGI app that speaks the three APIs of naive-api.md.
 
-Chat (JSON and SSE), models (both list shapes), generation (with the brief 404 right after a
-completion), Bearer auth, tenancy headers and path mounts, a credits ledger that goes down,
-and every error kind on purpose (`faults.py`). Deterministic: the same request gets the same
-answer, tokens and cost.
+Naive's typed routes, Naive's proxy and OpenRouter itself (`Style`), each at its own prefix:
+chat (JSON and SSE), text completions, models (both list shapes), generation (with the brief
+404 right after a completion), `/key` and `/credits`, Bearer auth, tenancy headers and path
+mounts, a ledger that goes down, and every error kind on purpose (`faults.py`). Deterministic:
+the same request gets the same answer, tokens and cost.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from enum import Enum
+from typing import Any, Literal, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -27,9 +29,50 @@ from naive_mcp.sandbox.faults import Fault, fault_for, flaky_fault
 from naive_mcp.sandbox.ledger import GenerationRecord, Ledger, RequestRecord
 from naive_mcp.sandbox.responder import CHARS_PER_TOKEN, Reply, ToolCall, respond
 
-_KEY_PREFIXES = ("nv_sk_live_", "nv_sk_test_", "nv_sess_")
+_NAIVE_KEY_PREFIXES = ("nv_sk_live_", "nv_sk_test_", "nv_sess_")
+_OPENROUTER_KEY_PREFIXES = ("sk-or-v1-",)
 # Faults a fallback chain routes around, as OpenRouter does; the rest end the call.
 _FALLBACK_STATUSES = frozenset({408, 429, 502, 503, 524, 529})
+
+
+class Style(Enum):
+    """Which of the three APIs a route speaks (naive-api.md, "Three bases, one body")."""
+
+    TYPED = "typed"  # Naive's typed routes: /v1/llm/*, /v1/users/{id}/llm/*
+    PROXY = "proxy"  # Naive's drop-in proxy: /v1/proxy/openrouter/* = OpenRouter's paths, Naive keys
+    OPENROUTER = "openrouter"  # OpenRouter itself: /api/v1/*, `sk-or-v1-…` keys
+
+    @property
+    def openrouter_shapes(self) -> bool:
+        """OpenRouter's bodies: errors with an int `code`, the rich model list, no Naive fields
+        (credits_used, credits_remaining, truncated) and no tenancy."""
+        return self is not Style.TYPED
+
+    @property
+    def key_prefixes(self) -> tuple[str, ...]:
+        return _OPENROUTER_KEY_PREFIXES if self is Style.OPENROUTER else _NAIVE_KEY_PREFIXES
+
+    @property
+    def missing_key(self) -> str:
+        if self is Style.OPENROUTER:
+            return "No auth credentials found"
+        return "Missing Authorization: Bearer <Naive API key>"
+
+    def error(self, status: int, code: str | int, message: str, extra: dict[str, str]) -> dict[str, Any]:
+        """The error object: Naive's (`code` its kind, extra fields beside it) or OpenRouter's
+        (`code` the HTTP status, extra fields under `metadata`)."""
+        if not self.openrouter_shapes:
+            return {"code": code, "message": message, **extra}
+        return {"code": status, "message": message, **({"metadata": dict(extra)} if extra else {})}
+
+
+# Where each style is mounted.
+_MOUNTS = (
+    ("/v1/llm", Style.TYPED),
+    ("/v1/users/{user_id}/llm", Style.TYPED),
+    ("/v1/proxy/openrouter", Style.PROXY),
+    ("/api/v1", Style.OPENROUTER),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +98,26 @@ class SandboxConfig:
 
 
 class ApiError(Exception):
+    """An error answer; `code` is Naive's kind, shown as the route's style has it."""
+
     def __init__(
-        self, status: int, code: str | int, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str | int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.extra = extra or {}
 
-    def response(self) -> JSONResponse:
+    def response(self, style: Style) -> JSONResponse:
         return JSONResponse(
-            {"error": {"code": self.code, "message": self.message}},
+            {"error": style.error(self.status, self.code, self.message, self.extra)},
             status_code=self.status,
             headers=self.headers,
         )
@@ -78,6 +129,7 @@ class Caller:
     user_id: str | None
     project_id: str | None
     record: RequestRecord
+    style: Style
 
 
 class Sandbox:
@@ -87,15 +139,32 @@ class Sandbox:
         self.config = config or SandboxConfig()
         self.ledger = Ledger(self.config.initial_credits)
         routes = [Route("/health", self._health)]
-        for prefix in ("/v1/llm", "/v1/users/{user_id}/llm", "/v1/proxy/openrouter"):
-            routes += [
-                Route(f"{prefix}/chat/completions", self._endpoint(self._chat), methods=["POST"]),
-                Route(f"{prefix}/models", self._endpoint(self._models), methods=["GET"]),
-                Route(f"{prefix}/generation", self._endpoint(self._generation), methods=["GET"]),
-            ]
+        for prefix, style in _MOUNTS:
+            routes += self._routes(prefix, style)
         self.app = Starlette(routes=routes)
         self._tried: set[tuple[str, str]] = set()
         self._tried_lock = threading.Lock()
+
+    def _routes(self, prefix: str, style: Style) -> list[Route]:
+        endpoints: list[tuple[str, Callable[[Request, Caller], Awaitable[Response]], list[str]]] = [
+            ("/chat/completions", self._chat, ["POST"]),
+            ("/models", self._models, ["GET"]),
+            ("/generation", self._generation, ["GET"]),
+        ]
+        openrouter_only = [
+            ("/completions", self._text_completion, ["POST"]),
+            ("/key", self._key, ["GET"]),
+            ("/credits", self._credits, ["GET"]),
+        ]
+        if style.openrouter_shapes:
+            endpoints += openrouter_only
+        else:
+            # Naive's typed API has none of OpenRouter's own routes, and says so in its error shape.
+            endpoints += [(path, _no_such_route, ["GET", "POST"]) for path, _, _ in openrouter_only]
+        return [
+            Route(f"{prefix}{path}", self._endpoint(handler, style), methods=methods)
+            for path, handler, methods in endpoints
+        ]
 
     def _first_try(self, key: str, model: str) -> bool:
         """Whether this is the key's first call to a flaky model (which then fails)."""
@@ -110,20 +179,20 @@ class Sandbox:
         return JSONResponse({"status": "ok"})
 
     def _endpoint(
-        self, handler: Callable[[Request, Caller], Awaitable[Response]]
+        self, handler: Callable[[Request, Caller], Awaitable[Response]], style: Style
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
-                caller = await self._caller(request)
+                caller = await self._caller(request, style)
                 if self.config.latency:
                     await anyio.sleep(self.config.latency)
                 return await handler(request, caller)
             except ApiError as error:
-                return error.response()
+                return error.response(style)
 
         return endpoint
 
-    async def _caller(self, request: Request) -> Caller:
+    async def _caller(self, request: Request, style: Style) -> Caller:
         body: Any = None
         if request.method == "POST":
             raw = await request.body()
@@ -141,17 +210,22 @@ class Sandbox:
             RequestRecord(request.method, request.url.path, key, user_id, project_id, body, client_port=port)
         )
         if key is None:
-            raise ApiError(401, "unauthorized", "Missing Authorization: Bearer <Naive API key>")
-        if not key.startswith(_KEY_PREFIXES) or "revoked" in key or self.ledger.revoked(key):
+            raise ApiError(401, "unauthorized", style.missing_key)
+        if not key.startswith(style.key_prefixes) or "revoked" in key or self.ledger.revoked(key):
             # Real services sometimes echo what they were sent; naive-mcp must never pass it on.
             raise ApiError(401, "unauthorized", f"Invalid API key: {key}")
-        if request.url.path.startswith("/v1/proxy/") and user_id is not None:
-            raise ApiError(400, "invalid_input", "The proxy is not per-tenant; use /v1/llm routes")
+        if style.openrouter_shapes and (user_id is not None or project_id is not None):
+            raise ApiError(
+                400,
+                "invalid_input",
+                "This API is not per-tenant (no X-Naive-User-Id or X-Naive-Project-Id); "
+                "use Naive's /v1/llm routes for a user or a project",
+            )
         if user_id is not None and user_id.startswith("unknown"):
             raise ApiError(404, "not_found", f"User {user_id} not found")
         if user_id is not None and user_id.startswith("foreign"):
             raise ApiError(403, "key_subject_mismatch", "This key is sealed to another user")
-        return Caller(key, user_id, project_id, record)
+        return Caller(key, user_id, project_id, record, style)
 
     # --- endpoints ----------------------------------------------------------------------------
 
@@ -160,7 +234,7 @@ class Sandbox:
         chosen = [model for model in MODELS if search in model.id.lower() or search in model.name.lower()]
         if self.config.echo_key:
             chosen = [replace(model, name=f"{model.name} (for {caller.key})") for model in chosen]
-        if request.url.path.startswith("/v1/proxy/") or self.config.models_shape == "openrouter":
+        if caller.style.openrouter_shapes or self.config.models_shape == "openrouter":
             return JSONResponse({"data": [model.openrouter_shape() for model in chosen]})
         return JSONResponse({"count": len(chosen), "models": [model.naive_shape() for model in chosen]})
 
@@ -174,18 +248,44 @@ class Sandbox:
             raise ApiError(404, "not_found", f"Generation {generation_id} not found")
         return JSONResponse({"data": record.as_openrouter()})
 
+    async def _key(self, request: Request, caller: Caller) -> Response:
+        balance = self.ledger.usd_balance(caller.key)
+        # OpenRouter labels a key by its ends; a careless upstream shows all of it.
+        label = caller.key if self.config.echo_key else f"{caller.key[:12]}...{caller.key[-3:]}"
+        return JSONResponse(
+            {
+                "data": {
+                    "label": label,
+                    "limit": balance.limit,
+                    "limit_remaining": balance.remaining,
+                    "limit_reset": None,
+                    "usage": balance.usage,
+                    "is_free_tier": False,
+                }
+            }
+        )
+
+    async def _credits(self, request: Request, caller: Caller) -> Response:
+        balance = self.ledger.usd_balance(caller.key)
+        return JSONResponse({"data": {"total_credits": balance.limit, "total_usage": balance.usage}})
+
     async def _chat(self, request: Request, caller: Caller) -> Response:
-        body = caller.record.body
-        if not isinstance(body, dict):
+        return await self._complete(request, caller, CHAT)
+
+    async def _text_completion(self, request: Request, caller: Caller) -> Response:
+        return await self._complete(request, caller, TEXT)
+
+    async def _complete(self, request: Request, caller: Caller, form: Form) -> Response:
+        """A chat or text completion: routing, faults, balance, the answer (JSON or SSE), billing."""
+        if not isinstance(caller.record.body, dict):
             raise ApiError(400, "invalid_input", "The body must be a JSON object")
-        if not body.get("messages") and not body.get("prompt"):
-            raise ApiError(400, "invalid_input", "Provide messages or prompt")
+        body = form.request(caller.record.body)
         flaky = flaky_fault(body.get("model"))
         if flaky is not None and self._first_try(caller.key, str(body["model"])):
-            return await self._fault_response(request, flaky)
+            return await self._fault_response(request, flaky, caller.style)
         model, fault = self._route(body)
         if fault is not None and fault.midstream is None:
-            return await self._fault_response(request, fault)
+            return await self._fault_response(request, fault, caller.style)
         if self.ledger.balance(caller.key) <= 0:
             raise ApiError(402, "insufficient_credits", "Not enough credits")
         extra_words = {"slow": self.config.slow_words, "runaway": self.config.runaway_words}
@@ -208,40 +308,30 @@ class Sandbox:
         )
         if body.get("stream"):
             return StreamingResponse(
-                self._stream(caller, generation, reply, model, fault), media_type="text/event-stream"
+                self._stream(caller, generation, reply, model, fault, form), media_type="text/event-stream"
             )
         if fault is not None:
-            return _dropped_or_failed(fault)
+            return _dropped_or_failed(fault, caller.style)
         if model.pace != "normal":
-            await anyio.sleep(self._pace_seconds(model, reply))
+            await anyio.sleep(self._pace_seconds(model, reply, form))
         credits_used, credits_remaining = self.ledger.charge(caller.key, generation.total_cost)
         self.ledger.record_generation(generation)
-        return JSONResponse(
-            {
-                "id": generation.id,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model.id,
-                "provider": model.provider,
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": reply.finish_reason,
-                        "native_finish_reason": reply.finish_reason,
-                        "message": {
-                            "role": "assistant",
-                            "content": reply.content,
-                            "tool_calls": _tool_calls(reply) or None,
-                            "reasoning": reply.reasoning,
-                        },
-                    }
-                ],
-                "usage": _usage(reply, generation.total_cost),
+        answer: dict[str, Any] = {
+            "id": generation.id,
+            "object": form.object,
+            "created": int(time.time()),
+            "model": model.id,
+            "provider": model.provider,
+            "choices": [form.choice(reply)],
+            "usage": _usage(reply, generation.total_cost),
+        }
+        if not caller.style.openrouter_shapes:
+            answer |= {
                 **({"truncated": True} if reply.truncated else {}),
                 "credits_used": credits_used,
                 "credits_remaining": credits_remaining,
             }
-        )
+        return JSONResponse(answer)
 
     def _route(self, body: dict[str, Any]) -> tuple[SandboxModel, Fault | None]:
         """The model that answers: the first of `model`, then `models`, that can (OpenRouter's fallback)."""
@@ -273,24 +363,23 @@ class Sandbox:
         assert last_error is not None
         raise last_error
 
-    async def _fault_response(self, request: Request, fault: Fault) -> Response:
+    async def _fault_response(self, request: Request, fault: Fault, style: Style) -> Response:
         if fault.hang:
             deadline = time.monotonic() + self.config.hang_seconds
             while time.monotonic() < deadline and not await request.is_disconnected():  # noqa: ASYNC110
                 await anyio.sleep(0.05)
             return Response(status_code=504)
-        if fault.body is not None:
+        if fault.body is not None or fault.code is None:
             return Response(fault.body, status_code=fault.status, headers=fault.headers)
-        error: dict[str, Any] = {"code": fault.code, "message": fault.message, **fault.extra}
-        return JSONResponse({"error": error}, status_code=fault.status, headers=fault.headers)
+        return ApiError(fault.status, fault.code, fault.message, fault.headers, fault.extra).response(style)
 
-    def _pace_seconds(self, model: SandboxModel, reply: Reply) -> float:
+    def _pace_seconds(self, model: SandboxModel, reply: Reply, form: Form) -> float:
         """How long a slow or thinking model takes to answer in one piece."""
         if model.pace == "think":
             return self.config.think_seconds
         if model.pace == "runaway":
-            return self.config.runaway_chunk_delay * len(_deltas(reply, token_pieces=True))
-        return self.config.slow_chunk_delay * len(_deltas(reply, echo=self.config.echo_key))
+            return self.config.runaway_chunk_delay * len(form.deltas(reply, token_pieces=True))
+        return self.config.slow_chunk_delay * len(form.deltas(reply, echo=self.config.echo_key))
 
     async def _stream(
         self,
@@ -299,10 +388,11 @@ class Sandbox:
         reply: Reply,
         model: SandboxModel,
         fault: Fault | None,
+        form: Form,
     ) -> AsyncIterator[str]:
         """The answer as SSE. Charged at the end, or for the part sent when the client goes away."""
-        base = {"id": generation.id, "object": "chat.completion.chunk", "model": generation.model}
-        deltas = _deltas(reply, token_pieces=model.pace == "runaway", echo=self.config.echo_key)
+        base = {"id": generation.id, "object": form.chunk_object, "model": generation.model}
+        deltas = form.deltas(reply, token_pieces=model.pace == "runaway", echo=self.config.echo_key)
         cut_at = len(deltas) // 2 + 1 if fault is not None and fault.midstream else None
         delays = {"slow": self.config.slow_chunk_delay, "runaway": self.config.runaway_chunk_delay}
         delay = delays.get(model.pace, self.config.chunk_delay)
@@ -310,7 +400,7 @@ class Sandbox:
         try:
             yield ": OPENROUTER PROCESSING\n\n"
             if fault is not None and fault.midstream == "tool-call-flood":
-                async for event in _tool_call_flood(base):
+                async for event in _flood(base, form):
                     yield event
             if model.pace == "think":
                 deadline = time.monotonic() + self.config.think_seconds
@@ -326,28 +416,26 @@ class Sandbox:
                         raise ConnectionAbortedError("sandbox: connection dropped on purpose")
                     outcome = "failed"
                     error = {"code": 502, "message": fault.message}
-                    finish = [{"index": 0, "delta": {}, "finish_reason": "error"}]
-                    yield _event({**base, "error": error, "choices": finish})
+                    yield _event({**base, "error": error, "choices": [form.chunk_choice({}, "error")]})
                     return
                 if delay:
                     await anyio.sleep(delay)
                 if caller.record.first_chunk_at is None:
                     caller.record.first_chunk_at = time.monotonic()
-                yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                yield _event({**base, "choices": [form.chunk_choice(delta, None)]})
                 sent += 1
-            finish = [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]
-            yield _event({**base, "choices": finish})
+            yield _event({**base, "choices": [form.chunk_choice({}, reply.finish_reason)]})
             credits_used, credits_remaining = self.ledger.charge(caller.key, generation.total_cost)
             usage_chunk: dict[str, Any] = {
                 **base,
                 "provider": generation.provider,
                 "choices": [],
                 "usage": _usage(reply, generation.total_cost),
-                "credits_used": credits_used,
-                "credits_remaining": credits_remaining,
             }
-            if reply.truncated:
-                usage_chunk["truncated"] = True
+            if not caller.style.openrouter_shapes:
+                usage_chunk |= {"credits_used": credits_used, "credits_remaining": credits_remaining}
+                if reply.truncated:
+                    usage_chunk["truncated"] = True
             yield _event(usage_chunk)
             yield "data: [DONE]\n\n"
             outcome = "finished"
@@ -365,6 +453,107 @@ class Sandbox:
 
 def create_app(config: SandboxConfig | None = None) -> Starlette:
     return Sandbox(config).app
+
+
+class Form(Protocol):
+    """What a chat completion and a text completion differ in: the body they take and the shape
+    of their answer. Everything else (routing, faults, pacing, billing, SSE) is `_complete`'s."""
+
+    object: str  # of the answer in one piece
+    chunk_object: str  # of each streamed chunk
+
+    def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body `respond()` answers; ApiError when it is not one this form takes."""
+        ...
+
+    def choice(self, reply: Reply) -> dict[str, Any]:
+        """The answer's one choice, in one piece."""
+        ...
+
+    def deltas(self, reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> list[dict[str, Any]]:
+        """The answer in the pieces a stream sends (see `_deltas`)."""
+        ...
+
+    def chunk_choice(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        """A streamed chunk's one choice, carrying `delta`."""
+        ...
+
+    def flood_delta(self, index: int) -> dict[str, Any]:
+        """The `index`th delta of a stream that never ends (`sandbox/fail-tool-call-flood`)."""
+        ...
+
+
+class ChatForm:
+    """`POST /chat/completions`: messages (or a prompt) in, an assistant message out."""
+
+    object = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+
+    def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not body.get("messages") and not body.get("prompt"):
+            raise ApiError(400, "invalid_input", "Provide messages or prompt")
+        return body
+
+    def choice(self, reply: Reply) -> dict[str, Any]:
+        return {
+            "index": 0,
+            "finish_reason": reply.finish_reason,
+            "native_finish_reason": reply.finish_reason,
+            "message": {
+                "role": "assistant",
+                "content": reply.content,
+                "tool_calls": _tool_calls(reply) or None,
+                "reasoning": reply.reasoning,
+            },
+        }
+
+    def deltas(self, reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> list[dict[str, Any]]:
+        return _deltas(reply, token_pieces=token_pieces, echo=echo)
+
+    def chunk_choice(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "finish_reason": finish_reason}
+
+    def flood_delta(self, index: int) -> dict[str, Any]:
+        """Opens a call at a new index and adds a 1 KB name fragment to each of the 8 newest calls."""
+        calls: list[dict[str, Any]] = [
+            {"index": index, "id": f"call_{index}", "type": "function", "function": {"name": "f"}}
+        ]
+        calls += [{"index": old, "function": {"name": "n" * 1024}} for old in range(max(0, index - 8), index)]
+        return {"tool_calls": calls}
+
+
+# Chat fields a text completion has no use for: it answers its prompt, with no tools to call.
+_CHAT_ONLY_FIELDS = ("messages", "tools", "tool_choice", "parallel_tool_calls")
+
+
+class TextForm:
+    """`POST /completions` (OpenRouter's, not on Naive's typed routes): a prompt string in, text out."""
+
+    object = "text_completion"
+    chunk_object = "text_completion"
+
+    def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        if "prompt" not in body:
+            raise ApiError(400, "invalid_input", "Provide prompt")
+        if not isinstance(body["prompt"], str):
+            raise ApiError(400, "invalid_input", "prompt must be a string")
+        return {name: value for name, value in body.items() if name not in _CHAT_ONLY_FIELDS}
+
+    def choice(self, reply: Reply) -> dict[str, Any]:
+        return {"text": reply.content, "index": 0, "finish_reason": reply.finish_reason}
+
+    def deltas(self, reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> list[dict[str, Any]]:
+        return [{"content": piece} for piece in _content_pieces(reply.content, token_pieces, echo)]
+
+    def chunk_choice(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        return {"text": delta.get("content", ""), "index": 0, "finish_reason": finish_reason}
+
+    def flood_delta(self, index: int) -> dict[str, Any]:
+        return {"content": "n" * 1024}
+
+
+CHAT: Form = ChatForm()
+TEXT: Form = TextForm()
 
 
 def _bearer(header: str | None) -> str | None:
@@ -413,17 +602,22 @@ def _echoing(reply: Reply, key: str) -> Reply:
     )
 
 
-async def _tool_call_flood(base: dict[str, Any]) -> AsyncIterator[str]:
-    """Tool-call deltas without end: each chunk opens a call at a new index and adds a 1 KB name
-    fragment to each of the 8 newest calls. Ends only when the client goes away."""
+async def _no_such_route(request: Request, caller: Caller) -> Response:
+    """Naive's typed API has no text completions, `/key` or `/credits`: only OpenRouter's paths do."""
+    raise ApiError(
+        404,
+        "not_found",
+        f"No route {request.method} {request.url.path}: it is on Naive's proxy "
+        "(/v1/proxy/openrouter) and OpenRouter (/api/v1), not on the /v1/llm routes",
+    )
+
+
+async def _flood(base: dict[str, Any], form: Form) -> AsyncIterator[str]:
+    """Deltas without end (tool calls for chat, text for a text completion). Ends only when the
+    client goes away."""
     index = 0
     while True:
-        calls: list[dict[str, Any]] = [
-            {"index": index, "id": f"call_{index}", "type": "function", "function": {"name": "f"}}
-        ]
-        calls += [{"index": old, "function": {"name": "n" * 1024}} for old in range(max(0, index - 8), index)]
-        delta = {"tool_calls": calls}
-        yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        yield _event({**base, "choices": [form.chunk_choice(form.flood_delta(index), None)]})
         index += 1
         if index % 64 == 0:
             await anyio.lowlevel.checkpoint()  # let the rest of the sandbox run
@@ -437,10 +631,7 @@ def _deltas(reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> 
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
     if reply.reasoning:
         deltas += [{"reasoning": piece} for piece in pieces(reply.reasoning)]
-    if echo:
-        deltas += [{"content": reply.content[at : at + 5]} for at in range(0, len(reply.content), 5)]
-    else:
-        deltas += [{"content": piece} for piece in pieces(reply.content)]
+    deltas += [{"content": piece} for piece in _content_pieces(reply.content, token_pieces, echo)]
     for index, call in enumerate(reply.tool_calls):
         head, tail = call.arguments[: len(call.arguments) // 2], call.arguments[len(call.arguments) // 2 :]
         deltas.append(
@@ -457,6 +648,13 @@ def _deltas(reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> 
         )
         deltas.append({"tool_calls": [{"index": index, "function": {"arguments": tail}}]})
     return deltas
+
+
+def _content_pieces(text: str, token_pieces: bool, echo: bool) -> list[str]:
+    """The answer's text in the pieces a stream sends (see `_deltas`)."""
+    if echo:
+        return [text[at : at + 5] for at in range(0, len(text), 5)]
+    return _token_pieces(text) if token_pieces else _pieces(text)
 
 
 def _pieces(text: str, words_per_piece: int = 3) -> list[str]:
@@ -477,9 +675,10 @@ def _event(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
-def _dropped_or_failed(fault: Fault) -> Response:
+def _dropped_or_failed(fault: Fault, style: Style) -> Response:
+    """What a midstream fault does to an answer asked for in one piece."""
     if fault.midstream == "error":
-        return JSONResponse({"error": {"code": "provider_error", "message": fault.message}}, status_code=502)
+        return ApiError(502, "provider_error", fault.message).response(style)
 
     async def cut() -> AsyncIterator[bytes]:
         yield b'{"id": "gen-cut", "choices": [{"message": {"content": "Half an ans'

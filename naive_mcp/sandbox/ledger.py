@@ -1,4 +1,4 @@
-"""The sandbox's memory: credit balances per API key, generation records, and every request seen.
+"""The sandbox's memory: balances per API key, generation records, and every request seen.
 
 The sandbox app runs on its own thread (or process); tests read this from theirs, so every
 access takes the lock.
@@ -12,16 +12,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-# The sandbox's own billing rule: Naive bills `usage.cost` times a markup, converted to credits.
+# The sandbox's own billing rule: Naive bills `usage.cost` times a markup, converted to credits:
+# 2.1 credits per USD of `usage.cost`, so a credit pays for $0.476190… of it.
 MARKUP = 1.05
 USD_PER_CREDIT = 0.5
+CREDITS_PER_USD = MARKUP / USD_PER_CREDIT
 
 
 @dataclass
 class Account:
+    """A key's balance, kept in USD of `usage.cost` (what OpenRouter's `/key` shows, going down by
+    exactly each call's cost) and shown in credits on Naive's typed routes (CREDITS_PER_USD)."""
+
     key: str
-    credits: float
+    remaining_usd: float
     spent_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UsdBalance:
+    """A key's account as OpenRouter's `/key` and `/credits` report it, in USD."""
+
+    limit: float  # what the key may spend in all: what is left plus what it spent
+    remaining: float
+    usage: float
 
 
 @dataclass
@@ -100,21 +114,30 @@ class Ledger:
             return key in self._revoked
 
     def balance(self, key: str) -> float:
+        """The key's balance in credits."""
         with self._lock:
-            return self._account(key).credits
+            return _credits(self._account(key).remaining_usd)
 
     def set_balance(self, key: str, credits: float) -> None:
         with self._lock:
-            self._account(key).credits = credits
+            self._account(key).remaining_usd = credits / CREDITS_PER_USD
+
+    def usd_balance(self, key: str) -> UsdBalance:
+        with self._lock:
+            account = self._account(key)
+            return UsdBalance(
+                limit=account.remaining_usd + account.spent_usd,
+                remaining=account.remaining_usd,
+                usage=account.spent_usd,
+            )
 
     def charge(self, key: str, cost_usd: float) -> tuple[float, float]:
         """Bill `cost_usd`; returns (credits used, credits remaining)."""
-        credits = round(cost_usd * MARKUP / USD_PER_CREDIT, 8)
         with self._lock:
             account = self._account(key)
-            account.credits = round(account.credits - credits, 8)
+            account.remaining_usd -= cost_usd
             account.spent_usd += cost_usd
-            return credits, account.credits
+            return _credits(cost_usd), _credits(account.remaining_usd)
 
     def new_generation_id(self) -> str:
         with self._lock:
@@ -147,5 +170,10 @@ class Ledger:
     def _account(self, key: str) -> Account:
         account = self._accounts.get(key)
         if account is None:
-            account = self._accounts[key] = Account(key=key, credits=self._initial_credits)
+            account = Account(key=key, remaining_usd=self._initial_credits / CREDITS_PER_USD)
+            self._accounts[key] = account
         return account
+
+
+def _credits(usd: float) -> float:
+    return round(usd * CREDITS_PER_USD, 8)
