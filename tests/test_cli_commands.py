@@ -303,3 +303,12 @@ def test_no_key_tells_a_person_at_a_terminal_what_to_do() -> None:
     assert done.stderr.startswith("no_api_key: no Naive API key is configured, so no call was sent.\n")
     assert "export NAIVE_API_KEY=" in done.stderr and "--sandbox" in done.stderr
     assert "MCP client's config" not in done.stderr  # that is the server's advice
+
+
+@pytest.mark.parametrize(("style", "route"), [("proxy", "/v1/proxy/openrouter"), ("openrouter", "/api/v1")])
+def test_the_built_in_sandbox_speaks_each_backend(style: str, route: str) -> None:
+    done = run({}, "chat", "--sandbox", "--api-style", style, "--log-level", "INFO", "hi")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Sandbox reply from anthropic/claude-sonnet-4.6: hi\n"
+    assert "sandbox upstream on http://127.0.0.1:" in done.stderr and f"{route} (no network" in done.stderr
+    assert "credits unknown" in done.stderr  # the summary: these backends report USD only

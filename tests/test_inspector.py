@@ -88,3 +88,26 @@ def test_run_primitive_runs_llm_models(inspect: Inspect) -> None:
     assert result["content"][0]["text"].startswith("Models 1-20 of ")
     models = [model["id"] for model in result["structuredContent"]["models"]]
     assert DEFAULT_MODEL in models
+
+
+def test_chat_through_openrouters_api_reports_the_cost_in_usd(
+    sandbox: RunningSandbox, openrouter_key: str, tmp_path: Path
+) -> None:
+    """The same client against the server on an OpenRouter-style backend (the sandbox's /api/v1)."""
+    settings = {**upstream_env(sandbox, openrouter_key), "NAIVE_BASE_URL": f"{sandbox.url}/api/v1"}
+    env = [option for name, value in settings.items() for option in ("-e", f"{name}={value}")]
+    arguments = json.dumps({"prompt": "hi"})
+    run = run_inspector(
+        tmp_path, *env, "--method", "tools/call", "--tool-name", "naive_llm_chat", "--tool-args-json", arguments,
+        str(NAIVE_MCP),
+    )  # fmt: skip
+
+    result = result_of(run)
+    assert result["isError"] is False
+    assert result["content"][0]["text"] == f"Sandbox reply from {DEFAULT_MODEL}: hi"
+    structured = result["structuredContent"]
+    assert structured["usage"]["cost"] > 0 and "credits_used" not in structured
+    assert "credits unknown" in result["content"][-1]["text"]
+    assert [record.path for record in sandbox.sandbox.ledger.requests(openrouter_key)] == [
+        "/api/v1/chat/completions"
+    ]
