@@ -145,6 +145,9 @@ class Ledger:
             return f"gen-sandbox-{self._next_id:06d}"
 
     def record_generation(self, record: GenerationRecord) -> None:
+        """Keep a generation that has ended: its stats appear `generation_delay` after now, as
+        OpenRouter's do about a second after a generation ends, however long it streamed."""
+        record.created = time.monotonic()
         with self._lock:
             self._generations[record.id] = record
 
