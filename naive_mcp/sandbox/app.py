@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from naive_mcp.sandbox.catalogue import BY_ID, MODELS, SandboxModel
+from naive_mcp.sandbox.catalogue import BY_ID, MODELS, SandboxModel, find_model
 from naive_mcp.sandbox.faults import Fault, fault_for, flaky_fault
 from naive_mcp.sandbox.ledger import GenerationRecord, Ledger, RequestRecord
-from naive_mcp.sandbox.responder import CHARS_PER_TOKEN, Reply, ToolCall, respond
+from naive_mcp.sandbox.responder import CHARS_PER_TOKEN, Reply, ToolCall, respond, token_logprobs
 
 _KEY_PREFIXES = ("nv_sk_live_", "nv_sk_test_", "nv_sess_")
 # Faults a fallback chain routes around, as OpenRouter does; the rest end the call.
@@ -233,7 +233,9 @@ class Sandbox:
                             "content": reply.content,
                             "tool_calls": _tool_calls(reply) or None,
                             "reasoning": reply.reasoning,
+                            **({"images": _images(reply)} if reply.output_images else {}),
                         },
+                        "logprobs": _logprobs(reply, self._deltas(reply, model)),
                     }
                 ],
                 "usage": _usage(reply, generation.total_cost),
@@ -258,7 +260,7 @@ class Sandbox:
                 if is_last or fault.status not in _FALLBACK_STATUSES:
                     return BY_ID[name], fault
                 continue
-            model = BY_ID.get(name)
+            model = find_model(name)
             if model is None:
                 last_error = ApiError(400, "invalid_input", f"{name} is not a valid model ID")
                 continue
@@ -292,6 +294,10 @@ class Sandbox:
             return self.config.runaway_chunk_delay * len(_deltas(reply, token_pieces=True))
         return self.config.slow_chunk_delay * len(_deltas(reply, echo=self.config.echo_key))
 
+    def _deltas(self, reply: Reply, model: SandboxModel) -> list[dict[str, Any]]:
+        """The answer in the pieces it streams in (the same, streamed or not, for its logprobs)."""
+        return _deltas(reply, token_pieces=model.pace == "runaway", echo=self.config.echo_key)
+
     async def _stream(
         self,
         caller: Caller,
@@ -302,7 +308,7 @@ class Sandbox:
     ) -> AsyncIterator[str]:
         """The answer as SSE. Charged at the end, or for the part sent when the client goes away."""
         base = {"id": generation.id, "object": "chat.completion.chunk", "model": generation.model}
-        deltas = _deltas(reply, token_pieces=model.pace == "runaway", echo=self.config.echo_key)
+        deltas = self._deltas(reply, model)
         cut_at = len(deltas) // 2 + 1 if fault is not None and fault.midstream else None
         delays = {"slow": self.config.slow_chunk_delay, "runaway": self.config.runaway_chunk_delay}
         delay = delays.get(model.pace, self.config.chunk_delay)
@@ -333,7 +339,13 @@ class Sandbox:
                     await anyio.sleep(delay)
                 if caller.record.first_chunk_at is None:
                     caller.record.first_chunk_at = time.monotonic()
-                yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                choice = {
+                    "index": 0,
+                    "delta": delta,
+                    "finish_reason": None,
+                    "logprobs": _logprobs(reply, [delta]),
+                }
+                yield _event({**base, "choices": [choice]})
                 sent += 1
             finish = [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]
             yield _event({**base, "choices": finish})
@@ -385,6 +397,18 @@ def _tool_calls(reply: Reply) -> list[dict[str, Any]]:
         {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
         for call in reply.tool_calls
     ]
+
+
+def _images(reply: Reply) -> list[dict[str, Any]]:
+    return [{"type": "image_url", "image_url": {"url": url}} for url in reply.output_images]
+
+
+def _logprobs(reply: Reply, deltas: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """`choices[0].logprobs` for the text of `deltas`, when the call asked for logprobs."""
+    if reply.logprobs is None:
+        return None
+    pieces = [delta["content"] for delta in deltas if delta.get("content")]
+    return {"content": [token_logprobs(piece, reply.logprobs) for piece in pieces]}
 
 
 def _usage(reply: Reply, cost: float) -> dict[str, Any]:
@@ -456,6 +480,8 @@ def _deltas(reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> 
             }
         )
         deltas.append({"tool_calls": [{"index": index, "function": {"arguments": tail}}]})
+    if reply.output_images:
+        deltas.append({"images": _images(reply)})
     return deltas
 
 
