@@ -14,7 +14,8 @@ from naive_mcp.sandbox import serve_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 
-TOOLS_LIST_TARGET_BYTES = 10_000
+# Every agent reads tools/list into its context (issue 13: 12 KB for all tools).
+TOOLS_LIST_TARGET_BYTES = 12_000
 LISTING_LINE_TARGET_BYTES = 120
 
 

@@ -6,8 +6,9 @@ What is counted as input, at the dearest model of the fallback chain:
 - the whole request body as JSON (messages, tools, tool_choice, response_format, and whatever
   else is sent), at half a token per character;
 - each image part, on top of its characters, at `_TOKENS_PER_IMAGE` and at the listed `image`
-  price; a file or other part given by URL, whose size cannot be known before it is sent, at
-  the model's whole context;
+  price; a file given by URL, whose size cannot be known before it is sent, and a video (whose
+  tokens follow its length, not its size) or a part of a kind not known here, at the model's
+  whole context;
 - the listed per-request fee, once; web search, at the listed `web_search` price and the web
   plugin's per-result fee, when the call asks for it;
 - all of it never more than the model's context length, the most a prompt can be billed for.
@@ -36,8 +37,11 @@ _TOKENS_PER_IMAGE = 4_096
 # OpenRouter's web plugin: $4 per 1,000 results, 5 results unless `max_results` says otherwise.
 _WEB_RESULT_USD = 0.004
 _WEB_RESULTS = 5
-# Routing variants cost what their base model costs and are not in the model list (naive-api.md).
-_ROUTING_VARIANTS = ("nitro", "floor", "exacto")
+# Routing variants cost what their base model costs and are not in the model list (naive-api.md);
+# nor is `:online`, its base model with the web plugin (priced as that: see _web_usd).
+_PRICED_AS_BASE = ("nitro", "floor", "exacto", "online")
+# Every variant of a model, listed or not: an allowed model's variants are allowed too.
+_VARIANTS = (*_PRICED_AS_BASE, "free", "thinking", "extended")
 # UTF-8 bytes an output token carries at most, on average over an answer (see output_tokens_at_least).
 _BYTES_PER_TOKEN_AT_MOST = 8
 
@@ -98,11 +102,13 @@ def matches(model: str, patterns: Sequence[str]) -> bool:
 
 
 def check_allowed(body: dict[str, Any], patterns: Sequence[str]) -> None:
-    """NAIVE_ALLOWED_MODELS: every model the call may be routed to must match a pattern."""
+    """NAIVE_ALLOWED_MODELS: every model the call may be routed to must match a pattern, itself or
+    as a variant (`:nitro`, `:free`, …) of a model that does; what it costs is the caps' concern."""
     if not patterns:
         return
     for model in model_chain(body):
-        if not matches(model, patterns):
+        base, variant = _variant(model)
+        if not (matches(model, patterns) or (variant in _VARIANTS and matches(base, patterns))):
             raise SpendingRefused(
                 f"model {model!r} is not allowed on this server (NAIVE_ALLOWED_MODELS: "
                 f"{', '.join(patterns)}). Choose an allowed model, or ask the operator to add it.",
@@ -135,9 +141,8 @@ def input_usd(body: dict[str, Any], prices: Prices) -> float:
     if parts.unbounded:
         if prices.context_length is None:
             raise SpendingRefused(
-                f"this call sends {parts.unbounded} by URL, whose size cannot be known before it is sent, "
-                "and the model list gives no context length to bound it; this server caps spending. "
-                "Send it as a data: URL (base64), so that its size is counted."
+                f"this call sends {parts.unbounded}, and the model list gives no context length to bound "
+                f"its cost; this server caps spending. {parts.instead}."
             )
         tokens = prices.context_length
     if prices.context_length is not None:
@@ -182,11 +187,18 @@ def amount(value: float | None) -> float | None:
 
 
 def _entry(by_id: dict[str, ModelEntry], model: str) -> ModelEntry | None:
-    """The model's entry; a routing variant (`:nitro`, `:floor`, `:exacto`) is its base model's."""
+    """The model's entry; an unlisted routing variant (`:nitro`, `:floor`, `:exacto`) or `:online`
+    is its base model's."""
     if model in by_id:
         return by_id[model]
-    base, _, variant = model.rpartition(":")
-    return by_id.get(base) if variant in _ROUTING_VARIANTS else None
+    base, variant = _variant(model)
+    return by_id.get(base) if variant in _PRICED_AS_BASE else None
+
+
+def _variant(model: str) -> tuple[str, str]:
+    """`(base model, variant)` of `vendor/model:variant`; the variant is "" without one."""
+    base, colon, variant = model.rpartition(":")
+    return (base, variant) if colon and "/" in base else (model, "")
 
 
 def _listed(entry: ModelEntry) -> Prices | None:
@@ -249,7 +261,8 @@ def _unpriced(model: str, free: Sequence[str], *, listed_free: bool) -> str:
 class _Parts:
     images: int = 0
     audio: bool = False
-    unbounded: str = ""  # what is sent by URL with no size to count, e.g. "a file"
+    unbounded: str = ""  # what is sent whose tokens cannot be counted before it is sent
+    instead: str = ""  # what to send instead
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> _Parts:
@@ -266,10 +279,22 @@ class _Parts:
                 data = part.get("file")
                 url = data.get("file_data") if isinstance(data, dict) else None
                 if not (isinstance(url, str) and url.startswith("data:")):
-                    found.unbounded = found.unbounded or "a file"
-            else:  # a part of a kind not counted here (e.g. video_url): its size is unknown
-                found.unbounded = found.unbounded or f"a {kind} part"
+                    found.uncounted(
+                        "a file by URL, whose size cannot be known before it is sent",
+                        "Send it as a data: URL (base64), so that its size is counted",
+                    )
+            elif kind == "video_url":
+                found.uncounted(
+                    "a video, whose tokens follow its length, not its size",
+                    "Choose a model the list gives a context length for",
+                )
+            else:  # a part of a kind not counted here
+                found.uncounted(f"a {kind} part, whose tokens are not counted here", "Leave it out")
         return found
+
+    def uncounted(self, what: str, instead: str) -> None:
+        if not self.unbounded:
+            self.unbounded, self.instead = what, instead
 
 
 def _content_parts(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -284,7 +309,7 @@ def _content_parts(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def _web_usd(body: dict[str, Any], prices: Prices) -> float:
     """Web search the call asks for: a model's own (`web_search_options`), at its listed price
     per search; the web plugin (`plugins: [{"id": "web"}]`, or an `:online` model), at its fee
-    per result. (chat takes no `plugins` yet: counted here for when it does.)"""
+    per result."""
     usd = prices.web_search if "web_search_options" in body else 0.0
     plugins = body.get("plugins")
     listed = plugins if isinstance(plugins, list) else []

@@ -20,12 +20,14 @@ handful of secrets takes some tens of microseconds.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TypeVar, cast
 
-_REDACTED = "[redacted]"
+REDACTED = "[redacted]"
 _JsonT = TypeVar("_JsonT")
 # Anything shaped like a Naive credential or a bearer token, whoever's it is.
 _SECRET_SHAPES = re.compile(
@@ -46,7 +48,7 @@ class Redactor:
 
     def __call__(self, text: str) -> str:
         """For errors and logs: the configured secrets, then every credential shape."""
-        return _SECRET_SHAPES.sub(_REDACTED, self.exact(text))
+        return _SECRET_SHAPES.sub(REDACTED, self.exact(text))
 
     def including(self, secret: str | None) -> Redactor:
         """This redactor, knowing one more secret (the caller's key or bearer token)."""
@@ -57,7 +59,7 @@ class Redactor:
     def exact(self, text: str) -> str:
         """For answers: every configured secret replaced where it appears, nothing else touched."""
         for secret in self._secrets:
-            text = text.replace(secret, _REDACTED)
+            text = text.replace(secret, REDACTED)
         return text
 
     def json(self, value: _JsonT) -> _JsonT:
@@ -75,6 +77,21 @@ class Redactor:
         if isinstance(value, dict):
             return {self._json(key): self._json(item) for key, item in value.items()}
         return value
+
+    def spelling_a_secret(self, pieces: Sequence[str]) -> set[int]:
+        """The indexes of the pieces that, joined, spell a configured secret or part of one: a
+        text that comes in pieces too (an answer's logprob tokens) spells a secret no one piece
+        holds, which `exact` on each piece would leave."""
+        joined = "".join(pieces)
+        ends = list(itertools.accumulate(len(piece) for piece in pieces))
+        found: set[int] = set()
+        for secret in self._secrets:
+            at = joined.find(secret)
+            while at != -1:
+                first, last = bisect.bisect_right(ends, at), bisect.bisect_left(ends, at + len(secret))
+                found.update(range(first, last + 1))
+                at = joined.find(secret, at + 1)
+        return found
 
     def fragment(self, text: str, *, cut_before: bool) -> str:
         """`exact` for a piece cut out of a longer text that is still arriving (a progress

@@ -27,11 +27,19 @@ if TYPE_CHECKING:
     from naive_mcp.streaming import ChatStream
 
 
-class MethodResult(BaseModel):
-    """Base of every method's result: structured content, plus the text a model reads."""
+@dataclass(frozen=True, slots=True)
+class ImageBlock:
+    """An image for the model to see (an MCP image content block): base64 `data` of `mime_type`."""
 
-    def content(self) -> list[str]:
-        """Text blocks for the model, most important first."""
+    data: str
+    mime_type: str
+
+
+class MethodResult(BaseModel):
+    """Base of every method's result: structured content, plus the blocks a model reads."""
+
+    def content(self) -> Sequence[str | ImageBlock]:
+        """Content blocks for the model, most important first: text, and images (a chat answer's)."""
         raise NotImplementedError
 
 

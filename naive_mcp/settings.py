@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest upstream answer accepted, in bytes: all it makes the server hold counts.",
     )
+    max_image_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=0,
+        description="Most bytes (decoded) of images one chat result shows as image blocks; an image past "
+        "it is left out and the result says so. 0: none shown.",
+    )
     max_stdio_line_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,

@@ -1,17 +1,19 @@
 """ChatStream: a streamed chat completion, assembled event by event into the non-streamed shape.
 
 Events are the SSE `data` of OpenRouter's `chat.completion.chunk` objects (naive-api.md): deltas
-of `content`, `reasoning` and `tool_calls` (arguments split across chunks, joined by `index`), a
-chunk with the `finish_reason`, a last chunk with `usage` and `choices: []`, then `[DONE]`.
+of `content`, `reasoning`, `tool_calls` (arguments split across chunks, joined by `index`) and
+`images` (each whole in one chunk), token `logprobs` beside the delta, a chunk with the
+`finish_reason`, a last chunk with `usage` and `choices: []`, then `[DONE]`.
 Blank data and unknown fields are ignored, and so is a field of an unexpected type: a finished
 answer is never thrown away for a malformed detail. A chunk with a top-level `error` (status 200,
 `finish_reason: "error"`), or data that is not JSON, ends the answer with an `IncompleteAnswer`
 that keeps what arrived.
 
 Memory: everything an answer makes the server hold counts against `max_bytes`
-(NAIVE_MAX_RESPONSE_BYTES) — text, reasoning, each tool call's id, name and arguments, the
-top-level strings, and a fixed cost per tool call — and there are at most `MAX_TOOL_CALLS` tool
-calls. Pieces are kept as UTF-8 in one buffer per part, so what is held is what is counted
+(NAIVE_MAX_RESPONSE_BYTES) — text, reasoning, each tool call's id, name and arguments, each
+image's URL, the logprobs kept (`LOGPROBS_KEPT_BYTES` at most), the top-level strings, and a fixed
+cost per tool call and per image — and there are at most `MAX_TOOL_CALLS` tool calls and
+`MAX_IMAGES` images. Pieces are kept as UTF-8 in one buffer per part, so what is held is what is counted
 (a list of small strings would cost ~60 bytes a piece, 30 times a 2-byte piece).
 
 Secrets: the answer, its progress tail and the partial text of a broken answer pass through the
@@ -30,7 +32,7 @@ from pydantic import ValidationError
 
 from naive_mcp.errors import IncompleteAnswer, kind_from_code
 from naive_mcp.redaction import Redactor
-from naive_mcp.wire import ChatCompletion, Usage
+from naive_mcp.wire import MAX_IMAGES, ChatCompletion, LogprobsKept, Usage, output_image_url
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ MAX_TOOL_CALLS = 1024
 # What a tool call costs to hold beyond its strings: its entry, its object and two empty buffers
 # (~430 bytes measured with tracemalloc on CPython 3.11), counted against max_bytes.
 TOOL_CALL_OVERHEAD_BYTES = 512
+# What an image costs to hold beyond its URL: its entry in the list and the string's header.
+IMAGE_OVERHEAD_BYTES = 128
 
 # Top-level fields of a chunk worth keeping, with the types they must have.
 _TOP_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -108,6 +112,8 @@ class ChatStream:
         self._text = _Pieces()
         self._reasoning = _Pieces()
         self._tool_calls: dict[int, _ToolCallParts] = {}
+        self._images: list[str] = []  # their URLs (a data: URL holds the image)
+        self._logprobs = LogprobsKept()
         self._top: dict[str, Any] = {}
         self._usage: Usage | None = None
         self.finish_reason: str | None = None
@@ -178,6 +184,10 @@ class ChatStream:
         for call in calls if isinstance(calls, list) else []:
             if isinstance(call, dict):
                 self._add_tool_call(call)
+        images = delta.get("images")
+        for image in images if isinstance(images, list) else []:
+            self._add_image(image)
+        self._count_bytes(self._logprobs.add(_object(choice.get("logprobs")).get("content")))
         error = chunk.get("error")
         if isinstance(error, dict) or choice.get("finish_reason") == "error":
             details = _object(error)
@@ -205,7 +215,12 @@ class ChatStream:
                 }
                 for _, call in sorted(self._tool_calls.items())
             ]
-        choice = {"index": 0, "finish_reason": self.finish_reason, "message": message}
+        if self._images:
+            message["images"] = [{"type": "image_url", "image_url": {"url": url}} for url in self._images]
+        choice: dict[str, Any] = {"index": 0, "finish_reason": self.finish_reason, "message": message}
+        if self._logprobs.entries or self._logprobs.left_out:
+            entries = [entry.model_dump(exclude_none=True) for entry in self._logprobs.entries]
+            choice["logprobs"] = {"content": entries, "left_out": self._logprobs.left_out}
         answer = self._redact.json({**self._top, "choices": [choice]})
         return ChatCompletion.model_validate({**answer, "usage": self._usage})
 
@@ -248,6 +263,18 @@ class ChatStream:
             self._count_bytes(parts.name.add(function["name"]))
         if isinstance(function.get("arguments"), str):
             self._count_output(parts.arguments.add(function["arguments"]))
+
+    def _add_image(self, image: object) -> None:
+        url = output_image_url(image)
+        if url is None:
+            return
+        if len(self._images) >= MAX_IMAGES:
+            raise self.broken(
+                "bad_response",
+                f"the answer has more than {MAX_IMAGES} images, the most naive-mcp holds for one answer",
+            )
+        self._count_bytes(IMAGE_OVERHEAD_BYTES + _size(url))
+        self._images.append(url)
 
     def _count_output(self, size: int) -> None:
         """A piece the model generated: counted as output (for the spend guard) and as held bytes."""

@@ -107,10 +107,15 @@ def chat(argv: list[str]) -> int:
             return result
         assert isinstance(result, ChatResult)
         echo.finish(result.text)
-        for block in result.content()[1 if result.text else 0 : -1]:  # tool calls, if any
-            sys.stdout.write(block + "\n")
+        for block in result.content()[1 if result.text else 0 : -1]:  # tool calls, images' notes
+            if isinstance(block, str):  # an image block's base64 is no use on a terminal
+                sys.stdout.write(block + "\n")
         sys.stdout.flush()
         sys.stderr.write(result.summary() + "\n")
+        shown = [image for image in result.images if image.block is not None]
+        if shown:
+            kinds = ", ".join(f"{image.mime_type} {image.size_bytes} bytes" for image in shown)
+            sys.stderr.write(f"{len(shown)} image(s) came with the answer ({kinds}); --json has their data\n")
         return OK
 
     return _run(args.settings, work)
@@ -195,11 +200,21 @@ async def _print_result(
     if not isinstance(result, MethodResult):
         return result
     if as_json:
-        structured = result.model_dump(mode="json", by_alias=True, exclude_none=True)
-        sys.stdout.write(json.dumps(structured, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(_structured(result), indent=2, ensure_ascii=False) + "\n")
     else:
-        sys.stdout.write("\n\n".join(result.content()) + "\n")
+        sys.stdout.write("\n\n".join(block for block in result.content() if isinstance(block, str)) + "\n")
     return OK
+
+
+def _structured(result: MethodResult) -> dict[str, Any]:
+    """The tool's structured content, and a chat result's shown images with their data (base64):
+    a terminal has no image blocks to carry it."""
+    structured: dict[str, Any] = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if isinstance(result, ChatResult):
+        for image, described in zip(result.images, structured["images"], strict=True):
+            if image.block is not None:
+                described["data"] = image.block.data
+    return structured
 
 
 async def _no_progress(progress: float, message: str) -> None:

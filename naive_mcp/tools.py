@@ -19,12 +19,12 @@ from mcp.server.mcpserver.exceptions import UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from naive_mcp.errors import IncompleteAnswer, NaiveError
 from naive_mcp.progress import ProgressReporter
-from naive_mcp.registry import CallContext, Method, MethodResult, Registry
+from naive_mcp.registry import CallContext, ImageBlock, Method, MethodResult, Registry
 from naive_mcp.schema import input_schema, output_schema
 from naive_mcp.services import Services
 from naive_mcp.validation import Arguments, parse_arguments
@@ -75,9 +75,15 @@ class RegistryTool(Tool):
             redact = services.redact.including(access.token if access is not None else None)
             return CallToolResult(content=[TextContent(type="text", text=redact(text))], is_error=True)
         return CallToolResult(
-            content=[TextContent(type="text", text=text) for text in result.content()],
+            content=[_content_block(block) for block in result.content()],
             structured_content=result.model_dump(mode="json", by_alias=True, exclude_none=True),
         )
+
+
+def _content_block(block: str | ImageBlock) -> TextContent | ImageContent:
+    if isinstance(block, ImageBlock):
+        return ImageContent(type="image", data=block.data, mime_type=block.mime_type)
+    return TextContent(type="text", text=block)
 
 
 def _release(error: NaiveError) -> None:

@@ -160,7 +160,9 @@ class _Reading:
     tried (`str`, `list[...]`, a discriminator value such as `image_url`). A tag can equal a real
     key (`{"type": "image_url", "image_url": {...}}`), so each string part is read either as a
     key or as a tag. The reading that follows the most keys present in the data wins; among
-    equals, the one that ends on a key (errors are about the last key: missing, unknown, wrong).
+    equals, the one that ends on a key (errors are about the last key: missing, unknown, wrong),
+    then the one that reads more keys (a key missing in a nested object, `cache_control.type`, is
+    not the part's own `type` read past the object's name as a tag).
     """
 
     def __init__(self, parts: tuple[int | str, ...], present: int, ends_on_key: bool) -> None:
@@ -168,8 +170,8 @@ class _Reading:
         self.present = present
         self.ends_on_key = ends_on_key
 
-    def rank(self) -> tuple[int, bool]:
-        return self.present, self.ends_on_key
+    def rank(self) -> tuple[int, bool, int]:
+        return self.present, self.ends_on_key, len(self.parts)
 
     @classmethod
     def best(cls, node: Any, loc: tuple[int | str, ...]) -> _Reading:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Wire(BaseModel):
@@ -28,17 +28,119 @@ class ToolCall(_Wire):
     function: FunctionCall = Field(default_factory=FunctionCall)
 
 
+class ImageUrl(_Wire):
+    url: str
+
+
+class OutputImage(_Wire):
+    """An image the model made: `{"type": "image_url", "image_url": {"url": "data:image/png;base64,…"}}`."""
+
+    image_url: ImageUrl
+
+
+# Images one answer may hold: far above what a model makes at once; an upstream inventing images
+# without end stops here.
+MAX_IMAGES = 64
+
+
 class AssistantMessage(_Wire):
     role: str = "assistant"
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
     reasoning: str | None = None
+    images: list[OutputImage] | None = Field(default=None, max_length=MAX_IMAGES)
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _only_images_with_a_url(cls, value: object) -> object:
+        # A malformed image never costs the answer it came with.
+        if not isinstance(value, list):
+            return None
+        return [{"image_url": {"url": url}} for item in value if (url := output_image_url(item)) is not None]
+
+
+def output_image_url(item: object) -> str | None:
+    """The URL of an item of `message.images` (or of a streamed `delta.images`), if it has one."""
+    image_url = item.get("image_url") if isinstance(item, dict) else None
+    url = image_url.get("url") if isinstance(image_url, dict) else None
+    return url if isinstance(url, str) else None
+
+
+class TopLogprob(_Wire):
+    token: str
+    logprob: float = Field(allow_inf_nan=False, strict=True)  # a number, not a string or a boolean
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+# The most JSON of token logprobs one answer keeps (the entries past it are counted, not kept):
+# with 20 alternatives a token is about 1 KB, so some 250 tokens of those, thousands without.
+LOGPROBS_KEPT_BYTES = 256 * 1024
+
+
+class Logprobs(_Wire):
+    """`choices[0].logprobs`: each token's log probability and its likeliest alternatives, for the
+    answer's first tokens (LOGPROBS_KEPT_BYTES of them); `left_out` counts the rest (our own
+    field: the upstream does not send it)."""
+
+    content: list[TokenLogprob] = Field(default_factory=list)
+    left_out: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kept_within_bounds(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        kept = LogprobsKept()
+        kept.add(value.get("content"))
+        earlier = value.get("left_out")
+        return {
+            "content": kept.entries,
+            "left_out": kept.left_out + (earlier if isinstance(earlier, int) else 0),
+        }
+
+
+class LogprobsKept:
+    """Token logprobs as they come, the first LOGPROBS_KEPT_BYTES of them kept, measured as JSON
+    (what they cost to hold and to send on); a malformed entry is dropped, never the answer."""
+
+    __slots__ = ("entries", "kept_bytes", "left_out")
+
+    def __init__(self) -> None:
+        self.entries: list[TokenLogprob] = []
+        self.kept_bytes = 0
+        self.left_out = 0
+
+    def add(self, entries: object) -> int:
+        """Take the entries of one chunk (`logprobs.content`); returns the bytes it kept."""
+        before = self.kept_bytes
+        for entry in entries if isinstance(entries, list) else []:
+            try:
+                token = TokenLogprob.model_validate(entry)
+            except ValidationError:
+                continue
+            size = len(token.model_dump_json(exclude_none=True))
+            if self.left_out or self.kept_bytes + size > LOGPROBS_KEPT_BYTES:
+                self.left_out += 1  # the first tokens are kept, so none after one left out
+                continue
+            self.entries.append(token)
+            self.kept_bytes += size
+        return self.kept_bytes - before
 
 
 class Choice(_Wire):
     index: int = 0
     finish_reason: str | None = None
     message: AssistantMessage = Field(default_factory=AssistantMessage)
+    logprobs: Logprobs | None = None
+
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _none_unless_an_object(cls, value: object) -> object:
+        return value if isinstance(value, dict) else None
 
 
 class PromptTokensDetails(_Wire):

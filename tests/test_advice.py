@@ -102,7 +102,7 @@ async def test_an_error_without_retries_says_nothing_of_attempts(client: Client)
     assert "attempts" not in text
 
 
-@pytest.mark.parametrize("name", ["usage", "prediction", "modalities"])
+@pytest.mark.parametrize("name", ["verbosity", "web_search_options", "store"])
 async def test_did_you_mean_only_suggests_a_close_name(client: Client, name: str) -> None:
     text = await failure(client, "naive_llm_chat", {"prompt": "hi", name: 1})
     assert f"- {name}: unknown argument; allowed: messages, prompt" in text

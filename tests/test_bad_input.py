@@ -66,6 +66,14 @@ def file(filename: str, file_data: str) -> dict[str, Any]:
     return {"type": "file", "file": {"filename": filename, "file_data": file_data}}
 
 
+def video(url: str) -> dict[str, Any]:
+    return {"type": "video_url", "video_url": {"url": url}}
+
+
+def cached(cache_control: Any) -> dict[str, Any]:
+    return {"type": "text", "text": "a long document", "cache_control": cache_control}
+
+
 CASES = [
     # --- naive_llm_chat: prompt / messages -------------------------------------------------------
     chat("prompt", "String should have at least 1 character", prompt=""),
@@ -93,6 +101,13 @@ CASES = [
     part(
         ".file.file_data", file("a.pdf", "/etc/passwd"), "should be a data: URL (base64) or an https:// URL"
     ),
+    part(".video_url.url", video("ftp://x/a.mp4"), "should be an https:// URL or a data:video/... URL"),
+    part(".video_url.url", video("data:image/png;base64,AA"), "should be an https:// URL or a data:video/"),
+    part(".video_url", {"type": "video_url"}, "required"),
+    part(".cache_control.type", cached({"type": "persistent"}), "should be 'ephemeral'"),
+    part(".cache_control.ttl", cached({"type": "ephemeral", "ttl": "2h"}), "should be '5m' or '1h'"),
+    part(".cache_control", cached("ephemeral"), "should be an object"),
+    part(".cache_control.type", {**image("https://x/a.png"), "cache_control": {}}, "required"),
     # tool_calls / tool_call_id rules
     message("messages[0]", "tool_calls belong on role 'assistant' messages only", tool_calls=[]),
     message(
@@ -217,6 +232,53 @@ CASES = [
         tools=TOOLS,
     ),
     chat("tool_choice", "needs tools", tool_choice="required"),
+    # --- the rest of OpenRouter's body -----------------------------------------------------------
+    chat("transforms", "should be a valid list", transforms="middle-out"),
+    chat("transforms[0]", "should be a transform name such as middle-out", transforms=["Middle Out"]),
+    chat("transforms", "List should have at most 8 items", transforms=["middle-out"] * 9),
+    chat("usage.include", "should be a valid boolean", usage={"include": "sure"}),
+    chat("usage.include", "required", usage={}),
+    chat("usage.inclde", "unknown argument; did you mean 'include'?", usage={"inclde": True}),
+    chat("user", "String should have at most 256 characters", user="u" * 257),
+    chat("user", "String should have at least 1 character", user=""),
+    chat("user", "should be a valid string", user=5),
+    chat("logprobs", "should be a valid boolean", logprobs="sure"),
+    chat("top_logprobs", "needs logprobs: leave logprobs out", logprobs=False, top_logprobs=3),
+    chat("plugins", "should be a valid list", plugins={"id": "web"}),
+    chat("plugins[0].id", "should be a plugin id such as web, file-parser", plugins=[{"id": "Web Search"}]),
+    chat("plugins[0].id", "required", plugins=[{"max_results": 3}]),
+    chat("plugins[0].max_results", "greater than or equal to 1", plugins=[{"id": "web", "max_results": 0}]),
+    chat(
+        "plugins[0].max_results", "should be a number, not true", plugins=[{"id": "web", "max_results": True}]
+    ),
+    chat("plugins[0].enabled", "should be a valid boolean", plugins=[{"id": "web", "enabled": "sure"}]),
+    chat("plugins", "gives plugin 'web' more than once", plugins=[{"id": "web"}, {"id": "web"}]),
+    chat("plugins", "List should have at most 16 items", plugins=[{"id": f"p{n}"} for n in range(17)]),
+    chat("modalities[0]", "should be 'text' or 'image'", modalities=["audio"]),
+    chat("modalities", "List should have at least 1 item", modalities=[]),
+    chat("modalities", "gives a modality more than once", modalities=["text", "text"]),
+    chat("modalities", "should be a valid list", modalities="image"),
+    chat("prediction.type", "should be 'content'", prediction={"type": "text", "content": "x"}),
+    chat("prediction.content", "required", prediction={"type": "content"}),
+    chat("prediction", "should be an object", prediction="the old text"),
+    chat("extra", "should be an object", extra=["verbosity"]),
+    chat(
+        "extra",
+        "'temperature' is an argument of its own: give it as `temperature`, where it is checked",
+        extra={"temperature": 9},
+    ),
+    chat("extra", "'max_tokens' is an argument of its own", extra={"max_tokens": 10**6}),
+    chat("extra", "'model' is an argument of its own", extra={"model": "openai/gpt-5.2"}),
+    chat("extra", "'messages' is an argument of its own", extra={"messages": []}),
+    chat("extra", "'user_id' is an argument of its own", extra={"user_id": "usr_2"}),
+    chat("extra", "'plugins' is an argument of its own", extra={"verbosity": "low", "plugins": []}),
+    chat("extra", "'stream' is the server's to set: it always streams", extra={"stream": False}),
+    chat("extra", "'stream_options' is the server's to set", extra={"stream_options": {}}),
+    chat(
+        "extra",
+        "'max_completion_tokens' is the server's to set: give max_tokens, which spending caps fit",
+        extra={"max_completion_tokens": 10**6},
+    ),
     # --- tenancy (sent as headers) --------------------------------------------------------------
     chat("user_id", "should be a Naive id such as usr_123", user_id="usr 1"),
     chat("user_id", "no spaces", user_id="usr_1\n"),

@@ -22,7 +22,14 @@ from mcp.types import CallToolResult, TextResourceContents
 
 from naive_mcp.caller import Caller
 from naive_mcp.errors import IncompleteAnswer
-from naive_mcp.estimate import Prices, SpendingRefused, chain_prices, input_usd, output_tokens_at_least
+from naive_mcp.estimate import (
+    Prices,
+    SpendingRefused,
+    chain_prices,
+    check_allowed,
+    input_usd,
+    output_tokens_at_least,
+)
 from naive_mcp.guard import Spend, SpendGuard, new_call
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.sandbox.ledger import MARKUP, USD_PER_CREDIT, RequestRecord
@@ -437,6 +444,42 @@ def test_the_chain_is_priced_fee_by_fee_at_its_dearest() -> None:
     assert chain_prices(body_for("a/zero-but-fee"), LISTING, free=()).request == 0.001
 
 
+@pytest.mark.parametrize("variant", ["nitro", "floor", "exacto", "online"])
+def test_an_unlisted_routing_variant_is_priced_as_its_base_model(variant: str) -> None:
+    assert chain_prices(body_for(f"a/dear:{variant}"), LISTING, free=()) == chain_prices(
+        body_for("a/dear"), LISTING, free=()
+    )
+
+
+def test_web_search_is_priced_per_result_for_the_plugin_and_an_online_model() -> None:
+    prices = Prices(prompt=1e-6, web_search=0.02, context_length=1_000_000)
+    plain = input_usd(body_for("a/cheap"), prices)
+    online = input_usd(body_for("a/cheap:online"), prices)
+    assert online == pytest.approx(plain + 0.02 + 5 * 0.004, abs=1e-5)  # five results by default
+    web = body_for("a/cheap", plugins=[{"id": "web", "max_results": 20}])
+    assert input_usd(web, prices) == pytest.approx(plain + 0.02 + 20 * 0.004, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("model", "allowed"),
+    [
+        ("a/dear:nitro", True),
+        ("a/dear:free", True),
+        ("a/dear:thinking", True),
+        ("a/dear:online", True),
+        ("a/dearer:nitro", False),  # not a variant of a/dear
+        ("a/dear:custom", False),  # not a variant OpenRouter has
+        ("b/dear", False),
+    ],
+)
+def test_an_allowed_models_variants_are_allowed_too(model: str, allowed: bool) -> None:
+    if allowed:
+        check_allowed(body_for(model), ["a/dear"])
+    else:
+        with pytest.raises(SpendingRefused, match="is not allowed on this server"):
+            check_allowed(body_for(model), ["a/dear"])
+
+
 @pytest.mark.parametrize(
     ("model", "reason"),
     [
@@ -477,6 +520,13 @@ def test_a_file_by_url_is_counted_as_the_whole_context_and_nothing_past_it() -> 
     assert input_usd(by_url, Prices(prompt=1e-6, context_length=10_000)) == pytest.approx(10_000 * 1e-6)
     with pytest.raises(SpendingRefused, match="Send it as a data: URL"):
         input_usd(by_url, Prices(prompt=1e-6))
+    video = body_for("a/cheap")
+    video["messages"][0]["content"] = [
+        {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AA"}}
+    ]
+    assert input_usd(video, Prices(prompt=1e-6, context_length=10_000)) == pytest.approx(10_000 * 1e-6)
+    with pytest.raises(SpendingRefused, match="a video, whose tokens follow its length"):
+        input_usd(video, Prices(prompt=1e-6))
     huge = body_for("a/cheap")
     huge["messages"][0]["content"] = "x" * 100_000
     assert input_usd(huge, Prices(prompt=1e-6, context_length=10_000)) == pytest.approx(10_000 * 1e-6)

@@ -191,6 +191,85 @@ async def test_provider_routing_and_sampling_reach_the_upstream_as_given(
             assert body[name] == value, name
 
 
+async def test_the_rest_of_openrouters_body_reaches_the_upstream_unchanged(
+    client: Client, sandbox: RunningSandbox, api_key: str
+) -> None:
+    arguments: dict[str, Any] = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": "A long brief.",
+                        "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                    },
+                    {"type": "video_url", "video_url": {"url": "https://example.com/clip.mp4"}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "https://example.com/cat.png"},
+                        "cache_control": {"type": "ephemeral"},
+                    },
+                ],
+            }
+        ],
+        "transforms": ["middle-out"],
+        "usage": {"include": True},
+        "user": "end-user-42",
+        "logprobs": True,
+        "top_logprobs": 2,
+        "plugins": [
+            {"id": "web", "max_results": 3, "engine": "exa", "search_prompt": "Sources:"},
+            {"id": "file-parser", "pdf": {"engine": "pdf-text"}},
+            {"id": "response-healing"},
+        ],
+        "modalities": ["text"],
+        "prediction": {"type": "content", "content": "A long brief, revised."},
+    }
+    structured(await client.call_tool("naive_llm_chat", arguments))
+
+    body = last_body(sandbox, api_key)
+    for name, value in arguments.items():
+        assert body[name] == value, name
+
+
+async def test_top_logprobs_alone_asks_for_logprobs(
+    client: Client, sandbox: RunningSandbox, api_key: str
+) -> None:
+    structured(await client.call_tool("naive_llm_chat", {"prompt": "hi", "top_logprobs": 0}))
+
+    body = last_body(sandbox, api_key)
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 0)
+
+
+async def test_extra_fields_are_added_to_the_body_as_given(
+    client: Client, sandbox: RunningSandbox, api_key: str
+) -> None:
+    extra = {
+        "verbosity": "low",
+        "web_search_options": {"search_context_size": "high"},
+        "a_field_of_tomorrow": [1, {"nested": None}],
+    }
+    structured(await client.call_tool("naive_llm_chat", {"prompt": "hi", "temperature": 0.5, "extra": extra}))
+
+    body = last_body(sandbox, api_key)
+    assert {name: body[name] for name in extra} == extra
+    assert body["temperature"] == 0.5 and body["stream"] is True
+    assert "extra" not in body
+
+
+@pytest.mark.parametrize("variant", ["nitro", "floor", "exacto", "online"])
+async def test_a_routing_variant_is_answered_by_its_base_model(
+    client: Client, sandbox: RunningSandbox, api_key: str, variant: str
+) -> None:
+    data = structured(
+        await client.call_tool("naive_llm_chat", {"prompt": "hi", "model": f"openai/gpt-5.2:{variant}"})
+    )
+
+    assert data["model"] == "openai/gpt-5.2"
+    assert last_body(sandbox, api_key)["model"] == f"openai/gpt-5.2:{variant}"
+
+
 async def test_provider_only_routes_to_an_allowed_provider_or_explains(client: Client) -> None:
     result = await client.call_tool(
         "naive_llm_chat", {"prompt": "hi", "model": "openai/gpt-5.2", "provider": {"only": ["anthropic"]}}

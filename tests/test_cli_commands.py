@@ -3,6 +3,7 @@ against the sandbox, with the tools' own validation, errors and results."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -19,6 +20,7 @@ from mcp.types import TextContent
 from naive_mcp import __version__
 from naive_mcp.redaction import Redactor
 from naive_mcp.sandbox import RunningSandbox
+from naive_mcp.sandbox.responder import SANDBOX_PNG
 from naive_mcp.streaming import ChatStream
 from naive_mcp.terminal import _Echo
 from tests.conftest import NAIVE_MCP, SESSION_TIMEOUT, TOOL_NAMES, naive_mcp, upstream_env
@@ -295,6 +297,24 @@ def test_more_arguments_reach_the_upstream_as_the_tool_sends_them(
     not_json = run(env, "chat", "--arguments", "{tools: []}", "hi")
     assert (not_json.returncode, not_json.stdout) == (2, "")
     assert "--arguments is not valid JSON (line 1, column 2)" in not_json.stderr
+
+
+def test_chat_at_a_terminal_says_images_came_and_json_carries_their_data(env: dict[str, str]) -> None:
+    draw = ["chat", "-m", "google/gemini-2.5-flash-image", "--arguments", '{"modalities": ["image", "text"]}']
+    done = run(env, *draw, "a blue square")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Sandbox reply from google/gemini-2.5-flash-image: a blue square\n"
+    png = base64.b64encode(SANDBOX_PNG).decode()
+    assert png not in done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"1 image(s) came with the answer (image/png {len(SANDBOX_PNG)} bytes); --json has their data"
+    )
+
+    as_json = run(env, *draw, "--json", "a blue square")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["images"] == [
+        {"mime_type": "image/png", "size_bytes": len(SANDBOX_PNG), "data": png}
+    ]
 
 
 def test_no_key_tells_a_person_at_a_terminal_what_to_do() -> None:

@@ -47,7 +47,11 @@ async def test_search_matches_every_word_in_id_or_name(client: Client) -> None:
 
 async def test_filters_by_author_context_and_price_per_million_tokens(client: Client) -> None:
     _, by_author = await listing(client, author="google")
-    assert ids(by_author) == ["google/gemini-2.5-flash", "google/gemini-2.5-pro"]
+    assert ids(by_author) == [
+        "google/gemini-2.5-flash",
+        "google/gemini-2.5-flash-image",
+        "google/gemini-2.5-pro",
+    ]
 
     _, long_context = await listing(client, min_context=1_000_000)
     assert ids(long_context) == ["google/gemini-2.5-flash", "google/gemini-2.5-pro"]

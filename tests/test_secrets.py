@@ -199,6 +199,30 @@ async def test_a_key_or_token_the_upstream_echoes_never_reaches_the_client(echoi
     assert any("my token is [redacted]" in text for text in said)
 
 
+async def test_logprob_tokens_never_spell_a_key_the_upstream_echoes(echoing: RunningSandbox) -> None:
+    key = f"nv_sk_test_{uuid.uuid4().hex}"
+    async with Client(create_server(make_settings(echoing, key))) as client:
+        result = await client.call_tool("naive_llm_chat", {"prompt": "hi", "top_logprobs": 2})
+
+    assert result.structured_content is not None
+    tokens = result.structured_content["logprobs"]["content"]
+    # The text comes in 5-character pieces, a logprob entry each: the key is in no one of them.
+    assert "[redacted]" in [token["token"] for token in tokens]
+    spelled = "".join(token["token"] for token in tokens)
+    assert spelled.startswith("Sandbox reply from ") and spelled.endswith(" sent.")
+    assert not leaks(spelled, key, len("nv_sk_test_")), spelled
+    assert key not in result.model_dump_json()
+
+
+def test_pieces_that_spell_a_secret_are_found_wherever_it_is_cut() -> None:
+    redact = Redactor(["s3cret"])
+    assert redact.spelling_a_secret(["a s", "3c", "", "ret", " b"]) == {0, 1, 2, 3}
+    assert redact.spelling_a_secret(["s3cret", "s3", "cret!"]) == {0, 1, 2}
+    assert redact.spelling_a_secret(["s3cre", "t"]) == {0, 1}
+    assert redact.spelling_a_secret(["no ", "secret ", "here"]) == set()
+    assert Redactor().spelling_a_secret(["s3cret"]) == set()
+
+
 @pytest.mark.slow
 async def test_in_client_keys_mode_the_clients_own_key_never_comes_back(
     echoing: RunningSandbox, tmp_path: Path

@@ -65,6 +65,57 @@ async def test_only_allowed_models_are_called(sandbox: RunningSandbox, api_key: 
     assert len(chats) == 2
 
 
+async def test_variants_of_an_allowed_model_are_allowed_and_priced_under_a_cap_as_their_base(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    settings = make_settings(
+        sandbox,
+        api_key,
+        allowed_models=["anthropic/claude-sonnet-4.6", "openai/*"],
+        max_call_credits=0.05,
+        credits_per_usd=SANDBOX_CREDITS_PER_USD,
+    )
+    sonnet = "anthropic/claude-sonnet-4.6"
+    async with Client(create_server(settings)) as client:
+        variants = {
+            variant: await client.call_tool(
+                "naive_llm_chat", {"prompt": "hi", "model": f"{sonnet}:{variant}"}
+            )
+            for variant in ("nitro", "floor", "exacto", "online")
+        }
+        base = await client.call_tool("naive_llm_chat", {"prompt": "hi", "model": sonnet})
+        # Allowed, as a variant of an allowed model, but not listed with its own prices.
+        thinking = await client.call_tool("naive_llm_chat", {"prompt": "hi", "model": f"{sonnet}:thinking"})
+        other = await client.call_tool(
+            "naive_llm_chat", {"prompt": "hi", "model": "anthropic/claude-haiku-4.5:nitro"}
+        )
+        lookalike = await client.call_tool(
+            "naive_llm_chat", {"prompt": "hi", "model": "anthropic/claude-sonnet-4.6-beta:nitro"}
+        )
+
+    def fitted(result: CallToolResult) -> int:
+        assert not result.is_error, text_of(result)
+        assert result.structured_content is not None
+        (note,) = result.structured_content["notes"]
+        return int(note.removeprefix("max_tokens set to ").split()[0])
+
+    # The same prices as the base model: the same max_tokens fits the cap (give or take the
+    # token the longer model id adds to the input); :online pays the web plugin on top.
+    for variant in ("nitro", "floor", "exacto"):
+        assert abs(fitted(variants[variant]) - fitted(base)) <= 1, variant
+    assert fitted(variants["online"]) < fitted(base)
+    assert "the cost of 'anthropic/claude-sonnet-4.6:thinking' cannot be estimated" in refused(
+        thinking, "spending_cap"
+    )
+    for result, model in (
+        (other, "anthropic/claude-haiku-4.5:nitro"),
+        (lookalike, "anthropic/claude-sonnet-4.6-beta:nitro"),
+    ):
+        assert f"model {model!r} is not allowed on this server" in refused(result, "model_not_allowed")
+    chats = [r for r in sandbox.sandbox.ledger.requests(api_key) if r.path.endswith("/chat/completions")]
+    assert len(chats) == 5
+
+
 async def test_the_per_call_cap_uses_prices_and_max_tokens_and_fits_max_tokens_when_none_is_given(
     sandbox: RunningSandbox, api_key: str
 ) -> None:

@@ -3,6 +3,7 @@ closes the upstream connection, and answers assembled from deltas — in memory 
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ import anyio.lowlevel
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, ImageContent, TextContent
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,9 +26,11 @@ from starlette.routing import Route
 from naive_mcp.progress import ProgressReporter
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.sandbox.ledger import RequestRecord
+from naive_mcp.sandbox.responder import SANDBOX_PNG
 from naive_mcp.sandbox.server import serve_app_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
+from naive_mcp.wire import MAX_IMAGES
 from tests.conftest import make_settings, naive_mcp, upstream_env
 from tests.helpers import text_of
 
@@ -318,6 +321,57 @@ async def test_an_upstream_that_answers_in_one_piece_is_read_whole() -> None:
     assert not result.is_error
     assert text_of(result) == "Whole"
     assert result.structured_content is not None and result.structured_content["credits_remaining"] == 9.98
+
+
+async def test_streamed_images_are_image_blocks_links_or_left_out_with_the_reason() -> None:
+    png = base64.b64encode(SANDBOX_PNG).decode()
+
+    def image(url: str) -> dict[str, Any]:
+        return {"type": "image_url", "image_url": {"url": url}}
+
+    first = [image(f"data:image/png;base64,{png}"), image("https://cdn.example.com/cat.webp")]
+    then = [
+        image("data:text/html;base64,PGI+"),
+        image("data:image/png;base64,not base64!"),
+        image("data:image/svg+xml,<svg/>"),
+        image("javascript:alert(1)"),
+        {"type": "image_url"},  # no URL: not an image at all
+        image(f"data:IMAGE/PNG;base64,{png}"),
+    ]
+    events = (
+        chunk(choices=[delta("Here they are.")]),
+        chunk(choices=[{"index": 0, "delta": {"images": first}}]),
+        chunk(choices=[{"index": 0, "delta": {"images": then}, "finish_reason": "stop"}]),
+        "data: [DONE]\n\n",
+    )
+    result = await chat_with(*events)
+
+    assert not result.is_error, text_of(result)
+    text, shown, shown_again, lines, summary = result.content
+    assert isinstance(shown, ImageContent) and isinstance(shown_again, ImageContent)
+    assert (shown.data, shown.mime_type, shown_again.mime_type) == (png, "image/png", "image/png")
+    assert isinstance(text, TextContent) and text.text == "Here they are."
+    assert isinstance(lines, TextContent) and lines.text.splitlines() == [
+        "Image 2: https://cdn.example.com/cat.webp",
+        "Image 3 was left out: its data: URL does not hold an image (type 'text/html')",
+        "Image 4 was left out: its base64 data is malformed",
+        "Image 5 was left out: its data: URL is not base64",
+        "Image 6 was left out: its URL is neither a data: URL nor an http(s) link",
+    ]
+    assert isinstance(summary, TextContent) and "images 7 (4 left out)" in summary.text
+    assert result.structured_content is not None
+    assert result.structured_content["images"][:2] == [
+        {"mime_type": "image/png", "size_bytes": len(SANDBOX_PNG)},
+        {"url": "https://cdn.example.com/cat.webp"},
+    ]
+
+
+async def test_an_answer_with_more_images_than_are_held_is_refused() -> None:
+    many = [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}] * (MAX_IMAGES + 1)
+    result = await chat_with(chunk(choices=[{"index": 0, "delta": {"images": many}}]), "data: [DONE]\n\n")
+
+    assert result.is_error
+    assert text_of(result).startswith(f"bad_response: the answer has more than {MAX_IMAGES} images")
 
 
 # --- the same over stdio, with a real `naive-mcp` subprocess ----------------------------------------

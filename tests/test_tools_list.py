@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from mcp import Client
 
+from bench.sizes import TOOLS_LIST_TARGET_BYTES
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 
@@ -58,6 +60,15 @@ async def test_schemas_are_compact_and_carry_no_generated_titles(client: Client)
     chat = tools[0].input_schema
     assert chat["properties"]["temperature"] == {"maximum": 2, "minimum": 0, "type": "number"}
     assert chat["additionalProperties"] is False
+
+
+async def test_all_five_tools_fit_the_tools_list_budget(settings: Settings) -> None:
+    # Measured as the bench measures it: the whole tools/list answer, as compact JSON.
+    async with Client(create_server(settings), mode="legacy") as legacy:
+        listing = (await legacy.list_tools()).model_dump(mode="json", by_alias=True, exclude_none=True)
+    listing.pop("_meta", None)
+
+    assert len(json.dumps(listing, separators=(",", ":"))) <= TOOLS_LIST_TARGET_BYTES
 
 
 async def test_a_2025_era_client_with_the_initialize_handshake_is_served_too(settings: Settings) -> None:

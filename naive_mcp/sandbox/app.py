@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from naive_mcp.sandbox.catalogue import BY_ID, MODELS, SandboxModel
+from naive_mcp.sandbox.catalogue import BY_ID, MODELS, SandboxModel, find_model
 from naive_mcp.sandbox.faults import Fault, fault_for, flaky_fault
 from naive_mcp.sandbox.ledger import GenerationRecord, Ledger, RequestRecord
-from naive_mcp.sandbox.responder import CHARS_PER_TOKEN, Reply, ToolCall, respond
+from naive_mcp.sandbox.responder import CHARS_PER_TOKEN, Reply, ToolCall, respond, token_logprobs
 
 _NAIVE_KEY_PREFIXES = ("nv_sk_live_", "nv_sk_test_", "nv_sess_")
 _OPENROUTER_KEY_PREFIXES = ("sk-or-v1-",)
@@ -322,7 +322,7 @@ class Sandbox:
             "created": int(time.time()),
             "model": model.id,
             "provider": model.provider,
-            "choices": [form.choice(reply)],
+            "choices": [form.choice(reply, self._deltas(reply, model, form))],
             "usage": _usage(reply, generation.total_cost),
         }
         if not caller.style.openrouter_shapes:
@@ -348,7 +348,7 @@ class Sandbox:
                 if is_last or fault.status not in _FALLBACK_STATUSES:
                     return BY_ID[name], fault
                 continue
-            model = BY_ID.get(name)
+            model = find_model(name)
             if model is None:
                 last_error = ApiError(400, "invalid_input", f"{name} is not a valid model ID")
                 continue
@@ -381,6 +381,10 @@ class Sandbox:
             return self.config.runaway_chunk_delay * len(form.deltas(reply, token_pieces=True))
         return self.config.slow_chunk_delay * len(form.deltas(reply, echo=self.config.echo_key))
 
+    def _deltas(self, reply: Reply, model: SandboxModel, form: Form) -> list[dict[str, Any]]:
+        """The answer in the pieces it streams in (the same, streamed or not, for its logprobs)."""
+        return form.deltas(reply, token_pieces=model.pace == "runaway", echo=self.config.echo_key)
+
     async def _stream(
         self,
         caller: Caller,
@@ -392,7 +396,7 @@ class Sandbox:
     ) -> AsyncIterator[str]:
         """The answer as SSE. Charged at the end, or for the part sent when the client goes away."""
         base = {"id": generation.id, "object": form.chunk_object, "model": generation.model}
-        deltas = form.deltas(reply, token_pieces=model.pace == "runaway", echo=self.config.echo_key)
+        deltas = self._deltas(reply, model, form)
         cut_at = len(deltas) // 2 + 1 if fault is not None and fault.midstream else None
         delays = {"slow": self.config.slow_chunk_delay, "runaway": self.config.runaway_chunk_delay}
         delay = delays.get(model.pace, self.config.chunk_delay)
@@ -422,7 +426,8 @@ class Sandbox:
                     await anyio.sleep(delay)
                 if caller.record.first_chunk_at is None:
                     caller.record.first_chunk_at = time.monotonic()
-                yield _event({**base, "choices": [form.chunk_choice(delta, None)]})
+                choice = form.chunk_choice(delta, None, _logprobs(reply, [delta]))
+                yield _event({**base, "choices": [choice]})
                 sent += 1
             yield _event({**base, "choices": [form.chunk_choice({}, reply.finish_reason)]})
             credits_used, credits_remaining = self.ledger.charge(caller.key, generation.total_cost)
@@ -466,16 +471,18 @@ class Form(Protocol):
         """The body `respond()` answers; ApiError when it is not one this form takes."""
         ...
 
-    def choice(self, reply: Reply) -> dict[str, Any]:
-        """The answer's one choice, in one piece."""
+    def choice(self, reply: Reply, deltas: list[dict[str, Any]]) -> dict[str, Any]:
+        """The answer's one choice, in one piece (`deltas`: the pieces it would stream in)."""
         ...
 
     def deltas(self, reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> list[dict[str, Any]]:
         """The answer in the pieces a stream sends (see `_deltas`)."""
         ...
 
-    def chunk_choice(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
-        """A streamed chunk's one choice, carrying `delta`."""
+    def chunk_choice(
+        self, delta: dict[str, Any], finish_reason: str | None, logprobs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A streamed chunk's one choice, carrying `delta` (and its logprobs, if asked for)."""
         ...
 
     def flood_delta(self, index: int) -> dict[str, Any]:
@@ -494,7 +501,7 @@ class ChatForm:
             raise ApiError(400, "invalid_input", "Provide messages or prompt")
         return body
 
-    def choice(self, reply: Reply) -> dict[str, Any]:
+    def choice(self, reply: Reply, deltas: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "index": 0,
             "finish_reason": reply.finish_reason,
@@ -504,14 +511,19 @@ class ChatForm:
                 "content": reply.content,
                 "tool_calls": _tool_calls(reply) or None,
                 "reasoning": reply.reasoning,
+                **({"images": _images(reply)} if reply.output_images else {}),
             },
+            "logprobs": _logprobs(reply, deltas),
         }
 
     def deltas(self, reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> list[dict[str, Any]]:
         return _deltas(reply, token_pieces=token_pieces, echo=echo)
 
-    def chunk_choice(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
-        return {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    def chunk_choice(
+        self, delta: dict[str, Any], finish_reason: str | None, logprobs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        chosen = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return chosen if not delta else {**chosen, "logprobs": logprobs}
 
     def flood_delta(self, index: int) -> dict[str, Any]:
         """Opens a call at a new index and adds a 1 KB name fragment to each of the 8 newest calls."""
@@ -539,13 +551,15 @@ class TextForm:
             raise ApiError(400, "invalid_input", "prompt must be a string")
         return {name: value for name, value in body.items() if name not in _CHAT_ONLY_FIELDS}
 
-    def choice(self, reply: Reply) -> dict[str, Any]:
+    def choice(self, reply: Reply, deltas: list[dict[str, Any]]) -> dict[str, Any]:
         return {"text": reply.content, "index": 0, "finish_reason": reply.finish_reason}
 
     def deltas(self, reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> list[dict[str, Any]]:
         return [{"content": piece} for piece in _content_pieces(reply.content, token_pieces, echo)]
 
-    def chunk_choice(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+    def chunk_choice(
+        self, delta: dict[str, Any], finish_reason: str | None, logprobs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return {"text": delta.get("content", ""), "index": 0, "finish_reason": finish_reason}
 
     def flood_delta(self, index: int) -> dict[str, Any]:
@@ -574,6 +588,18 @@ def _tool_calls(reply: Reply) -> list[dict[str, Any]]:
         {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
         for call in reply.tool_calls
     ]
+
+
+def _images(reply: Reply) -> list[dict[str, Any]]:
+    return [{"type": "image_url", "image_url": {"url": url}} for url in reply.output_images]
+
+
+def _logprobs(reply: Reply, deltas: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """`choices[0].logprobs` for the text of `deltas`, when the call asked for logprobs."""
+    if reply.logprobs is None:
+        return None
+    pieces = [delta["content"] for delta in deltas if delta.get("content")]
+    return {"content": [token_logprobs(piece, reply.logprobs) for piece in pieces]}
 
 
 def _usage(reply: Reply, cost: float) -> dict[str, Any]:
@@ -647,6 +673,8 @@ def _deltas(reply: Reply, *, token_pieces: bool = False, echo: bool = False) -> 
             }
         )
         deltas.append({"tool_calls": [{"index": index, "function": {"arguments": tail}}]})
+    if reply.output_images:
+        deltas.append({"images": _images(reply)})
     return deltas
 
 

@@ -28,6 +28,8 @@ class SandboxModel:
     # "runaway": ignores max_tokens and answers at length, streamed one token per chunk.
     pace: Literal["normal", "slow", "think", "runaway"] = "normal"
     input_modalities: tuple[str, ...] = ("text",)
+    # With "image", the model answers a call that asks for image output with an image.
+    output_modalities: tuple[str, ...] = ("text",)
     supported_parameters: tuple[str, ...] = field(
         default=(
             "max_tokens",
@@ -76,7 +78,7 @@ class SandboxModel:
             "description": f"{self.name}, served by the naive-mcp sandbox.",
             "architecture": {
                 "input_modalities": list(self.input_modalities),
-                "output_modalities": ["text"],
+                "output_modalities": list(self.output_modalities),
                 "tokenizer": "sandbox",
             },
             "top_provider": {
@@ -284,6 +286,26 @@ MODELS: tuple[SandboxModel, ...] = (
         )
         for name, fault in FLAKY.items()
     ),
+    SandboxModel(
+        "google/gemini-2.5-flash-image",
+        "Google: Gemini 2.5 Flash Image",
+        "Google",
+        32_768,
+        0.3 / _M,
+        2.5 / _M,
+        1_759_000_000,
+        input_modalities=("text", "image"),
+        output_modalities=("image", "text"),
+        max_completion_tokens=8_192,
+    ),
 )
 
 BY_ID: dict[str, SandboxModel] = {model.id: model for model in MODELS}
+# Routing variants of any model, answered by the model itself (naive-api.md), as is `:online`.
+_ROUTING_VARIANTS = ("nitro", "floor", "exacto", "online")
+
+
+def find_model(name: str) -> SandboxModel | None:
+    """The model `name` calls: listed, or an unlisted routing variant of a listed model."""
+    base, _, variant = name.rpartition(":")
+    return BY_ID.get(name) or (BY_ID.get(base) if variant in _ROUTING_VARIANTS else None)

@@ -1,19 +1,25 @@
 """The sandbox's "model": a deterministic answer to a chat request, with token counts.
 
 It honours what changes the shape of an answer: tools and tool_choice, response_format,
-reasoning, max_tokens (truncation; but for a runaway model) and stop sequences. It bills what
+reasoning, max_tokens (truncation; but for a runaway model), stop sequences, image output
+(`modalities` with "image", from a model that makes images) and `logprobs`. It bills what
 providers bill as input: the messages, and the tool schemas and response format sent with them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from naive_mcp.sandbox.catalogue import SandboxModel
 
 CHARS_PER_TOKEN = 4
+# What a made image is billed as, in completion tokens (Gemini counts 1,290 for one).
+IMAGE_OUTPUT_TOKENS = 1290
 # Request fields billed as input besides the messages, as providers do.
 _INPUT_FIELDS = ("tools", "tool_choice", "response_format")
 
@@ -35,6 +41,8 @@ class Reply:
     completion_tokens: int = 0
     reasoning_tokens: int = 0
     images: int = 0  # input images
+    output_images: tuple[str, ...] = ()  # data: URLs of the images the model made
+    logprobs: int | None = None  # alternatives per token in `logprobs`; None: not asked for
 
     @property
     def truncated(self) -> bool:
@@ -75,6 +83,7 @@ def respond(body: dict[str, Any], model: SandboxModel, *, extra_words: int = 0) 
             images=images,
         )
 
+    made = (IMAGE_DATA_URL,) if _makes_images(body, model) else ()
     answer = f"Sandbox reply from {model.id}: {question}" if question else f"Sandbox reply from {model.id}."
     if extra_words:
         answer += "".join(f" word{index}" for index in range(1, extra_words + 1))
@@ -95,10 +104,57 @@ def respond(body: dict[str, Any], model: SandboxModel, *, extra_words: int = 0) 
         reasoning=reasoning,
         finish_reason=finish_reason,
         prompt_tokens=prompt_tokens,
-        completion_tokens=_tokens(answer),
+        completion_tokens=_tokens(answer) + len(made) * IMAGE_OUTPUT_TOKENS,
         reasoning_tokens=reasoning_tokens,
         images=images,
+        output_images=made,
+        logprobs=_alternatives(body),
     )
+
+
+def token_logprobs(piece: str, alternatives: int) -> dict[str, Any]:
+    """A `logprobs.content` entry for one piece of the answer (a streamed chunk's text): the piece
+    itself, likeliest, then made-up alternatives, `alternatives` in all. The figures follow from
+    the piece alone, so an answer has the same logprobs streamed or not."""
+    logprob = -0.05 * (1 + len(piece) % 5)
+    top = [{"token": piece, "logprob": logprob, "bytes": None}]
+    top += [
+        {"token": f"{piece}~{rank}", "logprob": logprob - rank, "bytes": None}
+        for rank in range(1, alternatives)
+    ]
+    return {"token": piece, "logprob": logprob, "bytes": None, "top_logprobs": top[:alternatives]}
+
+
+def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A valid PNG of one colour: what a sandbox model draws."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+SANDBOX_PNG = _png(8, 8, (64, 128, 192))
+IMAGE_DATA_URL = "data:image/png;base64," + base64.b64encode(SANDBOX_PNG).decode("ascii")
+
+
+def _makes_images(body: dict[str, Any], model: SandboxModel) -> bool:
+    modalities = body.get("modalities")
+    return isinstance(modalities, list) and "image" in modalities and "image" in model.output_modalities
+
+
+def _alternatives(body: dict[str, Any]) -> int | None:
+    if body.get("logprobs") is not True:
+        return None
+    top = body.get("top_logprobs")
+    return top if isinstance(top, int) and not isinstance(top, bool) and top > 0 else 0
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -6,15 +6,25 @@ import json
 from typing import Annotated, Any, Literal, Self
 
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from naive_mcp.caller import TenantId
 from naive_mcp.errors import ConfigurationError, UpstreamError
 from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
-from naive_mcp.registry import CallContext, Method, MethodResult
+from naive_mcp.primitives.llm.images import ImageOut, read_images
+from naive_mcp.redaction import REDACTED, Redactor
+from naive_mcp.registry import CallContext, ImageBlock, Method, MethodResult
 from naive_mcp.streaming import ChatStream
 from naive_mcp.validation import Arguments, matching
-from naive_mcp.wire import ChatCompletion
+from naive_mcp.wire import ChatCompletion, Logprobs, TokenLogprob
 
 # --- arguments ---------------------------------------------------------------------------------
 
@@ -40,9 +50,17 @@ def _published(kind: str, description: str | None = None, *, also_object: bool =
     return WithJsonSchema(schema)
 
 
+class CacheControl(Arguments):
+    """Prompt caching of a content part (Anthropic, Gemini), through OpenRouter."""
+
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None
+
+
 class TextPart(Arguments):
     type: Literal["text"]
     text: str
+    cache_control: CacheControl | None = None
 
 
 class ImageUrl(Arguments):
@@ -53,6 +71,7 @@ class ImageUrl(Arguments):
 class ImagePart(Arguments):
     type: Literal["image_url"]
     image_url: ImageUrl
+    cache_control: CacheControl | None = None
 
 
 class InputAudio(Arguments):
@@ -63,6 +82,7 @@ class InputAudio(Arguments):
 class AudioPart(Arguments):
     type: Literal["input_audio"]
     input_audio: InputAudio
+    cache_control: CacheControl | None = None
 
 
 class FileData(Arguments):
@@ -73,9 +93,20 @@ class FileData(Arguments):
 class FilePart(Arguments):
     type: Literal["file"]
     file: FileData
+    cache_control: CacheControl | None = None
 
 
-ContentPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
+class VideoUrl(Arguments):
+    url: str = matching(r"^(https?://|data:video/)", "an https:// URL or a data:video/... URL")
+
+
+class VideoPart(Arguments):
+    type: Literal["video_url"]
+    video_url: VideoUrl
+    cache_control: CacheControl | None = None
+
+
+ContentPart = Annotated[TextPart | ImagePart | AudioPart | FilePart | VideoPart, Field(discriminator="type")]
 # Published compactly (every agent reads tools/list); the models above still validate each part.
 _CONTENT_SCHEMA = WithJsonSchema(
     {
@@ -85,13 +116,16 @@ _CONTENT_SCHEMA = WithJsonSchema(
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "properties": {"type": {"enum": ["text", "image_url", "input_audio", "file"]}},
+                    "properties": {
+                        "type": {"enum": ["text", "image_url", "input_audio", "file", "video_url"]}
+                    },
                     "required": ["type"],
                 },
             },
         ],
         "description": "text, or parts: {type:text,text} {type:image_url,image_url:{url}} "
-        "{type:input_audio,input_audio:{data,format}} {type:file,file:{filename,file_data}}",
+        "{type:input_audio,input_audio:{data,format}} {type:file,file:{filename,file_data}} "
+        "{type:video_url,video_url:{url}}; any: cache_control {type:ephemeral}",
     }
 )
 
@@ -208,6 +242,44 @@ class JsonSchemaFormat(Arguments):
 ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
 
 
+class UsageOption(Arguments):
+    include: bool
+
+
+class Plugin(Arguments):
+    """One OpenRouter plugin (`web`, `file-parser`, `response-healing`, …). Open: OpenRouter adds
+    plugins and options without notice, so only the id, and the options a cap prices, are checked;
+    the rest is forwarded as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = matching(
+        r"^[a-z0-9][a-z0-9_-]*$", "a plugin id such as web, file-parser or response-healing", max_length=64
+    )
+    enabled: bool | None = None
+    # The web plugin's results, each billed (estimate.py prices them).
+    max_results: int | None = Field(default=None, ge=1)
+
+
+class Prediction(Arguments):
+    """Predicted output: text the answer will mostly repeat, which some providers then write faster."""
+
+    type: Literal["content"]
+    content: str
+
+
+TransformName = Annotated[
+    str, matching(r"^[a-z0-9][a-z0-9-]*$", "a transform name such as middle-out", max_length=64)
+]
+# Keys `extra` may not hold though no argument has them: the server sets them, and an extra one
+# would undo what it set (stream) or slip past what a cap fitted (max_tokens' OpenAI alias).
+_SET_BY_THE_SERVER = {
+    "stream": "it always streams",
+    "stream_options": "it always streams",
+    "max_completion_tokens": "give max_tokens, which spending caps fit",
+}
+
+
 class ChatArguments(Arguments):
     messages: list[Message] | None = Field(default=None, min_length=1, description="or prompt")
     prompt: str | None = Field(default=None, min_length=1, description="one user message; or messages")
@@ -237,7 +309,8 @@ class ChatArguments(Arguments):
     seed: Annotated[int | None, _published("integer")] = Field(default=None, ge=-(2**63), lt=2**63)
     stop: str | Annotated[list[str], Field(min_length=1, max_length=16)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20, description="implies logprobs")
     response_format: Annotated[
         ResponseFormat | None,
         _published("object", "{type:json_object} or {type:json_schema,json_schema:{name,schema,strict}}"),
@@ -259,6 +332,31 @@ class ChatArguments(Arguments):
         _published("string", "none|auto|required, or {type:function,function:{name}}", also_object=True),
     ] = None
     parallel_tool_calls: bool | None = None
+    plugins: Annotated[
+        list[Plugin] | None,
+        _published("array", "[{id:web,max_results}] [{id:file-parser,pdf:{engine}}] [{id:response-healing}]"),
+    ] = Field(default=None, max_length=16)
+    modalities: Annotated[
+        list[Literal["text", "image"]] | None,
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"enum": ["text", "image"]},
+                "description": '["image","text"]: image output',
+            }
+        ),
+    ] = Field(default=None, min_length=1, max_length=2)
+    prediction: Annotated[Prediction | None, _published("object", "{type:content,content}")] = None
+    transforms: Annotated[list[TransformName] | None, _published("array", 'e.g. ["middle-out"]')] = Field(
+        default=None, max_length=8
+    )
+    usage: Annotated[UsageOption | None, _published("object", "{include}")] = None
+    user: str | None = Field(
+        default=None, min_length=1, max_length=256, description="end user, for abuse checks (not user_id)"
+    )
+    extra: Annotated[
+        dict[str, Any] | None, _published("object", "more body fields, sent as-is (not validated)")
+    ] = None
     user_id: TenantId | None = Field(default=None, description="Naive user to call for")
     project_id: TenantId | None = None
 
@@ -275,6 +373,49 @@ class ChatArguments(Arguments):
                     f"names {choice.function.name!r}, which is not one of the tools: {', '.join(names)}"
                 )
         return choice
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _alternatives_need_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
+        if top is not None and info.data.get("logprobs") is False:
+            raise ValueError("needs logprobs: leave logprobs out (top_logprobs turns it on) or set it true")
+        return top
+
+    @field_validator("plugins")
+    @classmethod
+    def _each_plugin_once(cls, plugins: list[Plugin] | None) -> list[Plugin] | None:
+        ids = [plugin.id for plugin in plugins or []]
+        twice = sorted({plugin for plugin in ids if ids.count(plugin) > 1})
+        if twice:
+            raise ValueError(f"gives plugin {', '.join(map(repr, twice))} more than once: give each once")
+        return plugins
+
+    @field_validator("modalities")
+    @classmethod
+    def _each_modality_once(cls, modalities: list[str] | None) -> list[str] | None:
+        if modalities is not None and len(set(modalities)) < len(modalities):
+            raise ValueError('gives a modality more than once, e.g. ["image", "text"]')
+        return modalities
+
+    @field_validator("extra")
+    @classmethod
+    def _nothing_validated_or_set_by_the_server(cls, extra: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`extra` adds to the body; it may not override what is validated or set here."""
+        given = extra or {}
+        named = {field.alias or name for name, field in cls.model_fields.items()}
+        problems = [
+            f"{key!r} is an argument of its own: give it as `{key}`, where it is checked"
+            for key in given
+            if key in named
+        ]
+        problems += [
+            f"{key!r} is the server's to set: {why}"
+            for key, why in _SET_BY_THE_SERVER.items()
+            if key in given
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return extra
 
     @model_validator(mode="after")
     def _one_conversation(self) -> Self:
@@ -293,8 +434,10 @@ class ChatArguments(Arguments):
             mode="json",
             by_alias=True,
             exclude_none=True,
-            exclude={"messages", "prompt", "system", "model", "user_id", "project_id"},
+            exclude={"messages", "prompt", "system", "model", "user_id", "project_id", "extra"},
         )
+        if self.top_logprobs is not None:
+            body["logprobs"] = True  # what asking for alternatives means; without it none come back
         messages: list[dict[str, Any]] = []
         if self.system is not None:
             messages.append({"role": "system", "content": self.system})
@@ -302,7 +445,7 @@ class ChatArguments(Arguments):
             messages.extend(message.model_dump(mode="json", exclude_none=True) for message in self.messages)
         else:
             messages.append({"role": "user", "content": self.prompt})
-        return {"model": model, "messages": messages, **body}
+        return {"model": model, "messages": messages, **body, **(self.extra or {})}
 
 
 # --- result ------------------------------------------------------------------------------------
@@ -323,6 +466,18 @@ class ChatUsage(BaseModel):
     cost: float | None = Field(default=None, description="USD, as OpenRouter reports it")
 
 
+_LOGPROBS_SCHEMA = WithJsonSchema(
+    {
+        "type": "object",
+        "properties": {
+            "content": {"type": "array", "items": {"type": "object"}},
+            "left_out": {"type": "integer"},
+        },
+    },
+    mode="serialization",
+)
+
+
 class ChatResult(MethodResult):
     text: str = Field(description="the assistant's reply, unchanged")
     id: str | None = Field(default=None, description="generation id, for naive_llm_generation")
@@ -335,12 +490,26 @@ class ChatResult(MethodResult):
     usage: ChatUsage | None = None
     credits_used: float | None = None
     credits_remaining: float | None = None
+    images: list[ImageOut] = Field(default_factory=list, description="images the model made")
+    # Published by shape (every client reads the tool's outputSchema): each entry is
+    # {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}.
+    logprobs: Annotated[Logprobs | None, _LOGPROBS_SCHEMA] = None
     notes: list[str] = Field(
         default_factory=list, description="what the server changed, e.g. max_tokens under a cap"
     )
 
     @classmethod
-    def from_completion(cls, completion: ChatCompletion, notes: list[str] | None = None) -> ChatResult:
+    def from_completion(
+        cls,
+        completion: ChatCompletion,
+        notes: list[str] | None = None,
+        *,
+        max_image_bytes: int,
+        redact: Redactor,
+    ) -> ChatResult:
+        """The result of an answer (already redacted, as the upstream client gives it); its images
+        shown within `max_image_bytes` (NAIVE_MAX_IMAGE_BYTES), and its logprob tokens kept from
+        spelling a secret of `redact`'s."""
         choice = completion.choices[0]
         message = choice.message
         usage = completion.usage
@@ -372,11 +541,17 @@ class ChatResult(MethodResult):
             ),
             credits_used=completion.credits_used,
             credits_remaining=completion.credits_remaining,
+            images=read_images([image.image_url.url for image in message.images or []], max_image_bytes),
+            logprobs=_no_secret_spelled(choice.logprobs, redact),
             notes=notes or [],
         )
 
-    def content(self) -> list[str]:
-        blocks = [self.text] if self.text else []
+    def content(self) -> list[str | ImageBlock]:
+        blocks: list[str | ImageBlock] = [self.text] if self.text else []
+        blocks += [image.block for image in self.images if image.block is not None]
+        lines = [line for number, image in enumerate(self.images, 1) if (line := image.line(number))]
+        if lines:
+            blocks.append("\n".join(lines))
         if self.tool_calls:
             calls = [call.model_dump(exclude_none=True) for call in self.tool_calls]
             blocks.append("The model asks to call tools:\n" + json.dumps(calls, ensure_ascii=False))
@@ -394,6 +569,13 @@ class ChatResult(MethodResult):
             f"The model's reasoning (its first {REASONING_SHOWN_CHARS} of {len(reasoning)} characters; "
             f"all of it is in the structured result's `reasoning`):\n{reasoning[:REASONING_SHOWN_CHARS]}…"
         )
+
+    @staticmethod
+    def _logprobs_part(logprobs: Logprobs) -> str:
+        kept = len(logprobs.content)
+        if not logprobs.left_out:
+            return f"logprobs of {kept} tokens in the structured result"
+        return f"logprobs of the first {kept} of {kept + logprobs.left_out} tokens in the structured result"
 
     def summary(self) -> str:
         """One line of metadata: who answered, why it stopped, tokens, cost, credits."""
@@ -414,10 +596,30 @@ class ChatResult(MethodResult):
         else:
             used, left = format_credits(self.credits_used), format_credits(self.credits_remaining)
             parts.append(f"credits {used} used, {left} left")
+        if self.images:
+            left_out = sum(image.left_out is not None for image in self.images)
+            parts.append(f"images {len(self.images)}" + (f" ({left_out} left out)" if left_out else ""))
+        if self.logprobs is not None:
+            parts.append(self._logprobs_part(self.logprobs))
         if self.id:
             parts.append(f"id {self.id}")
         parts += self.notes
         return "[" + " · ".join(parts) + "]"
+
+
+def _no_secret_spelled(logprobs: Logprobs | None, redact: Redactor) -> Logprobs | None:
+    """The tokens, joined, are the answer's text, whose secrets were redacted; but a secret cut
+    across tokens is in no one token: those tokens are replaced (with their alternatives)."""
+    if logprobs is None:
+        return None
+    spelling = redact.spelling_a_secret([entry.token for entry in logprobs.content])
+    if not spelling:
+        return logprobs
+    content = [
+        TokenLogprob(token=REDACTED, logprob=entry.logprob) if index in spelling else entry
+        for index, entry in enumerate(logprobs.content)
+    ]
+    return logprobs.model_copy(update={"content": content})
 
 
 # --- the method --------------------------------------------------------------------------------
@@ -442,7 +644,12 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
             _blame_the_default(error, arguments, body["model"])
             raise
         spend.answered(completion)
-    return ChatResult.from_completion(completion, notes=spend.notes)
+    return ChatResult.from_completion(
+        completion,
+        notes=spend.notes,
+        max_image_bytes=services.settings.max_image_bytes,
+        redact=services.redact.including(caller.api_key),
+    )
 
 
 def _blame_the_default(error: UpstreamError, arguments: ChatArguments, model: str) -> None:
@@ -458,7 +665,8 @@ CHAT = Method(
     description=(
         "Ask another model: one chat completion through Naive's gateway to 300+ models. Give `prompt` "
         "(or `messages`), optionally `system`, `model` (else the server's default), a `models` fallback "
-        "chain, `provider` routing, sampling, `response_format`, `reasoning`, `tools`. Costs credits "
+        "chain, `provider` routing, sampling, `response_format`, `reasoning`, `tools`, `plugins` (web "
+        "search), `modalities` (image output), `extra` (any other body field). Costs credits "
         "(per token); the result says the model that answered, tokens, cost, credits used and left."
     ),
     arguments=ChatArguments,
