@@ -112,13 +112,3 @@ class Backend:
 
     def has(self, route: Route) -> bool:
         return self.path(route) is not None
-
-    @staticmethod
-    def offering(route: Route) -> str:
-        """Which backends have `route`, for an error that says where to go instead."""
-        if route in _TYPED_ROUTES:
-            return "every backend"
-        return (
-            f"Naive's proxy (NAIVE_BASE_URL=https://api.usenaive.ai{PROXY_PATH}) and OpenRouter "
-            f"(NAIVE_BASE_URL={OPENROUTER_BASE_URL}, or OPENROUTER_API_KEY)"
-        )

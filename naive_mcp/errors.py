@@ -89,6 +89,12 @@ _OWN_KINDS: dict[str, _Kind] = {
     "store_too_new": _Kind(
         False, "Upgrade naive-mcp to the version that made this store, or use another store."
     ),
+    "not_on_this_backend": _Kind(
+        False,
+        "Text completions are on Naive's proxy (NAIVE_BASE_URL=https://api.usenaive.ai/v1/proxy/openrouter) "
+        "and OpenRouter (https://openrouter.ai/api/v1): use llm.chat with `prompt` instead, or ask the "
+        "operator to point NAIVE_BASE_URL at one of those.",
+    ),
     "wrong_base_url": _Kind(
         False,
         "The API this server expects does not answer at this address: check NAIVE_BASE_URL — Naive's "

@@ -73,6 +73,8 @@ class Method(Generic[ArgsT, ResultT]):
     result: type[ResultT]
     annotations: ToolAnnotations
     handler: Callable[[CallContext, ArgsT], Awaitable[ResultT]]
+    # A typed tool of its own in tools/list; without one, the method runs through the generic pair.
+    typed_tool: bool = True
 
     @property
     def qualified_name(self) -> str:

@@ -1,4 +1,5 @@
 """ChatStream: a streamed chat completion, assembled event by event into the non-streamed shape.
+A text completion streams the same way, its text in `choices[0].text`, and is assembled alike.
 
 Events are the SSE `data` of OpenRouter's `chat.completion.chunk` objects (naive-api.md): deltas
 of `content`, `reasoning`, `tool_calls` (arguments split across chunks, joined by `index`) and
@@ -178,6 +179,8 @@ class ChatStream:
         delta = _object(choice.get("delta"))
         if isinstance(delta.get("content"), str) and delta["content"]:
             self._count_output(self._text.add(delta["content"]))
+        elif isinstance(choice.get("text"), str) and choice["text"]:  # a text completion's chunk
+            self._count_output(self._text.add(choice["text"]))
         if isinstance(delta.get("reasoning"), str) and delta["reasoning"]:
             self._count_output(self._reasoning.add(delta["reasoning"]))
         calls = delta.get("tool_calls")

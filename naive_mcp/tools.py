@@ -121,7 +121,8 @@ def _progress_wanted(services: Services, context: Context[Any, Any]) -> bool:
 
 
 def build_tools(registry: Registry) -> list[Tool]:
-    return [*(_method_tool(method) for method in registry.methods), *_generic_pair(registry)]
+    typed = [_method_tool(method) for method in registry.methods if method.typed_tool]
+    return [*typed, *_generic_pair(registry)]
 
 
 def _method_tool(method: Method[Any, Any]) -> Tool:
@@ -150,7 +151,7 @@ class SearchArguments(Arguments):
 
 class MethodInfo(BaseModel):
     method: str
-    tool: str = Field(description="the typed tool that runs the same method")
+    tool: str = Field(description="the tool that runs it: its typed tool, or naive_run_primitive")
     description: str
     read_only: bool
     arguments_schema: dict[str, Any]
@@ -235,7 +236,7 @@ def _search(registry: Registry, arguments: SearchArguments) -> SearchResult:
         methods = [
             MethodInfo(
                 method=method.name,
-                tool=method.tool_name,
+                tool=method.tool_name if method.typed_tool else RUN_TOOL,
                 description=method.description,
                 read_only=bool(method.annotations.read_only_hint),
                 arguments_schema=method.input_schema,

@@ -132,10 +132,20 @@ class LogprobsKept:
 
 
 class Choice(_Wire):
+    """A chat choice; a text completion's (`{"text", "finish_reason"}`) is read as one whose
+    message holds that text, so both answers have one shape from here up."""
+
     index: int = 0
     finish_reason: str | None = None
     message: AssistantMessage = Field(default_factory=AssistantMessage)
     logprobs: Logprobs | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_the_message(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "message" not in value and isinstance(value.get("text"), str):
+            return {**value, "message": {"role": "assistant", "content": value["text"]}}
+        return value
 
     @field_validator("logprobs", mode="before")
     @classmethod

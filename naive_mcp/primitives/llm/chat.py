@@ -16,7 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from naive_mcp.caller import TenantId
+from naive_mcp.backend import Route
+from naive_mcp.caller import Caller, TenantId
 from naive_mcp.errors import ConfigurationError, UpstreamError
 from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
 from naive_mcp.primitives.llm.images import ImageOut, read_images
@@ -280,10 +281,10 @@ _SET_BY_THE_SERVER = {
 }
 
 
-class ChatArguments(Arguments):
-    messages: list[Message] | None = Field(default=None, min_length=1, description="or prompt")
-    prompt: str | None = Field(default=None, min_length=1, description="one user message; or messages")
-    system: str | None = None
+class GenerationArguments(Arguments):
+    """What chat and text completions (`llm.complete`) take alike: the model and its fallbacks,
+    routing, sampling, logprobs, OpenRouter's transforms, usage and end-user id, and `extra`."""
+
     model: ModelId | None = Field(default=None, description="e.g. anthropic/claude-sonnet-4.6")
     models: list[ModelId] | None = Field(
         default=None, min_length=1, max_length=10, description="fallback chain"
@@ -311,6 +312,65 @@ class ChatArguments(Arguments):
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20, description="implies logprobs")
+    transforms: Annotated[list[TransformName] | None, _published("array", 'e.g. ["middle-out"]')] = Field(
+        default=None, max_length=8
+    )
+    usage: Annotated[UsageOption | None, _published("object", "{include}")] = None
+    user: str | None = Field(
+        default=None, min_length=1, max_length=256, description="end user, for abuse checks (not user_id)"
+    )
+    extra: Annotated[
+        dict[str, Any] | None, _published("object", "more body fields, sent as-is (not validated)")
+    ] = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _alternatives_need_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
+        if top is not None and info.data.get("logprobs") is False:
+            raise ValueError("needs logprobs: leave logprobs out (top_logprobs turns it on) or set it true")
+        return top
+
+    @field_validator("extra")
+    @classmethod
+    def _nothing_validated_or_set_by_the_server(cls, extra: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`extra` adds to the body; it may not override what is validated or set here."""
+        given = extra or {}
+        named = {field.alias or name for name, field in cls.model_fields.items()}
+        problems = [
+            f"{key!r} is an argument of its own: give it as `{key}`, where it is checked"
+            for key in given
+            if key in named
+        ]
+        problems += [
+            f"{key!r} is the server's to set: {why}"
+            for key, why in _SET_BY_THE_SERVER.items()
+            if key in given
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return extra
+
+    def body_for(self, default_model: str | None, own: set[str], **first: Any) -> dict[str, Any]:
+        """OpenRouter's body for this call: `first` (what the call sends in its own shape: the
+        messages, the prompt), then every argument but those in `own` (the ones `first` came
+        from, and the tenant), then `extra`."""
+        model = self.model or (self.models[0] if self.models else None) or default_model
+        if model is None:
+            raise ConfigurationError(
+                "no model was given and the server has no default model.", kind="no_model"
+            )
+        body = self.model_dump(
+            mode="json", by_alias=True, exclude_none=True, exclude={"model", "extra", *own}
+        )
+        if self.top_logprobs is not None:
+            body["logprobs"] = True  # what asking for alternatives means; without it none come back
+        return {"model": model, **first, **body, **(self.extra or {})}
+
+
+class ChatArguments(GenerationArguments):
+    messages: list[Message] | None = Field(default=None, min_length=1, description="or prompt")
+    prompt: str | None = Field(default=None, min_length=1, description="one user message; or messages")
+    system: str | None = None
     response_format: Annotated[
         ResponseFormat | None,
         _published("object", "{type:json_object} or {type:json_schema,json_schema:{name,schema,strict}}"),
@@ -347,16 +407,6 @@ class ChatArguments(Arguments):
         ),
     ] = Field(default=None, min_length=1, max_length=2)
     prediction: Annotated[Prediction | None, _published("object", "{type:content,content}")] = None
-    transforms: Annotated[list[TransformName] | None, _published("array", 'e.g. ["middle-out"]')] = Field(
-        default=None, max_length=8
-    )
-    usage: Annotated[UsageOption | None, _published("object", "{include}")] = None
-    user: str | None = Field(
-        default=None, min_length=1, max_length=256, description="end user, for abuse checks (not user_id)"
-    )
-    extra: Annotated[
-        dict[str, Any] | None, _published("object", "more body fields, sent as-is (not validated)")
-    ] = None
     user_id: TenantId | None = Field(default=None, description="Naive user to call for")
     project_id: TenantId | None = None
 
@@ -374,13 +424,6 @@ class ChatArguments(Arguments):
                 )
         return choice
 
-    @field_validator("top_logprobs")
-    @classmethod
-    def _alternatives_need_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
-        if top is not None and info.data.get("logprobs") is False:
-            raise ValueError("needs logprobs: leave logprobs out (top_logprobs turns it on) or set it true")
-        return top
-
     @field_validator("plugins")
     @classmethod
     def _each_plugin_once(cls, plugins: list[Plugin] | None) -> list[Plugin] | None:
@@ -397,26 +440,6 @@ class ChatArguments(Arguments):
             raise ValueError('gives a modality more than once, e.g. ["image", "text"]')
         return modalities
 
-    @field_validator("extra")
-    @classmethod
-    def _nothing_validated_or_set_by_the_server(cls, extra: dict[str, Any] | None) -> dict[str, Any] | None:
-        """`extra` adds to the body; it may not override what is validated or set here."""
-        given = extra or {}
-        named = {field.alias or name for name, field in cls.model_fields.items()}
-        problems = [
-            f"{key!r} is an argument of its own: give it as `{key}`, where it is checked"
-            for key in given
-            if key in named
-        ]
-        problems += [
-            f"{key!r} is the server's to set: {why}"
-            for key, why in _SET_BY_THE_SERVER.items()
-            if key in given
-        ]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return extra
-
     @model_validator(mode="after")
     def _one_conversation(self) -> Self:
         if (self.messages is None) == (self.prompt is None):
@@ -425,19 +448,6 @@ class ChatArguments(Arguments):
 
     def request_body(self, default_model: str | None) -> dict[str, Any]:
         """OpenRouter's chat body for this call."""
-        model = self.model or (self.models[0] if self.models else None) or default_model
-        if model is None:
-            raise ConfigurationError(
-                "no model was given and the server has no default model.", kind="no_model"
-            )
-        body = self.model_dump(
-            mode="json",
-            by_alias=True,
-            exclude_none=True,
-            exclude={"messages", "prompt", "system", "model", "user_id", "project_id", "extra"},
-        )
-        if self.top_logprobs is not None:
-            body["logprobs"] = True  # what asking for alternatives means; without it none come back
         messages: list[dict[str, Any]] = []
         if self.system is not None:
             messages.append({"role": "system", "content": self.system})
@@ -445,7 +455,8 @@ class ChatArguments(Arguments):
             messages.extend(message.model_dump(mode="json", exclude_none=True) for message in self.messages)
         else:
             messages.append({"role": "user", "content": self.prompt})
-        return {"model": model, "messages": messages, **body, **(self.extra or {})}
+        own = {"messages", "prompt", "system", "user_id", "project_id"}
+        return self.body_for(default_model, own, messages=messages)
 
 
 # --- result ------------------------------------------------------------------------------------
@@ -626,10 +637,18 @@ def _no_secret_spelled(logprobs: Logprobs | None, redact: Redactor) -> Logprobs 
 
 
 async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
-    services = call.services
     # Who calls first: with neither a key nor a model, the missing key is what to fix first.
     caller = call.caller(arguments.user_id, arguments.project_id)
-    body = arguments.request_body(services.settings.default_model)
+    body = arguments.request_body(call.services.settings.default_model)
+    return await generate(call, caller, "chat", body, arguments)
+
+
+async def generate(
+    call: CallContext, caller: Caller, route: Route, body: dict[str, Any], arguments: GenerationArguments
+) -> ChatResult:
+    """One guarded generation on `route` (chat or text completions): admitted by the spend guard,
+    streamed with progress, settled however it ends, shaped as a `ChatResult`."""
+    services = call.services
     async with services.guard.spending(caller, body) as spend:
 
         def on_chunk(stream: ChatStream) -> None:
@@ -639,7 +658,7 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
             spend.saw(stream)  # may stop the call: its output passed what was reserved
 
         try:
-            completion = await services.client.chat(body, caller, on_chunk=on_chunk)
+            completion = await services.client.generate(route, body, caller, on_chunk=on_chunk)
         except UpstreamError as error:
             _blame_the_default(error, arguments, body["model"])
             raise
@@ -652,7 +671,7 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     )
 
 
-def _blame_the_default(error: UpstreamError, arguments: ChatArguments, model: str) -> None:
+def _blame_the_default(error: UpstreamError, arguments: GenerationArguments, model: str) -> None:
     """A model refused when the call named none is the server's NAIVE_DEFAULT_MODEL's fault."""
     named = arguments.model is not None or bool(arguments.models)
     if not named and error.kind in ("invalid_input", "not_found") and model in error.message:

@@ -1,0 +1,58 @@
+"""`llm.complete`: one text completion (`POST /completions`), OpenRouter's and its proxy's.
+
+The same arguments as chat but the conversation (a `prompt` to continue, as the model's raw
+text), the same guard, streaming, progress, cancel, ledger and result; only the route and the
+chunks differ (`NaiveClient.generate`). Naive's typed routes have no such route: a call there is
+refused before anything is sent, naming the backends that have it. Run through
+`naive_run_primitive(primitive="llm", method="complete", …)`: every agent reads `tools/list`, so
+it has no typed tool of its own.
+"""
+
+from __future__ import annotations
+
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from naive_mcp.errors import NaiveError
+from naive_mcp.primitives.llm.chat import ChatResult, GenerationArguments, generate
+from naive_mcp.registry import CallContext, Method
+
+
+class CompleteArguments(GenerationArguments):
+    prompt: str = Field(min_length=1, description="the text the model continues, sent as is")
+
+
+async def complete(call: CallContext, arguments: CompleteArguments) -> ChatResult:
+    services = call.services
+    backend = services.client.backend
+    if not backend.has("completions"):
+        raise NaiveError(
+            f"text completions (POST /completions) are not on {backend.name} "
+            f"({services.settings.shown_base_url}), so no call was sent.",
+            kind="not_on_this_backend",
+        )
+    caller = call.caller(None, None)  # no backend with text completions has Naive's tenants
+    body = arguments.body_for(services.settings.default_model, set(), prompt=arguments.prompt)
+    return await generate(call, caller, "completions", body, arguments)
+
+
+COMPLETE = Method(
+    primitive="llm",
+    name="complete",
+    description=(
+        "A text completion: the model continues `prompt` as raw text (no chat roles). Same routing, "
+        "sampling, fallbacks, caps and result as llm.chat. On Naive's proxy and OpenRouter-style "
+        "backends only. Costs credits (per token)."
+    ),
+    arguments=CompleteArguments,
+    result=ChatResult,
+    annotations=ToolAnnotations(
+        title="Complete a text (Naive)",
+        read_only_hint=False,
+        destructive_hint=False,
+        idempotent_hint=False,
+        open_world_hint=True,
+    ),
+    handler=complete,
+    typed_tool=False,
+)
