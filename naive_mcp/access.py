@@ -35,6 +35,9 @@ from naive_mcp.store import Exactly
 
 # Bounded, so that no header of any size is ever hashed or checked upstream as a key.
 _NAIVE_KEY = re.compile(r"^nv_(?:sk_(?:live|test)|sess)_[A-Za-z0-9_\-]{4,200}$")
+# An OpenRouter-compatible API's keys: OpenRouter's are sk-or-v1-…, a gateway's may be any
+# token; only what could be a key (no spaces, a sane length) is sent upstream to be checked.
+_ANY_KEY = re.compile(r"^[A-Za-z0-9_\-.:]{8,256}$")
 
 TenantField = Literal["user_id", "project_id"]
 TENANT_FIELDS: frozenset[TenantField] = frozenset(("user_id", "project_id"))
@@ -120,9 +123,18 @@ class Grant:
 class AccessControl:
     """The server's `TokenVerifier`, and the grant behind each verified token."""
 
-    def __init__(self, tokens: Mapping[str, TokenGrant], *, client_keys: KeyCheck | None) -> None:
+    def __init__(
+        self, tokens: Mapping[str, TokenGrant], *, client_keys: KeyCheck | None, naive_keys: bool = True
+    ) -> None:
+        """`naive_keys`: client keys are Naive's (`nv_sk_…`), as on Naive's routes and proxy;
+        else any key an OpenRouter-compatible API may issue."""
         self._tokens = {secret_digest(token): grant for token, grant in tokens.items()}
         self._client_keys = client_keys
+        self._key_shape = _NAIVE_KEY if naive_keys else _ANY_KEY
+        self._key_kind = "a Naive key (nv_sk_live_…/nv_sk_test_…)" if naive_keys else "an API key"
+        self._refuser, self._valid_key = (
+            ("Naive", "a valid Naive key") if naive_keys else ("the upstream", "a valid key")
+        )
 
     @property
     def enabled(self) -> bool:
@@ -140,11 +152,13 @@ class AccessControl:
         # Client-keys mode: say why, so that whoever pasted the wrong thing can tell (the SDK's own
         # 401 says only "Authentication required").
         nor_token = ", nor a token of NAIVE_AUTH_TOKENS" if self._tokens else ""
-        if not _NAIVE_KEY.match(token):
-            raise KeyRefused(f"not a Naive key (nv_sk_live_…/nv_sk_test_…){nor_token}")
+        if not self._key_shape.match(token):
+            raise KeyRefused(f"not {self._key_kind}{nor_token}")
         if await self._client_keys.accepts(token):
             return AccessToken(token=token, client_id=f"naive-key-{digest}", scopes=[])
-        raise KeyRefused(f"Naive refused this key (revoked or invalid){nor_token}: send a valid Naive key")
+        raise KeyRefused(
+            f"{self._refuser} refused this key (revoked or invalid){nor_token}: send {self._valid_key}"
+        )
 
     def grant(self, access: AccessToken | None) -> Grant:
         """The grant of a verified token; the operator's own when the call was not authenticated."""

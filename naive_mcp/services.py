@@ -10,6 +10,7 @@ import anyio
 import httpx2
 
 from naive_mcp.access import AccessControl, Grant
+from naive_mcp.backend import ApiStyle
 from naive_mcp.caller import Caller, secret_digest
 from naive_mcp.catalog import ModelCatalog
 from naive_mcp.client import NaiveClient
@@ -76,7 +77,11 @@ class Services:
             client=client,
             catalog=catalog,
             redact=Redactor(settings.secrets()),
-            access=AccessControl(settings.auth_tokens, client_keys=_key_check(settings, client)),
+            access=AccessControl(
+                settings.auth_tokens,
+                client_keys=_key_check(settings, client),
+                naive_keys=settings.backend.style is not ApiStyle.OPENROUTER,
+            ),
             calls=CallsInFlight(),
             guard=SpendGuard(
                 SpendingPolicy.from_settings(settings),

@@ -499,3 +499,31 @@ async def test_a_sessions_owner_is_the_tokens_full_digest() -> None:
     assert client_key.client_id == f"naive-key-{hashlib.sha256(b'nv_sk_test_abcdef').hexdigest()}"
     with pytest.raises(KeyRefused, match=r"^not a Naive key \(nv_sk_live_…/nv_sk_test_…\), nor a token"):
         await access.verify_token("nv_sk_test_" + "a" * 300)  # no key of any size is checked
+
+
+@pytest.mark.slow
+async def test_on_openrouter_a_client_key_is_checked_with_get_key(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    """OpenRouter lists its models to anyone: a client key is proved by `GET /key` instead."""
+    good, revoked = f"sk-or-v1-{uuid.uuid4().hex}", f"sk-or-v1-revoked-{uuid.uuid4().hex}"
+    env = {
+        **upstream_env(sandbox, None),
+        "NAIVE_CLIENT_KEYS": "true",
+        "NAIVE_BASE_URL": f"{sandbox.url}/api/v1",
+    }
+    with http_server(tmp_path, env) as server:
+        with httpx2.Client(timeout=30) as http:
+            refused = http.post(
+                server.url, content=INITIALIZE, headers={**MCP_HEADERS, "Authorization": f"Bearer {revoked}"}
+            )
+            shapeless = http.post(
+                server.url, content=INITIALIZE, headers={**MCP_HEADERS, "Authorization": "Bearer a b"}
+            )
+        async with connect(server, good) as client:
+            assert not (await client.call_tool("naive_llm_chat", {"prompt": "hi"})).is_error
+    assert refused.status_code == 401 and "the upstream refused this key" in refused.text
+    assert shapeless.status_code == 401
+    ledger = sandbox.sandbox.ledger
+    assert [r.path for r in ledger.requests(revoked)] == ["/api/v1/key"]
+    assert [r.path for r in ledger.requests(good)] == ["/api/v1/key", "/api/v1/chat/completions"]
