@@ -367,10 +367,16 @@ class GenerationArguments(Arguments):
         return {"model": model, **first, **body, **(self.extra or {})}
 
 
-class ChatArguments(GenerationArguments):
+class _Conversation(Arguments):
+    """What a chat is about, listed first (a base after GenerationArguments: fields come in
+    reverse MRO order)."""
+
     messages: list[Message] | None = Field(default=None, min_length=1, description="or prompt")
     prompt: str | None = Field(default=None, min_length=1, description="one user message; or messages")
     system: str | None = None
+
+
+class ChatArguments(GenerationArguments, _Conversation):
     response_format: Annotated[
         ResponseFormat | None,
         _published("object", "{type:json_object} or {type:json_schema,json_schema:{name,schema,strict}}"),

@@ -16,10 +16,15 @@ from pydantic import Field
 from naive_mcp.errors import NaiveError
 from naive_mcp.primitives.llm.chat import ChatResult, GenerationArguments, generate
 from naive_mcp.registry import CallContext, Method
+from naive_mcp.validation import Arguments
 
 
-class CompleteArguments(GenerationArguments):
+class _Prompt(Arguments):
     prompt: str = Field(min_length=1, description="the text the model continues, sent as is")
+
+
+class CompleteArguments(GenerationArguments, _Prompt):
+    """The prompt first (fields come in reverse MRO order), then what chat takes too."""
 
 
 async def complete(call: CallContext, arguments: CompleteArguments) -> ChatResult:
