@@ -4,7 +4,7 @@ the sandbox's test models left out unless asked for."""
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -183,16 +183,11 @@ async def test_concurrent_listings_share_one_upstream_request_and_its_failure(ap
 SANDBOX_TEST_MODELS = sorted(model.id for model in CATALOGUE if model.id.startswith("sandbox/"))
 
 
-@pytest.fixture(scope="module")
-def openrouter_shaped() -> Iterator[RunningSandbox]:
-    """A sandbox whose /v1/llm/models answers in OpenRouter's shape (modalities, parameters)."""
-    with serve_in_thread(SandboxConfig(models_shape="openrouter")) as running:
-        yield running
-
-
 @pytest.fixture
-async def rich(openrouter_shaped: RunningSandbox, api_key: str) -> AsyncIterator[Client]:
-    async with Client(create_server(make_settings(openrouter_shaped, api_key))) as connected:
+async def rich(sandbox: RunningSandbox, api_key: str) -> AsyncIterator[Client]:
+    """A client of Naive's proxy, whose model list is OpenRouter's: modalities and parameters too."""
+    settings = make_settings(sandbox, api_key, base_url=f"{sandbox.url}/v1/proxy/openrouter")
+    async with Client(create_server(settings)) as connected:
         yield connected
 
 
@@ -281,9 +276,9 @@ async def test_the_listing_shows_modalities_compactly_when_not_text_only(rich: C
     text, data = await listing(rich, limit=100)
 
     head, *lines = text.splitlines()
-    assert head.endswith("id | context | USD per 1M tokens in/out | in → out, if not text only")
-    assert "google/gemini-2.5-pro | 1049K ctx | $1.25/$10 | in text+image+audio+file → out text" in lines
-    assert "anthropic/claude-haiku-4.5 | 200K ctx | $1/$5 | in text+image → out text" in lines
+    assert head.endswith("id | context | USD per 1M tokens in/out | modalities in -> out, if not text only")
+    assert "google/gemini-2.5-pro | 1049K ctx | $1.25/$10 | in text+image+audio+file -> out text" in lines
+    assert "anthropic/claude-haiku-4.5 | 200K ctx | $1/$5 | in text+image -> out text" in lines
     assert "meta-llama/llama-3.3-70b-instruct | 131K ctx | $0.13/$0.4" in lines
     sonnet = next(model for model in data["models"] if model["id"] == "anthropic/claude-sonnet-4.6")
     assert (sonnet["input_modalities"], sonnet["output_modalities"]) == (["text", "image", "file"], ["text"])
@@ -323,7 +318,7 @@ async def test_a_line_that_would_pass_its_budget_shortens_its_modalities(api_key
 
     assert ids(data) == [long_id]
     line = text.splitlines()[1]
-    assert line == f"{long_id} | 33K ctx | $0.3/$2.5 | in t+i → out i+t"
+    assert line == f"{long_id} | 33K ctx | $0.3/$2.5 | in t+i -> out i+t"
     assert len(line.encode()) <= 120
     assert data["models"][0]["output_modalities"] == ["image", "text"]
     # Text to text, and modalities not given: neither line names any.

@@ -8,7 +8,6 @@ listing hides them: the spend guard prices calls from the whole catalogue, test 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 from mcp.types import ToolAnnotations
@@ -53,7 +52,7 @@ class ModelsArguments(Arguments):
         "a request parameter's name, such as tools, reasoning or response_format",
         default=None,
         max_length=60,
-        description="e.g. tools, reasoning, response_format",
+        description="e.g. tools, reasoning",
     )
     free: bool | None = Field(default=None, description="true: costs nothing; false: priced")
     sort: Literal["id", "price", "context"] = Field(
@@ -92,8 +91,8 @@ class ModelSummary(BaseModel):
         line = f"{self.id} | {context} | {price}"
         if not self.shows_modalities:
             return line
-        full = f"{line} | {self._modalities(_word)}"
-        return full if len(full.encode()) <= LINE_BYTES else f"{line} | {self._modalities(_initial)}"
+        full = f"{line} | {self._modalities(short=False)}"
+        return full if len(full.encode()) <= LINE_BYTES else f"{line} | {self._modalities(short=True)}"
 
     @property
     def shows_modalities(self) -> bool:
@@ -101,11 +100,15 @@ class ModelSummary(BaseModel):
         known = self.input_modalities is not None or self.output_modalities is not None
         return known and (self.input_modalities, self.output_modalities) != (["text"], ["text"])
 
-    def _modalities(self, name: Callable[[str], str]) -> str:
-        def joined(modalities: list[str] | None) -> str:
-            return "+".join(name(modality) for modality in modalities) if modalities else "?"
+    def _modalities(self, *, short: bool) -> str:
+        """`in text+image -> out text`, or with `short` each name's initial (`in t+i -> out t`).
+        ASCII, so that a terminal whose encoding is not UTF-8 prints it too."""
 
-        return f"in {joined(self.input_modalities)} → out {joined(self.output_modalities)}"
+        def joined(modalities: list[str] | None) -> str:
+            names = [modality[:1] if short else modality for modality in modalities or []]
+            return "+".join(names) or "?"
+
+        return f"in {joined(self.input_modalities)} -> out {joined(self.output_modalities)}"
 
 
 class ModelsResult(MethodResult):
@@ -120,13 +123,20 @@ class ModelsResult(MethodResult):
 
     def content(self) -> list[str]:
         hidden = (
-            f"{self.hidden} sandbox test models left out: author=sandbox lists them" if self.hidden else None
+            f"{self.hidden} sandbox test model{'s' if self.hidden > 1 else ''} left out: "
+            "author=sandbox lists them"
+            if self.hidden
+            else None
         )
         if not self.models:
             also = f" {hidden[0].upper()}{hidden[1:]}." if hidden else ""
             return [f"No model matches ({self.total} models upstream). Loosen the filters.{also}"]
         first = self.offset + 1
-        legend = " | in → out, if not text only" if any(m.shows_modalities for m in self.models) else ""
+        legend = (
+            " | modalities in -> out, if not text only"
+            if any(m.shows_modalities for m in self.models)
+            else ""
+        )
         head = (
             f"Models {first}-{self.offset + len(self.models)} of {self.matched} matching "
             f"({self.total} in all{'; ' + hidden if hidden else ''}). "
@@ -255,14 +265,6 @@ def _is_free(entry: ModelEntry) -> bool:
     return entry.id.endswith(":free") or (
         pricing.prompt == 0 and pricing.completion == 0 and not pricing.request and not pricing.image
     )
-
-
-def _word(modality: str) -> str:
-    return modality
-
-
-def _initial(modality: str) -> str:
-    return modality[:1]
 
 
 def _per_million(per_token: float | None) -> float | None:
