@@ -129,7 +129,7 @@ class ModelsResult(MethodResult):
             else None
         )
         if not self.models:
-            also = f" {hidden[0].upper()}{hidden[1:]}." if hidden else ""
+            also = f" {hidden}." if hidden else ""
             return [f"No model matches ({self.total} models upstream). Loosen the filters.{also}"]
         first = self.offset + 1
         legend = (
@@ -199,7 +199,7 @@ def _passes(entry: ModelEntry, arguments: ModelsArguments, words: list[str], aut
     if arguments.output_modality is not None and arguments.output_modality not in (_outputs(entry) or []):
         return False
     if arguments.supported_parameter is not None and arguments.supported_parameter not in (
-        entry.supported_parameters or []
+        _parameters(entry) or []
     ):
         return False
     return arguments.free is None or _is_free(entry) == arguments.free
@@ -210,34 +210,30 @@ def _refuse_unlisted_filters(entries: list[ModelEntry], arguments: ModelsArgumen
 
     Naive's typed route lists ids, names, context and prices only; OpenRouter's shape (Naive's
     proxy, OpenRouter itself) gives modalities and parameters too. A model that alone lacks the
-    field just does not match.
+    field just does not match. A parameter no model lists is most likely misspelt (`tool`).
     """
-    asked = {
-        "input_modality": (arguments.input_modality, "input modalities", _inputs),
-        "output_modality": (arguments.output_modality, "output modalities", _outputs),
-        "supported_parameter": (
-            arguments.supported_parameter,
-            "supported parameters",
-            lambda entry: entry.supported_parameters,
-        ),
-    }
-    for field, (value, what, given) in asked.items():
-        if value is None or not entries:
-            continue
-        listed = [given(entry) for entry in entries]
-        if all(names is None for names in listed):
+    if not entries:
+        return
+    asked = (
+        ("input_modality", arguments.input_modality, "input modalities", _inputs),
+        ("output_modality", arguments.output_modality, "output modalities", _outputs),
+        ("supported_parameter", arguments.supported_parameter, "supported parameters", _parameters),
+    )
+    for field, value, what, given in asked:
+        if value is not None and all(given(entry) is None for entry in entries):
             raise NaiveError(
                 f"this backend's model list does not give the models' {what}, so `{field}` "
                 "cannot filter it (Naive's typed route lists ids, names, context and prices only).",
                 kind="unsupported_filter",
             )
-        known = sorted({name for names in listed for name in names or []})
-        if field == "supported_parameter" and value not in known:
-            raise NaiveError(
-                f"no model lists the parameter {value!r} (`supported_parameter`). The parameters "
-                f"the models list: {', '.join(known)}.",
-                kind="invalid_arguments",
-            )
+    parameter = arguments.supported_parameter
+    listed = sorted({name for entry in entries for name in _parameters(entry) or []})
+    if parameter is not None and parameter not in listed:
+        raise NaiveError(
+            f"no model lists the parameter {parameter!r} (`supported_parameter`). The parameters "
+            f"the models list: {', '.join(listed)}.",
+            kind="invalid_arguments",
+        )
 
 
 async def models(call: CallContext, arguments: ModelsArguments) -> ModelsResult:
@@ -255,6 +251,10 @@ def _inputs(entry: ModelEntry) -> list[str] | None:
 
 def _outputs(entry: ModelEntry) -> list[str] | None:
     return entry.architecture.output_modalities if entry.architecture else None
+
+
+def _parameters(entry: ModelEntry) -> list[str] | None:
+    return entry.supported_parameters
 
 
 def _is_free(entry: ModelEntry) -> bool:
