@@ -84,8 +84,9 @@ _OWN_KINDS: dict[str, _Kind] = {
     "unsupported_filter": _Kind(
         False,
         "Call again without that filter (search, author, min_context, the prices and free work on "
-        "every backend), or point NAIVE_BASE_URL at a backend whose model list has it: Naive's proxy "
-        "(…/v1/proxy/openrouter) or OpenRouter (https://openrouter.ai/api/v1).",
+        "every backend), or ask the operator to point NAIVE_BASE_URL at a backend whose model list "
+        "has it: Naive's proxy (https://api.usenaive.ai/v1/proxy/openrouter) or OpenRouter "
+        "(https://openrouter.ai/api/v1).",
     ),
     "bad_store": _Kind(
         False,
