@@ -49,7 +49,9 @@ def arguments_for(names: list[str]) -> st.SearchStrategy[dict[str, Any]]:
 
 
 TOOL_ARGUMENTS: dict[str, list[str]] = {
-    method.tool_name: list(method.input_schema["properties"]) for method in REGISTRY.methods
+    method.tool_name: list(method.input_schema["properties"])
+    for method in REGISTRY.methods
+    if method.typed_tool
 }
 TOOL_ARGUMENTS[SEARCH_TOOL] = ["query"]
 TOOL_ARGUMENTS[RUN_TOOL] = ["primitive", "method", "arguments"]
