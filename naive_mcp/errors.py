@@ -81,6 +81,13 @@ _OWN_KINDS: dict[str, _Kind] = {
     "unknown_method": _Kind(False, "Call naive_search_primitives to see every method and its arguments."),
     "spending_cap": _Kind(False, "Stay within the cap named above, or ask the operator to raise it."),
     "model_not_allowed": _Kind(False, "Use a model the server allows."),
+    "unsupported_filter": _Kind(
+        False,
+        "Call again without that filter (search, author, min_context, the prices and free work on "
+        "every backend), or ask the operator to point NAIVE_BASE_URL at a backend whose model list "
+        "has it: Naive's proxy (https://api.usenaive.ai/v1/proxy/openrouter) or OpenRouter "
+        "(https://openrouter.ai/api/v1).",
+    ),
     "bad_store": _Kind(
         False,
         "Nothing was sent upstream. The operator must fix NAIVE_STORE (a writable file path, `memory`, "

@@ -129,6 +129,16 @@ def models(argv: list[str]) -> int:
     parser.add_argument("--limit", help="how many (1-100, default 20)")
     parser.add_argument("--offset")
     parser.add_argument("--min-context", help="minimum context length, in tokens")
+    parser.add_argument("--max-prompt-price", help="USD per million input tokens")
+    parser.add_argument("--max-completion-price", help="USD per million output tokens")
+    parser.add_argument("--input-modality", help="one it takes: text, image, audio, file or video")
+    parser.add_argument("--output-modality", help="one it gives: text, image, audio or embeddings")
+    parser.add_argument("--supported-parameter", help="a request parameter it takes, e.g. tools, reasoning")
+    parser.add_argument(
+        "--free",
+        action=argparse.BooleanOptionalAction,
+        help="only models that cost nothing (--no-free: only priced ones)",
+    )
     parser.add_argument("--user-id")
     parser.add_argument("--project-id")
     args = _parse(parser, argv)
@@ -139,6 +149,12 @@ def models(argv: list[str]) -> int:
         limit=args.limit,
         offset=args.offset,
         min_context=args.min_context,
+        max_prompt_price=args.max_prompt_price,
+        max_completion_price=args.max_completion_price,
+        input_modality=args.input_modality,
+        output_modality=args.output_modality,
+        supported_parameter=args.supported_parameter,
+        free=args.free,
         user_id=args.user_id,
         project_id=args.project_id,
     )

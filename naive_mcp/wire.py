@@ -222,14 +222,46 @@ class TopProvider(_Wire):
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+def _names(value: object) -> list[str] | None:
+    """A list of names as sent, without what is not a string; anything but a list is unknown."""
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else None
+
+
+class Architecture(_Wire):
+    """What a model takes and gives (OpenRouter's list only): "text", "image", "audio", "file", …"""
+
+    input_modalities: list[str] | None = None
+    output_modalities: list[str] | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _unknown_if_not_names(cls, value: object) -> object:
+        return _names(value)
+
+
 class ModelEntry(_Wire):
-    """One routable model. Prices are USD per token (the wire sends decimal strings)."""
+    """One routable model. Prices are USD per token (the wire sends decimal strings).
+
+    `architecture` and `supported_parameters` come in OpenRouter's list shape only; Naive's typed
+    route leaves them out (None: unknown, which is not the same as none)."""
 
     id: str
     name: str | None = None
     context_length: int | None = None
     pricing: Pricing = Field(default_factory=Pricing)
     top_provider: TopProvider | None = None
+    architecture: Architecture | None = None
+    supported_parameters: list[str] | None = None
+
+    @field_validator("architecture", mode="before")
+    @classmethod
+    def _unknown_if_not_an_object(cls, value: object) -> object:
+        return value if isinstance(value, dict) else None
+
+    @field_validator("supported_parameters", mode="before")
+    @classmethod
+    def _unknown_if_not_names(cls, value: object) -> object:
+        return _names(value)
 
 
 class ModelList(_Wire):

@@ -307,6 +307,33 @@ CASES = [
     bad(MODELS, {"user_id": "usr 1"}, "user_id", "should be a Naive id such as usr_123"),
     bad(MODELS, {"project_id": "prj\n"}, "project_id", "should be a Naive id"),
     bad(MODELS, {"limt": 5}, "limt", "unknown argument; did you mean 'limit'?"),
+    bad(
+        MODELS,
+        {"input_modality": "picture"},
+        "input_modality",
+        "should be 'text', 'image', 'audio', 'file' or 'video'",
+    ),
+    bad(MODELS, {"input_modality": ["image"]}, "input_modality", "should be 'text', 'image'"),
+    bad(
+        MODELS,
+        {"output_modality": "file"},
+        "output_modality",
+        "should be 'text', 'image', 'audio' or 'embeddings'",
+    ),
+    bad(
+        MODELS,
+        {"supported_parameter": "Tools!"},
+        "supported_parameter",
+        "should be a request parameter's name",
+    ),
+    bad(MODELS, {"supported_parameter": "t" * 61}, "supported_parameter", "at most 60 characters"),
+    bad(
+        MODELS,
+        {"supported_parameters": "tools"},
+        "supported_parameters",
+        "did you mean 'supported_parameter'?",
+    ),
+    bad(MODELS, {"free": "maybe"}, "free", "should be a valid boolean"),
     # --- naive_llm_generation -------------------------------------------------------------------
     bad(GENERATION, {}, "id", "required"),
     bad(

@@ -197,6 +197,33 @@ def test_models_searches_sorts_and_limits(env: dict[str, str]) -> None:
     assert bad.returncode == 2 and "- sort: " in bad.stderr
 
 
+def test_models_filters_by_modality_parameter_and_cost(
+    env: dict[str, str], sandbox: RunningSandbox, api_key: str
+) -> None:
+    proxy = {**env, "NAIVE_BASE_URL": f"{sandbox.url}/v1/proxy/openrouter"}  # OpenRouter's list shape
+    done = run(proxy, "models", "--input-modality", "audio", "--supported-parameter", "reasoning")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == [
+        "google/gemini-2.5-pro | 1049K ctx | $1.25/$10 | in text+image+audio+file -> out text"
+    ]
+    free = json.loads(run(env, "models", "--free", "--json").stdout)
+    assert [model["id"] for model in free["models"]] == ["meta-llama/llama-3.3-70b-instruct:free"]
+    priced = run(env, "models", "--no-free", "--author", "meta-llama", "--max-prompt-price", "0.2")
+    assert priced.stdout.splitlines()[1:] == ["meta-llama/llama-3.3-70b-instruct | 131K ctx | $0.13/$0.4"]
+    tests = json.loads(
+        run(proxy, "models", "--author", "sandbox", "--output-modality", "text", "--json").stdout
+    )
+    assert tests["models"] and all(model["id"].startswith("sandbox/") for model in tests["models"])
+
+    sent = len(sandbox.sandbox.ledger.requests(api_key))
+    bad = run(env, "models", "--input-modality", "picture")
+    assert bad.returncode == 2 and "- input_modality: should be 'text', 'image'" in bad.stderr
+    assert len(sandbox.sandbox.ledger.requests(api_key)) == sent  # nothing sent
+    unlisted = run(env, "models", "--supported-parameter", "tools")
+    assert unlisted.returncode == 1
+    assert unlisted.stderr.startswith("unsupported_filter: this backend's model list does not give")
+
+
 def test_generation_and_usage_read_what_a_chat_left_in_the_store(env: dict[str, str], tmp_path: Path) -> None:
     env = {**env, "NAIVE_STORE": str(tmp_path / "naive.sqlite")}
     made = json.loads(run(env, "chat", "--json", "hi").stdout)

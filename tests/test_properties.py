@@ -49,13 +49,18 @@ def arguments_for(names: list[str]) -> st.SearchStrategy[dict[str, Any]]:
 
 
 TOOL_ARGUMENTS: dict[str, list[str]] = {
-    method.tool_name: list(method.input_schema["properties"]) for method in REGISTRY.methods
+    method.tool_name: list(method.input_schema["properties"])
+    for method in REGISTRY.methods
+    if method.typed_tool
 }
 TOOL_ARGUMENTS[SEARCH_TOOL] = ["query"]
 TOOL_ARGUMENTS[RUN_TOOL] = ["primitive", "method", "arguments"]
 
 # What a refusal of the arguments starts with; nothing else may be said without an upstream call.
 ARGUMENT_ERRORS = ("Invalid arguments for ", "Unknown Naive primitive method: ", "no_model: ")
+# What the model search refuses on reading the model list (free, and often cached): a filter the
+# list cannot answer, a parameter no model lists. Nothing but that list may have been asked for.
+LISTING_ERRORS = ("unsupported_filter: ", "invalid_arguments: no model lists the parameter ")
 CRASH = "Error executing tool"
 
 
@@ -91,6 +96,10 @@ async def test_generated_arguments_never_crash_and_invalid_ones_never_reach_the_
         event("refused before any upstream call")
         assert upstream_calls == 0, (arguments, text)
         assert "\n- " in text or not text.startswith("Invalid"), text  # each bad field on its own line
+    elif result.is_error and text.startswith(LISTING_ERRORS):
+        event("refused on the model list")
+        asked = [record.path for record in ledger.requests(api_key)[before:]]
+        assert all(path.endswith("/models") for path in asked), (arguments, text)
     elif result.is_error:
         event("an upstream error, explained")
         assert upstream_calls >= 1 and "(HTTP " in text.split("\n")[0], (arguments, text)

@@ -1,10 +1,14 @@
 """The sandbox's models: a fixed, deterministic catalogue with real-looking prices.
 
 Prices are USD per token, as the wire carries them (per request and per image for those fees).
-`sandbox/fail-*` models provoke each error kind of the Naive API on purpose (see `faults.py`);
-they are listed too, so an agent exploring the sandbox can find them. A few more misbehave in
-ways that try spending caps: a model listed free that bills, per-request and per-image fees, and
-an upstream that ignores `max_tokens`.
+`sandbox/fail-*` models provoke each error kind of the Naive API on purpose (see `faults.py`).
+A few more misbehave in ways that try spending caps: a model listed free that bills, per-request
+and per-image fees, and an upstream that ignores `max_tokens`. The sandbox lists them all, as an
+upstream lists every model (the spend guard prices calls to them from this list); naive-mcp's
+model search leaves the `sandbox/…` ones out unless asked for them.
+
+Each model has OpenRouter's architecture (input and output modalities) and supported parameters,
+with realistic values; Naive's typed shape leaves them out, as Naive's documented list does.
 """
 
 from __future__ import annotations
@@ -13,6 +17,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from naive_mcp.sandbox.faults import FAULTS, FLAKY, FLAKY_PREFIX
+
+# Request parameters, in groups that models list together (OpenRouter's supported_parameters).
+_SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed")
+_PENALTIES = ("frequency_penalty", "presence_penalty")
+_TOOLS = ("tools", "tool_choice")
+_STRUCTURED = ("response_format", "structured_outputs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,18 +40,8 @@ class SandboxModel:
     input_modalities: tuple[str, ...] = ("text",)
     # With "image", the model answers a call that asks for image output with an image.
     output_modalities: tuple[str, ...] = ("text",)
-    supported_parameters: tuple[str, ...] = field(
-        default=(
-            "max_tokens",
-            "temperature",
-            "top_p",
-            "stop",
-            "seed",
-            "tools",
-            "tool_choice",
-            "response_format",
-        )
-    )
+    # As OpenRouter lists them; `reasoning` adds reasoning and include_reasoning.
+    supported_parameters: tuple[str, ...] = field(default=_SAMPLING + _TOOLS + ("response_format",))
     request_price: float = 0.0  # USD per request
     image_price: float = 0.0  # USD per input image
     # What the model really bills per prompt and per completion token, when not its listed price.
@@ -107,6 +107,7 @@ MODELS: tuple[SandboxModel, ...] = (
         1_760_000_000,
         reasoning=True,
         input_modalities=("text", "image", "file"),
+        supported_parameters=("max_tokens", "temperature", "top_p", "top_k", "stop", *_TOOLS, *_STRUCTURED),
     ),
     SandboxModel(
         "anthropic/claude-haiku-4.5",
@@ -117,6 +118,7 @@ MODELS: tuple[SandboxModel, ...] = (
         5 / _M,
         1_755_000_000,
         input_modalities=("text", "image"),
+        supported_parameters=("max_tokens", "temperature", "top_p", "top_k", "stop", *_TOOLS, *_STRUCTURED),
     ),
     SandboxModel(
         "openai/gpt-5.2",
@@ -128,9 +130,18 @@ MODELS: tuple[SandboxModel, ...] = (
         1_765_000_000,
         reasoning=True,
         input_modalities=("text", "image", "file"),
+        supported_parameters=("max_tokens", "seed", *_TOOLS, *_STRUCTURED),
     ),
     SandboxModel(
-        "openai/gpt-5-mini", "OpenAI: GPT-5 Mini", "OpenAI", 400_000, 0.25 / _M, 2 / _M, 1_754_000_000
+        "openai/gpt-5-mini",
+        "OpenAI: GPT-5 Mini",
+        "OpenAI",
+        400_000,
+        0.25 / _M,
+        2 / _M,
+        1_754_000_000,
+        input_modalities=("text", "image", "file"),
+        supported_parameters=("max_tokens", "seed", *_TOOLS, *_STRUCTURED),
     ),
     SandboxModel(
         "google/gemini-2.5-pro",
@@ -142,6 +153,7 @@ MODELS: tuple[SandboxModel, ...] = (
         1_750_000_000,
         reasoning=True,
         input_modalities=("text", "image", "audio", "file"),
+        supported_parameters=(*_SAMPLING, *_TOOLS, *_STRUCTURED),
     ),
     SandboxModel(
         "google/gemini-2.5-flash",
@@ -152,6 +164,7 @@ MODELS: tuple[SandboxModel, ...] = (
         2.5 / _M,
         1_750_000_000,
         input_modalities=("text", "image", "audio"),
+        supported_parameters=(*_SAMPLING, *_TOOLS, *_STRUCTURED),
     ),
     SandboxModel(
         "meta-llama/llama-3.3-70b-instruct",
@@ -161,6 +174,15 @@ MODELS: tuple[SandboxModel, ...] = (
         0.13 / _M,
         0.4 / _M,
         1_733_000_000,
+        supported_parameters=(
+            *_SAMPLING,
+            *_PENALTIES,
+            "top_k",
+            "min_p",
+            "repetition_penalty",
+            *_TOOLS,
+            "response_format",
+        ),
     ),
     SandboxModel(
         "meta-llama/llama-3.3-70b-instruct:free",
@@ -170,6 +192,7 @@ MODELS: tuple[SandboxModel, ...] = (
         0.0,
         0.0,
         1_733_000_000,
+        supported_parameters=(*_SAMPLING, *_PENALTIES),
     ),
     SandboxModel(
         "mistralai/mistral-small-3.2",
@@ -179,6 +202,7 @@ MODELS: tuple[SandboxModel, ...] = (
         0.1 / _M,
         0.3 / _M,
         1_750_000_000,
+        supported_parameters=(*_SAMPLING, *_PENALTIES, *_TOOLS, *_STRUCTURED),
     ),
     SandboxModel(
         "deepseek/deepseek-r1",
@@ -189,6 +213,7 @@ MODELS: tuple[SandboxModel, ...] = (
         2.19 / _M,
         1_737_000_000,
         reasoning=True,
+        supported_parameters=(*_SAMPLING, *_PENALTIES),
     ),
     SandboxModel(
         "sandbox/slow",
@@ -297,6 +322,7 @@ MODELS: tuple[SandboxModel, ...] = (
         input_modalities=("text", "image"),
         output_modalities=("image", "text"),
         max_completion_tokens=8_192,
+        supported_parameters=(*_SAMPLING, *_STRUCTURED),
     ),
 )
 
