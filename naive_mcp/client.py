@@ -104,6 +104,8 @@ class NaiveClient:
         self._own_http: httpx2.AsyncClient | None = None
         self._closed = False
         self.backend: Backend = settings.backend
+        # OpenRouter's list holds text-output models only unless asked for all (image models too).
+        self._every_model = None if self.backend.typed else {"output_modalities": "all"}
         self._shown_url = settings.shown_base_url
         # Listings and stats answer in seconds: the long read timeout is for generations only.
         self._quick_timeout = httpx2.Timeout(
@@ -232,7 +234,7 @@ class NaiveClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    payload = await self._request("GET", "models", caller)
+                    payload = await self._request("GET", "models", caller, params=self._every_model)
                     return _parse(ModelList, payload, "model list").models
         except NaiveError as error:
             self._after_attempts(error, retrying)

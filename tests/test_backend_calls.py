@@ -146,3 +146,15 @@ async def test_a_usd_cap_on_naives_typed_routes_is_converted_at_the_rate(
     assert refused.is_error
     # Counted in credits (the typed routes report them), the cap named in its own unit.
     assert "credits, more than NAIVE_MAX_CALL_USD ($1e-06 per call) allows" in text_of(refused)
+
+
+async def test_the_model_list_asks_for_every_output_modality(
+    client: Client, sandbox: RunningSandbox, style_key: str
+) -> None:
+    """OpenRouter lists text-output models only unless asked: image models would be missing from
+    searches and unpriced under a cap."""
+    listing = await client.call_tool("naive_llm_models", {"output_modality": "image"})
+    assert not listing.is_error, text_of(listing)
+    assert "google/gemini-2.5-flash-image" in text_of(listing)
+    [asked] = [r for r in sandbox.sandbox.ledger.requests(style_key) if r.path.endswith("/models")]
+    assert asked.query == "output_modalities=all"

@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from mcp import Client
 from mcp.types import TextContent
 
-from naive_mcp.sandbox import RunningSandbox
+from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_stats_of_a_call_made_a_moment_ago_arrive_after_the_brief_404(
-    client: Client, sandbox: RunningSandbox, api_key: str
-) -> None:
-    chat = await client.call_tool("naive_llm_chat", {"prompt": "hello", "model": "openai/gpt-5.2"})
-    assert chat.structured_content is not None
-    generation_id = chat.structured_content["id"]
+@pytest.fixture(scope="module")
+def lagging() -> Iterator[RunningSandbox]:
+    """Stats that appear 2 s after a generation ends: the lookup made right after the chat meets
+    the 404 however busy the machine is (the server waits up to NAIVE_GENERATION_WAIT for them)."""
+    with serve_in_thread(SandboxConfig(generation_delay=2.0)) as running:
+        yield running
 
-    result = await client.call_tool("naive_llm_generation", {"id": generation_id})
+
+async def test_stats_of_a_call_made_a_moment_ago_arrive_after_the_brief_404(
+    lagging: RunningSandbox, api_key: str
+) -> None:
+    sandbox = lagging
+    async with Client(create_server(make_settings(sandbox, api_key, generation_wait=60.0))) as client:
+        chat = await client.call_tool("naive_llm_chat", {"prompt": "hello", "model": "openai/gpt-5.2"})
+        assert chat.structured_content is not None
+        generation_id = chat.structured_content["id"]
+
+        result = await client.call_tool("naive_llm_generation", {"id": generation_id})
 
     assert not result.is_error, result.content
     data = result.structured_content

@@ -207,7 +207,16 @@ class Sandbox:
         project_id = request.headers.get("x-naive-project-id")
         port = request.client.port if request.client else None
         record = self.ledger.record_request(
-            RequestRecord(request.method, request.url.path, key, user_id, project_id, body, client_port=port)
+            RequestRecord(
+                request.method,
+                request.url.path,
+                key,
+                user_id,
+                project_id,
+                body,
+                query=request.url.query,
+                client_port=port,
+            )
         )
         if key is None:
             raise ApiError(401, "unauthorized", style.missing_key)
@@ -234,6 +243,11 @@ class Sandbox:
         chosen = [model for model in MODELS if search in model.id.lower() or search in model.name.lower()]
         if self.config.echo_key:
             chosen = [replace(model, name=f"{model.name} (for {caller.key})") for model in chosen]
+        if caller.style.openrouter_shapes:
+            # OpenRouter lists text-output models unless `output_modalities` asks for others (or all).
+            wanted = set((request.query_params.get("output_modalities") or "text").split(","))
+            if "all" not in wanted:
+                chosen = [model for model in chosen if wanted & set(model.output_modalities)]
         if caller.style.openrouter_shapes or self.config.models_shape == "openrouter":
             return JSONResponse({"data": [model.openrouter_shape() for model in chosen]})
         return JSONResponse({"count": len(chosen), "models": [model.naive_shape() for model in chosen]})

@@ -86,6 +86,7 @@ class RequestRecord:
     user_id: str | None
     project_id: str | None
     body: Any = None
+    query: str = ""  # the URL's query string, as sent
     client_port: int | None = None  # the TCP connection it came on: shows connection reuse
     first_chunk_at: float | None = None  # when the first streamed chunk went out (monotonic)
     disconnected_at: float | None = None  # when the client went away before the end (monotonic)
