@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 Unit = Literal["credits", "USD"]
 Route = Literal["chat", "completions", "models", "generation", "key", "credits"]
 
-OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 PROXY_PATH = "/v1/proxy/openrouter"
+OPENROUTER_PATH = "/api/v1"
+OPENROUTER_BASE_URL = f"https://openrouter.ai{OPENROUTER_PATH}"
 
 
 class ApiStyle(StrEnum):
@@ -46,6 +47,8 @@ _OPENROUTER_ROUTES: dict[Route, str] = {
     "key": "/key",
     "credits": "/credits",
 }
+# Where each style's API sits under a host that serves them all (the sandbox does).
+STYLE_PATHS = {ApiStyle.NAIVE: "", ApiStyle.PROXY: PROXY_PATH, ApiStyle.OPENROUTER: OPENROUTER_PATH}
 _NAMES = {
     ApiStyle.NAIVE: "the Naive API",
     ApiStyle.PROXY: "Naive's OpenRouter proxy",
@@ -69,7 +72,7 @@ def openrouter_base(base_url: str) -> str:
     """`https://openrouter.ai` (or `…/api`) as written by hand is OpenRouter's API at `/api/v1`."""
     parts = urlsplit(base_url)
     if parts.hostname == "openrouter.ai" and parts.path.rstrip("/") in ("", "/api"):
-        return parts._replace(path="/api/v1").geturl()
+        return parts._replace(path=OPENROUTER_PATH).geturl()
     return base_url
 
 

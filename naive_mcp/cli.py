@@ -19,7 +19,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import CliApp, SettingsError
 
 from naive_mcp import __version__
-from naive_mcp.backend import PROXY_PATH, ApiStyle
+from naive_mcp.backend import STYLE_PATHS, ApiStyle
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.logs import configure_logging
 from naive_mcp.redaction import Redactor
@@ -157,7 +157,7 @@ def sandboxed(settings: Settings) -> Iterator[Settings]:
     with serve_in_thread() as sandbox:
         # The sandbox speaks every API style: NAIVE_API_STYLE picks the one it is reached by.
         style = ApiStyle.NAIVE if settings.api_style == "auto" else ApiStyle(settings.api_style)
-        path = {ApiStyle.NAIVE: "", ApiStyle.PROXY: PROXY_PATH, ApiStyle.OPENROUTER: "/api/v1"}[style]
+        path = STYLE_PATHS[style]
         key = SANDBOX_OPENROUTER_KEY if style is ApiStyle.OPENROUTER else SANDBOX_API_KEY
         logger.info("sandbox upstream on %s%s (no network, no spend)", sandbox.url, path)
         yield settings.model_copy(

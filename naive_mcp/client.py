@@ -128,20 +128,6 @@ class NaiveClient:
         if self._own_http is not None:
             await self._own_http.aclose()
 
-    async def chat(
-        self, body: dict[str, Any], caller: Caller, on_chunk: Callable[[ChatStream], None] | None = None
-    ) -> ChatCompletion:
-        """One chat completion (`body` is OpenRouter's chat request); see `generate`."""
-        return await self.generate("chat", body, caller, on_chunk)
-
-    async def complete(
-        self, body: dict[str, Any], caller: Caller, on_chunk: Callable[[ChatStream], None] | None = None
-    ) -> ChatCompletion:
-        """One text completion (`POST /completions`: `model`, `prompt`, …), in the same shape as a
-        chat's, its text as the message's content; see `generate`. Only on backends that have the
-        route (`Backend.has("completions")`): the caller asks first."""
-        return await self.generate("completions", body, caller, on_chunk)
-
     async def generate(
         self,
         route: Route,
@@ -149,9 +135,10 @@ class NaiveClient:
         caller: Caller,
         on_chunk: Callable[[ChatStream], None] | None = None,
     ) -> ChatCompletion:
-        """One generation on `route`, always streamed from the upstream; chat and completions
-        share this path and differ only in their chunks (`ChatStream` reads both). `on_chunk`
-        sees the answer grow.
+        """One generation on `route` — a chat (`body` is OpenRouter's chat request) or a text
+        completion (`model`, `prompt`, …; only where `Backend.has("completions")`: the caller asks
+        first) — always streamed from the upstream. Both share this path and differ only in their
+        chunks (`ChatStream` reads both into a chat's shape). `on_chunk` sees the answer grow.
 
         Failures before the first token that a retry can cure are retried (see `_retrying`);
         once a token has arrived, never. Timeouts by phase: connecting, the first byte, between

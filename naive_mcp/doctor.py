@@ -17,21 +17,20 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from naive_mcp.backend import OPENROUTER_BASE_URL, PROXY_PATH, ApiStyle, Backend
 from naive_mcp.caller import Caller, secret_digest
+from naive_mcp.cli import sandboxed
 from naive_mcp.errors import NaiveError, UpstreamError, UpstreamProtocolError
 from naive_mcp.install import CLIENTS, DEFAULT_NAME, KEY_VARIABLE, InstallError, config_path, read_config
 from naive_mcp.redaction import Redactor
-from naive_mcp.settings import DEFAULT_BASE_URL, SANDBOX_API_KEY, Settings
+from naive_mcp.settings import DEFAULT_BASE_URL, Settings
 from naive_mcp.store.location import StoreLocation
 
 _KEY_SHAPE = ("nv_sk_live_", "nv_sk_test_")
@@ -311,23 +310,6 @@ def load_settings() -> tuple[Settings, list[Finding]]:
     return Settings(**defaults), findings
 
 
-@contextmanager
-def _upstream(settings: Settings, sandbox: bool) -> Iterator[Settings]:
-    if not sandbox:
-        yield settings
-        return
-    from naive_mcp.sandbox import serve_in_thread
-
-    with serve_in_thread() as running:
-        yield settings.model_copy(
-            update={
-                "base_url": running.url,
-                "api_key": settings.api_key or SecretStr(SANDBOX_API_KEY),
-                "store": settings.store or "memory",
-            }
-        )
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="naive-mcp doctor",
@@ -366,7 +348,8 @@ def main(argv: list[str]) -> int:
     client_findings, entries_with_key = check_clients(args.name)
     secrets = settings.secrets()
     findings.append(check_key(settings, sandbox, entries_with_key))
-    with _upstream(settings, sandbox) as checked:
+    # `--sandbox` here, or in the environment or the entry: the CLI's own sandbox, in its API style.
+    with sandboxed(settings.model_copy(update={"sandbox": sandbox or settings.sandbox})) as checked:
         upstream_finding, usd_balance = anyio.run(check_upstream, checked)
         findings.append(upstream_finding)
         store_finding, balance = anyio.run(check_store, checked)

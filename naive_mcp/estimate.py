@@ -124,7 +124,7 @@ def chain_prices(body: dict[str, Any], models: Sequence[ModelEntry], free: Seque
     chain: list[Prices] = []
     for model in model_chain(body):
         entry = _entry(by_id, model)
-        listed = _listed(entry) if entry is not None else None
+        listed = listed_prices(entry) if entry is not None else None
         if listed is None or listed.free:
             if not matches(model, free):
                 raise SpendingRefused(_unpriced(model, free, listed_free=listed is not None))
@@ -201,7 +201,7 @@ def _variant(model: str) -> tuple[str, str]:
     return (base, variant) if colon and "/" in base else (model, "")
 
 
-def _listed(entry: ModelEntry) -> Prices | None:
+def listed_prices(entry: ModelEntry) -> Prices | None:
     """What the list says the model bills; None if a price it needs is missing or not a price
     (e.g. -1, OpenRouter's "variable")."""
     pricing = entry.pricing

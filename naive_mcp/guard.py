@@ -2,7 +2,7 @@
 every cap, and every call that did ends in exactly one ledger row.
 
     async with guard.spending(caller, body) as spend:
-        completion = await client.chat(body, caller, on_chunk=spend.saw)
+        completion = await client.generate("chat", body, caller, on_chunk=spend.saw)
         spend.answered(completion)
 
 1. Allowed models (NAIVE_ALLOWED_MODELS); then, under any credit cap, the call's worst case: all

@@ -37,7 +37,7 @@ async def complete(call: CallContext, arguments: CompleteArguments) -> ChatResul
             kind="not_on_this_backend",
         )
     caller = call.caller(None, None)  # no backend with text completions has Naive's tenants
-    body = arguments.body_for(services.settings.default_model, set(), prompt=arguments.prompt)
+    body = arguments.body_for(services.settings.default_model, {"prompt"}, prompt=arguments.prompt)
     return await generate(call, caller, "completions", body, arguments)
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from naive_mcp.caller import TenantId
 from naive_mcp.errors import NaiveError
+from naive_mcp.estimate import listed_prices
 from naive_mcp.primitives.llm.fields import TOKENS_PER_MILLION, format_usd
 from naive_mcp.registry import CallContext, Method, MethodResult
 from naive_mcp.validation import Arguments, matching
@@ -227,8 +228,10 @@ def _refuse_unlisted_filters(entries: list[ModelEntry], arguments: ModelsArgumen
                 kind="unsupported_filter",
             )
     parameter = arguments.supported_parameter
+    if parameter is None:
+        return
     listed = sorted({name for entry in entries for name in _parameters(entry) or []})
-    if parameter is not None and parameter not in listed:
+    if parameter not in listed:
         raise NaiveError(
             f"no model lists the parameter {parameter!r} (`supported_parameter`). The parameters "
             f"the models list: {', '.join(listed)}.",
@@ -258,13 +261,11 @@ def _parameters(entry: ModelEntry) -> list[str] | None:
 
 
 def _is_free(entry: ModelEntry) -> bool:
-    """Costs nothing: a `:free` variant, or listed at 0 per token with no fee per request or image.
-
-    A negative price is OpenRouter's "variable" (e.g. openrouter/auto): not free."""
-    pricing = entry.pricing
-    return entry.id.endswith(":free") or (
-        pricing.prompt == 0 and pricing.completion == 0 and not pricing.request and not pricing.image
-    )
+    """Costs nothing by the spend guard's own reading of the list (`estimate.listed_prices`):
+    every price it knows listed at 0, fees included; a price missing or "variable" (negative)
+    is not free."""
+    prices = listed_prices(entry)
+    return prices is not None and prices.free
 
 
 def _per_million(per_token: float | None) -> float | None:
