@@ -100,3 +100,15 @@ def test_caps_in_usd_are_taken_on_every_backend(monkeypatch: pytest.MonkeyPatch)
     assert CliApp.run(Settings, cli_args=[]).max_call_usd == 0.5
     monkeypatch.setenv("NAIVE_BASE_URL", "https://openrouter.ai/api/v1")
     assert CliApp.run(Settings, cli_args=[]).min_usd_remaining == 1
+
+
+def test_the_sandbox_mounts_each_style_where_the_server_looks_for_it() -> None:
+    """The sandbox stands for the outside world and imports none of the server's backend code:
+    this says its mounts and `STYLE_PATHS` (what `--sandbox --api-style` reaches) agree."""
+    from naive_mcp.backend import STYLE_PATHS
+    from naive_mcp.sandbox.app import _MOUNTS, Style
+
+    mounted = {prefix: style for prefix, style in _MOUNTS}
+    assert mounted[STYLE_PATHS[ApiStyle.PROXY]] is Style.PROXY
+    assert mounted[STYLE_PATHS[ApiStyle.OPENROUTER]] is Style.OPENROUTER
+    assert mounted[STYLE_PATHS[ApiStyle.NAIVE] + "/v1/llm"] is Style.TYPED
