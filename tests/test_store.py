@@ -96,6 +96,22 @@ async def test_a_store_that_cannot_be_opened_fails_the_call_and_never_shows_its_
     assert not sandbox.sandbox.ledger.requests(api_key), "nothing was sent upstream"
 
 
+async def test_each_memory_store_is_its_own_migrated_database() -> None:
+    """Memory stores start as copies of one migrated template: what one writes, no other sees."""
+    memory = StoreLocation.parse("memory")
+    first, second = await Store.open(memory), await Store.open(memory)
+    try:
+        await first.set_balance("key", 12.5)
+        assert (await first.balance("key") or (None,))[0] == 12.5
+        assert await second.balance("key") is None
+        third = await Store.open(memory)  # its tables are there: reading them fails otherwise
+        assert await third.balance("key") is None, "the template itself was never written to"
+        await third.aclose()
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
 # --- one memory for several processes -----------------------------------------------------------
 
 

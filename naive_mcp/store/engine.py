@@ -9,6 +9,7 @@ instead of failing on a lock upgrade.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def create_store_engine(
     if location.kind == "postgresql":
         return create_engine(location.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
     if location.kind == "memory":
-        engine = create_engine(location.url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        engine = create_engine(location.url, poolclass=StaticPool, creator=_MEMORY_TEMPLATE.ready().copy)
     else:
         path = Path(location.shown)
         try:
@@ -123,6 +124,36 @@ def _upgrade(connection: Connection, current: str | None, location: StoreLocatio
         "migrating the store at %s from %s to %s", location.shown, current or "empty", SCHEMA_REVISION
     )
     command.upgrade(config, SCHEMA_REVISION)
+
+
+class _MemoryTemplate:
+    """An empty store migrated (by alembic, as every store is) once per process, which each memory
+    store starts as a copy of: the same schema, and a test or throwaway run pays for no migration."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._database: sqlite3.Connection | None = None
+
+    def ready(self) -> _MemoryTemplate:
+        """Migrate it now (once): not while a store's own migration holds the migration lock."""
+        with self._lock:
+            if self._database is None:
+                database = sqlite3.connect(":memory:", check_same_thread=False)
+                engine = create_engine("sqlite+pysqlite://", poolclass=StaticPool, creator=lambda: database)
+                _sqlite_transactions(engine, wal=False)
+                migrate(engine, StoreLocation("memory", "sqlite+pysqlite://", "memory"))
+                self._database = database
+        return self
+
+    def copy(self) -> sqlite3.Connection:
+        copy = sqlite3.connect(":memory:", check_same_thread=False)
+        with self._lock:
+            assert self._database is not None, "ready() first"
+            self._database.backup(copy)
+        return copy
+
+
+_MEMORY_TEMPLATE = _MemoryTemplate()
 
 
 def _reason(exc: SQLAlchemyError) -> str:
