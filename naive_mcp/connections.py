@@ -28,6 +28,9 @@ request is in:
   a request and had no answer; only when every connection
   is busy with a request is the newcomer itself refused with a 503 (`Connection: close`,
   `Retry-After`). Either way it is closed at once, without a traceback.
+- when the server stops, a connection that has brought no request yet gets a moment
+  (`FIRST_REQUEST_AT_SHUTDOWN`) for the one a balancer may already have sent on it, instead of
+  the reset uvicorn would give it.
 
 `ConnectionLimits.fitted` raises the soft RLIMIT_NOFILE to the hard limit and lowers the
 maximum of connections (and the listen backlog, which is also how many connections asyncio
@@ -62,6 +65,9 @@ _MIN_BACKLOG = 16
 # Descriptors the process may open besides clients' and upstream connections (the store, log
 # files, modules imported late), over those already open at start.
 _SPARE_DESCRIPTORS = 32
+# When the server stops, how long a connection that has brought no request yet is kept for the
+# one it may have on the way (seconds): a balancer sends its request as soon as it has connected.
+FIRST_REQUEST_AT_SHUTDOWN = 1.0
 
 Deadline = Literal["headers", "body"]
 
@@ -244,6 +250,8 @@ class LimitedH11Protocol(H11Protocol):
         self._deadline_for: Deadline | None = None
         # Kept alive after an answer, nothing of a next request received: closed without a word.
         self._between_requests = False
+        # The server is stopping and this connection had brought no request: one more, then close.
+        self._last_request = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.board.limits.max_connections and not self._make_room():
@@ -266,6 +274,8 @@ class LimitedH11Protocol(H11Protocol):
             self._arm("headers")  # a later request begins on a kept-alive connection
         self._between_requests = False
         super().data_received(data)
+        if self._last_request and self.cycle is not None:
+            self.cycle.keep_alive = False  # closed once it is answered
         self._follow_request()
 
     def on_response_complete(self) -> None:
@@ -280,6 +290,24 @@ class LimitedH11Protocol(H11Protocol):
         self._disarm()
         self.board.busy(self)
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server is stopping. uvicorn would close at once every connection without a request
+        under way; one that has not yet brought its first request is kept a moment instead
+        (`FIRST_REQUEST_AT_SHUTDOWN`): a balancer connects and sends at once, so its request may
+        already be on the way, and closing now would reset it — and a POST that was sent is never
+        passed to another replica, so its client would get a 502. That request is served, then
+        the connection closed; a connection still without one by then is closed."""
+        if self.cycle is not None:
+            super().shutdown()  # now, or when its answer is complete
+            return
+        self._last_request = True
+        self.loop.call_later(FIRST_REQUEST_AT_SHUTDOWN, self._close_if_no_request_came)
+
+    def _close_if_no_request_came(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self._disarm()
+            super().shutdown()
 
     def _follow_request(self) -> None:
         """Keep the connection under the deadline of where its request is."""

@@ -26,11 +26,13 @@ import anyio
 import h11
 import httpx2
 import pytest
+import uvicorn
 from mcp.types import TextContent
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from naive_mcp import connections
 from naive_mcp.connections import ConnectionLimits, LimitedH11Protocol
 from naive_mcp.logs import CLIENT_CAUSED, RepeatFilter
 from naive_mcp.remote import limits_within
@@ -610,7 +612,7 @@ async def test_the_uvicorn_internals_the_limits_rely_on_are_still_there() -> Non
         "app_state",
         "_loop",
     ]
-    for method in ("connection_made", "data_received", "on_response_complete", "connection_lost"):
+    for method in ("connection_made", "data_received", "on_response_complete", "connection_lost", "shutdown"):
         assert callable(getattr(H11Protocol, method)), method
     assert callable(H11Protocol.timeout_keep_alive_handler)
     bound = ConnectionLimits(10, 1.0, 1.0, 3).protocol()
@@ -721,3 +723,61 @@ async def test_request_bodies_dropped_midway_do_not_flood_stderr_with_tracebacks
         )
         logger.info(figures)
         assert tracebacks(server) <= 1 and lines < 80, figures + "\n" + server.logs()
+
+
+# --- a connection accepted just before the server stops -----------------------------------------
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@contextlib.asynccontextmanager
+async def stopping_server() -> Any:
+    """An in-process uvicorn under `ConnectionLimits`, and a connection to it that has brought no
+    request yet; the server is told to stop and has stopped listening when this yields."""
+    config = Config(app=_ok, http=ConnectionLimits(10, WAIT, WAIT, 5).protocol(), port=0, lifespan="off")
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as group:
+        group.start_soon(server.serve)
+        await wait_until(lambda: server.started, "the server started")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        await wait_until(lambda: len(server.server_state.connections) == 1, "the connection was accepted")
+        server.should_exit = True
+        await wait_until(lambda: not server.servers[0].is_serving(), "the server stopped listening")
+        async with stream:
+            yield stream
+        with anyio.fail_after(WAIT):
+            while server.started and server.server_state.connections:  # noqa: ASYNC110 - uvicorn's own state
+                await anyio.sleep(0.02)
+
+
+async def _read_all(stream: Any) -> bytes:
+    received = b""
+    with anyio.fail_after(WAIT):
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while True:
+                received += await stream.receive()
+    return received
+
+
+async def test_a_request_on_a_connection_accepted_before_the_stop_is_served_then_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A balancer connects and sends at once; a replica told to stop just then must not reset the
+    connection its request is on (a POST that was sent is never retried: the client gets a 502)."""
+    monkeypatch.setattr(connections, "FIRST_REQUEST_AT_SHUTDOWN", WAIT)  # the request comes in time
+    async with stopping_server() as stream:
+        await stream.send(HEALTH)
+        answer = await _read_all(stream)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok"), answer  # whole, then closed
+
+
+async def test_a_connection_that_brings_no_request_is_closed_soon_after_the_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connections, "FIRST_REQUEST_AT_SHUTDOWN", 0.05)
+    async with stopping_server() as stream:
+        assert await _read_all(stream) == b"", "closed without a word, and the server stops"
