@@ -40,7 +40,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.smoke:
-        runs, calls, in_flight, burst, rounds, memory_calls, block = 3, 40, 10, 20, 1, 20, 5
+        runs, calls, in_flight, burst, rounds, memory_calls, block = 1, 20, 5, 10, 1, 20, 5
     else:
         runs, calls, in_flight, burst, rounds, memory_calls, block = (
             args.runs,
