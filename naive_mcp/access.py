@@ -23,15 +23,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from mcp.server.auth.provider import AccessToken
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from naive_mcp.caller import TenantId, own_subject, secret_digest
 from naive_mcp.errors import ArgumentError
 from naive_mcp.keycheck import KeyCheck, KeyRefused
 from naive_mcp.store import Exactly
+
+if TYPE_CHECKING:
+    from mcp.server.auth.provider import AccessToken
 
 # Bounded, so that no header of any size is ever hashed or checked upstream as a key.
 _NAIVE_KEY = re.compile(r"^nv_(?:sk_(?:live|test)|sess)_[A-Za-z0-9_\-]{4,200}$")
@@ -144,6 +146,10 @@ class AccessControl:
         """A configured token, or (in client-keys mode) a Naive key the upstream accepts. Raises
         `KeyCheckUnavailable` when a key cannot be checked now (answered 503), and in client-keys
         mode `KeyRefused` for a token refused, with why (answered 401)."""
+        # Imported here: settings read TokenGrant from this module, and a CLI command or the
+        # doctor, which never verify a token, need not load the MCP SDK for it.
+        from mcp.server.auth.provider import AccessToken
+
         digest = secret_digest(token)
         if digest in self._tokens:
             return AccessToken(token=token, client_id=f"token-{digest}", scopes=[])

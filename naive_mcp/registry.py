@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from mcp.types import ToolAnnotations
+from mcp_types import ToolAnnotations
 from pydantic import BaseModel
 
 from naive_mcp.access import Grant

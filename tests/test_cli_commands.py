@@ -10,6 +10,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,28 @@ def test_chat_prints_the_answer_on_stdout_and_the_summary_on_stderr(env: dict[st
     summary = done.stderr.strip()
     assert summary.startswith("[model anthropic/claude-haiku-4.5 via Anthropic · finish stop · tokens ")
     assert "credits " in summary and " left" in summary and "id gen-" in summary
+
+
+def test_a_command_does_not_load_the_mcp_sdk(env: dict[str, str]) -> None:
+    """A command runs the tools' methods, not a server: the SDK's transports (0.35 s to import)
+    stay unloaded, so `naive-mcp chat` in a pipe starts fast. The wire types come from mcp_types."""
+    probe = (
+        "import sys\n"
+        "from naive_mcp.cli import main\n"
+        "try:\n"
+        "    main(['chat', 'hello'])\n"
+        "finally:\n"
+        "    print('mcp loaded' if 'mcp' in sys.modules else 'mcp not loaded', file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=SESSION_TIMEOUT,
+        env={"PATH": os.environ["PATH"], **env},
+    )
+    assert done.returncode == 0 and done.stdout.startswith("Sandbox reply"), done.stderr
+    assert done.stderr.strip().endswith("mcp not loaded"), done.stderr
 
 
 def test_chat_json_is_the_tools_structured_result_and_the_prompt_may_come_from_stdin(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Self
 
-from mcp.types import ToolAnnotations
+from mcp_types import ToolAnnotations
 from pydantic import (
     BaseModel,
     ConfigDict,

@@ -10,7 +10,7 @@ it has no typed tool of its own.
 
 from __future__ import annotations
 
-from mcp.types import ToolAnnotations
+from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from naive_mcp.errors import NaiveError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mcp.types import ToolAnnotations
+from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from naive_mcp.caller import TenantId

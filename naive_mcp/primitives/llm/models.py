@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from mcp.types import ToolAnnotations
+from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from naive_mcp.caller import TenantId
