@@ -362,7 +362,7 @@ async def test_a_refusal_names_the_period_when_it_resets_and_what_calls_in_fligh
 
 
 async def test_a_call_that_fits_once_calls_in_flight_settle_waits_for_them(
-    sandbox: RunningSandbox, api_key: str
+    sandbox: RunningSandbox, api_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caller = Caller(api_key=api_key)
     settings = make_settings(sandbox, api_key, max_total_credits=0.5, credits_per_usd=25, cap_wait=60)
@@ -372,6 +372,18 @@ async def test_a_call_that_fits_once_calls_in_flight_settle_waits_for_them(
         first = await admitted(guard, caller, max_tokens=1000)
         admitted_second = anyio.Event()
         second: list[Spend] = []
+        # Known when the second call has been told there is no room yet (its reservation refused).
+        store, refused = guard.store_now(), anyio.Event()
+        reserve = store.reserve
+
+        async def reserve_telling(*args: Any, **kwargs: Any) -> float:
+            try:
+                return await reserve(*args, **kwargs)
+            except Exception:
+                refused.set()
+                raise
+
+        monkeypatch.setattr(store, "reserve", reserve_telling)
 
         async def wait_for_room() -> None:
             second.append(await admitted(guard, caller, max_tokens=1000))
@@ -379,7 +391,8 @@ async def test_a_call_that_fits_once_calls_in_flight_settle_waits_for_them(
 
         async with anyio.create_task_group() as group:
             group.start_soon(wait_for_room)
-            await anyio.wait_all_tasks_blocked()
+            with anyio.fail_after(30):
+                await refused.wait()
             assert not admitted_second.is_set(), "no room while the first call holds its worst case"
             first.answered(completion(used=0.001, cost=0.0005))
             await guard.settle(first, caller)
