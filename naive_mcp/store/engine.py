@@ -39,7 +39,8 @@ def create_store_engine(
     if location.kind == "postgresql":
         return create_engine(location.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
     if location.kind == "memory":
-        engine = create_engine(location.url, poolclass=StaticPool, creator=_MEMORY_TEMPLATE.ready().copy)
+        template = _MEMORY_TEMPLATE.ready(location)
+        engine = create_engine(location.url, poolclass=StaticPool, creator=template.copy)
     else:
         path = Path(location.shown)
         try:
@@ -134,14 +135,14 @@ class _MemoryTemplate:
         self._lock = threading.Lock()
         self._database: sqlite3.Connection | None = None
 
-    def ready(self) -> _MemoryTemplate:
+    def ready(self, location: StoreLocation) -> _MemoryTemplate:
         """Migrate it now (once): not while a store's own migration holds the migration lock."""
         with self._lock:
             if self._database is None:
                 database = sqlite3.connect(":memory:", check_same_thread=False)
-                engine = create_engine("sqlite+pysqlite://", poolclass=StaticPool, creator=lambda: database)
+                engine = create_engine(location.url, poolclass=StaticPool, creator=lambda: database)
                 _sqlite_transactions(engine, wal=False)
-                migrate(engine, StoreLocation("memory", "sqlite+pysqlite://", "memory"))
+                migrate(engine, location)
                 self._database = database
         return self
 
