@@ -120,6 +120,19 @@ _OWN_KINDS: dict[str, _Kind] = {
         "Naive refused the API key this client sent as its bearer token (revoked or invalid): send a "
         "valid Naive key (nv_sk_live_… or nv_sk_test_…) in the Authorization header and reconnect.",
     ),
+    "thread_not_found": _Kind(
+        False,
+        "Leave out thread_id to start a new thread (send the conversation in `messages`), or use the "
+        "thread_id of one of your own threads (the resource naive://threads lists them).",
+    ),
+    "thread_full": _Kind(
+        False, "Leave out thread_id to start a new thread, with a summary of this one in `messages`."
+    ),
+    "threads_off": _Kind(
+        False,
+        "Leave out thread_id and send the whole conversation in `messages`; or ask the operator to set "
+        "NAIVE_THREADS=true.",
+    ),
     "connection_error": _Kind(True, "Check NAIVE_BASE_URL and the network, then retry."),
     "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),
     "bad_response": _Kind(

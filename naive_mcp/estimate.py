@@ -134,6 +134,16 @@ def chain_prices(body: dict[str, Any], models: Sequence[ModelEntry], free: Seque
     return functools.reduce(Prices.dearer, chain)
 
 
+def context_length(chain: Sequence[str], models: Sequence[ModelEntry]) -> int | None:
+    """The least context length the list gives of the models in `chain` (a routing variant is its
+    base model's); None when it gives none."""
+    by_id = {entry.id: entry for entry in models}
+    known = [
+        entry.context_length for model in chain if (entry := _entry(by_id, model)) and entry.context_length
+    ]
+    return min(known) if known else None
+
+
 def input_usd(body: dict[str, Any], prices: Prices) -> float:
     """The most the call's input may be billed: its tokens, images, request fee and web search."""
     parts = _Parts.of(body)

@@ -35,11 +35,26 @@ class ImageBlock:
     mime_type: str
 
 
+@dataclass(frozen=True, slots=True)
+class LinkBlock:
+    """A link to a resource the client may read (an MCP resource link, where the client's protocol
+    has them: 2025-06-18 on; the text beside it names the URI for any other)."""
+
+    uri: str
+    name: str
+    description: str
+    mime_type: str = "text/plain"
+    size: int | None = None  # bytes of what it links to
+
+
+ContentBlock = str | ImageBlock | LinkBlock
+
+
 class MethodResult(BaseModel):
     """Base of every method's result: structured content, plus the blocks a model reads."""
 
-    def content(self) -> Sequence[str | ImageBlock]:
-        """Content blocks for the model, most important first: text, and images (a chat answer's)."""
+    def content(self) -> Sequence[ContentBlock]:
+        """Content blocks for the model, most important first: text, images, links (a chat answer's)."""
         raise NotImplementedError
 
 

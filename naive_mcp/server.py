@@ -11,7 +11,8 @@ import anyio
 import httpx2
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.resources import FunctionResource
 from pydantic import AnyHttpUrl
 
@@ -20,6 +21,7 @@ from naive_mcp.primitives import REGISTRY
 from naive_mcp.services import Services
 from naive_mcp.settings import Settings
 from naive_mcp.store import UsageScope
+from naive_mcp.threads import THREADS_URI, listing_json, not_found, thread_json, turn_text
 from naive_mcp.tools import build_tools
 from naive_mcp.usage import USAGE_URI, usage_json, usage_summary
 
@@ -28,7 +30,8 @@ logger = logging.getLogger(__name__)
 INSTRUCTIONS = (
     "Naive's llm primitive: ask other models (300+, with fallbacks and provider routing) with "
     "naive_llm_chat, choose one with naive_llm_models, and check what a call cost with "
-    "naive_llm_generation. Chat calls spend Naive credits; listing models and reading costs is free."
+    "naive_llm_generation. Each chat result has a thread_id: pass it to continue that conversation, "
+    "with any model. Chat calls spend Naive credits; listing models and reading costs is free."
 )
 
 
@@ -115,7 +118,64 @@ def create_server(
             fn=read_usage,
         )
     )
+    _add_thread_resources(server, running)
     return server
+
+
+def _add_thread_resources(server: MCPServer[Services], running: list[Services]) -> None:
+    """`naive://threads` (the reader's own), each thread whole, and each turn (a long answer)."""
+
+    async def list_threads() -> str:
+        current = running[-1]
+        scope = _usage_scope(current)
+        records = await current.threads.listed(scope) if current.threads.enabled else []
+        return listing_json(records, enabled=current.threads.enabled)
+
+    server.add_resource(
+        FunctionResource(
+            uri=THREADS_URI,
+            name="threads",
+            title="Your conversations",
+            description="The threads you can continue (thread_id in naive_llm_chat), the most recently used "
+            "first: title, turns, size, when each expires.",
+            mime_type="application/json",
+            fn=list_threads,
+        )
+    )
+
+    @server.resource(
+        f"{THREADS_URI}/{{thread_id}}",
+        name="thread",
+        title="A conversation",
+        description="One of your threads, every turn as the model was sent it.",
+        mime_type="application/json",
+    )
+    async def read_thread(thread_id: str, context: Context[Services]) -> str:
+        services = context.request_context.lifespan_context
+        found = (
+            await services.threads.read(_usage_scope(services), thread_id)
+            if services.threads.enabled
+            else None
+        )
+        if found is None:
+            raise ResourceNotFoundError(not_found(thread_id))
+        return thread_json(*found)
+
+    @server.resource(
+        f"{THREADS_URI}/{{thread_id}}/turns/{{number}}",
+        name="turn",
+        title="One turn of a conversation",
+        description="One message of one of your threads: an answer whole (long answers link here).",
+        mime_type="text/markdown",
+    )
+    async def read_turn(thread_id: str, number: str, context: Context[Services]) -> str:
+        services = context.request_context.lifespan_context
+        turn = None
+        if services.threads.enabled and number.isdigit() and len(number) < 10:
+            turn = await services.threads.turn(_usage_scope(services), thread_id, int(number))
+        if turn is None:
+            raise ResourceNotFoundError(f"turn {number}: not found. {not_found(thread_id)}")
+        return turn_text(turn)
 
 
 def freeze_startup_objects() -> None:

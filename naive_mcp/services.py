@@ -1,4 +1,5 @@
-"""What a tool handler may use: settings, the upstream client, the model catalogue, the spend guard."""
+"""What a tool handler may use: settings, the upstream client, the model catalogue, the spend guard,
+the threads."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from naive_mcp.keycheck import KeyCheck
 from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
 from naive_mcp.store import EVERYTHING, StoreLocation, UsageScope
+from naive_mcp.threads import Threads
 
 
 class CallsInFlight:
@@ -58,6 +60,7 @@ class Services:
     access: AccessControl
     calls: CallsInFlight
     guard: SpendGuard
+    threads: Threads
     # Over JSON-RPC a client that wants progress sends a token; in process a callback is unseen.
     progress_needs_token: bool = False
 
@@ -72,6 +75,13 @@ class Services:
         client = NaiveClient(settings, http)
         catalog = ModelCatalog(client, settings.models_cache_ttl)
         server_key = settings.api_key.get_secret_value() if settings.api_key else None
+        guard = SpendGuard(
+            SpendingPolicy.from_settings(settings),
+            StoreLocation.parse(settings.store),
+            client,
+            catalog,
+            server_key,
+        )
         return cls(
             settings=settings,
             client=client,
@@ -83,13 +93,8 @@ class Services:
                 naive_keys=settings.backend.style is not ApiStyle.OPENROUTER,
             ),
             calls=CallsInFlight(),
-            guard=SpendGuard(
-                SpendingPolicy.from_settings(settings),
-                StoreLocation.parse(settings.store),
-                client,
-                catalog,
-                server_key,
-            ),
+            guard=guard,
+            threads=Threads(settings, guard.store),
             progress_needs_token=progress_needs_token,
         )
 

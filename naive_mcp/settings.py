@@ -242,6 +242,39 @@ class Settings(BaseSettings):
         le=3600,
         description="Seconds after which a silent process's reservations are settled by another.",
     )
+    threads: bool = Field(
+        default=True,
+        description="Keep conversations (threads) in the store, so a chat can continue one by thread_id: "
+        "its prompts and answers are then written there. false: nothing of a prompt or an answer is "
+        "ever written, chat results carry no thread_id and long answers come back whole.",
+    )
+    thread_ttl: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="Seconds a thread is kept after its last turn (default 7 days); then it is deleted.",
+    )
+    thread_max_turns: int = Field(
+        default=200, ge=2, le=10_000, description="Most turns (messages and answers) one thread holds."
+    )
+    thread_max_chars: int = Field(
+        default=1_000_000,
+        ge=1_000,
+        description="Most characters (of its messages as JSON) one thread holds; its last answer may "
+        "take it past this, and then it is continued no more.",
+    )
+    threads_per_caller: int = Field(
+        default=500,
+        ge=1,
+        description="Most threads one caller (API key and tenant) keeps; starting another forgets the "
+        "least recently used.",
+    )
+    max_result_chars: int = Field(
+        default=40_000,
+        ge=1_000,
+        description="An answer longer than this (characters) comes back as its beginning and a link "
+        "(resource) to the whole of it, kept with its thread: about 10,000 tokens, under what Claude "
+        "Code and other clients accept from a tool.",
+    )
     transport: Literal["stdio", "streamable-http", "sse"] = Field(
         default="stdio", description="stdio (a client starts the server), streamable-http, or sse (legacy)."
     )

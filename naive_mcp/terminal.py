@@ -72,6 +72,9 @@ def chat(argv: list[str]) -> int:
     parser.add_argument("--user-id", help="the Naive user to call for")
     parser.add_argument("--project-id")
     parser.add_argument(
+        "-t", "--thread", metavar="THREAD_ID", help="continue this thread (the summary line names each)"
+    )
+    parser.add_argument(
         "--arguments",
         metavar="JSON",
         help="more of the tool's arguments, as a JSON object: tools, response_format, provider, …; "
@@ -97,6 +100,7 @@ def chat(argv: list[str]) -> int:
             reasoning={"effort": args.reasoning_effort} if args.reasoning_effort else None,
             user_id=args.user_id,
             project_id=args.project_id,
+            thread_id=args.thread,
         )
         if args.json:
             return await _print_result(services, CHAT, raw, as_json=True)
@@ -278,7 +282,8 @@ class _Echo:
 
 
 def _run(settings_args: list[str], work: Work) -> int:
-    settings = read_settings(settings_args)
+    # A terminal has no tool-output limit: a long answer is printed whole, never cut to a link.
+    settings = read_settings(settings_args).model_copy(update={"max_result_chars": sys.maxsize})
     # A terminal shows the answer; the server's INFO lines only when asked for (NAIVE_LOG_LEVEL).
     level = settings.log_level if "log_level" in settings.model_fields_set else "WARNING"
     configure_logging(level, Redactor(settings.secrets()))

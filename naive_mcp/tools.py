@@ -19,12 +19,20 @@ from mcp.server.mcpserver.exceptions import UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
-from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from naive_mcp.errors import IncompleteAnswer, NaiveError
 from naive_mcp.progress import ProgressReporter
-from naive_mcp.registry import CallContext, ImageBlock, Method, MethodResult, Registry
+from naive_mcp.registry import (
+    CallContext,
+    ContentBlock,
+    ImageBlock,
+    LinkBlock,
+    Method,
+    MethodResult,
+    Registry,
+)
 from naive_mcp.schema import input_schema, output_schema
 from naive_mcp.services import Services
 from naive_mcp.validation import Arguments, parse_arguments
@@ -32,6 +40,9 @@ from naive_mcp.validation import Arguments, parse_arguments
 logger = logging.getLogger(__name__)
 
 SEARCH_TOOL = "naive_search_primitives"
+# The protocol version that brought resource links into tool results; an older client gets the
+# text beside each link, which names its URI.
+RESOURCE_LINKS_SINCE = "2025-06-18"
 RUN_TOOL = "naive_run_primitive"
 
 _Invoke = Callable[[CallContext, Mapping[str, Any]], Awaitable[MethodResult]]
@@ -74,15 +85,28 @@ class RegistryTool(Tool):
             access = get_access_token()
             redact = services.redact.including(access.token if access is not None else None)
             return CallToolResult(content=[TextContent(type="text", text=redact(text))], is_error=True)
+        links = context.request_context.protocol_version >= RESOURCE_LINKS_SINCE
         return CallToolResult(
-            content=[_content_block(block) for block in result.content()],
+            content=[
+                _content_block(block)
+                for block in result.content()
+                if links or not isinstance(block, LinkBlock)
+            ],
             structured_content=result.model_dump(mode="json", by_alias=True, exclude_none=True),
         )
 
 
-def _content_block(block: str | ImageBlock) -> TextContent | ImageContent:
+def _content_block(block: ContentBlock) -> TextContent | ImageContent | ResourceLink:
     if isinstance(block, ImageBlock):
         return ImageContent(type="image", data=block.data, mime_type=block.mime_type)
+    if isinstance(block, LinkBlock):
+        return ResourceLink(
+            type="resource_link",
+            uri=block.uri,
+            name=block.name,
+            description=block.description,
+            mime_type=block.mime_type,
+        )
     return TextContent(type="text", text=block)
 
 

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -96,6 +97,21 @@ def test_chat_json_is_the_tools_structured_result_and_the_prompt_may_come_from_s
     assert result["usage"]["completion_tokens"] > 0
     assert result["credits_used"] > 0 and result["credits_remaining"] < 100
     assert done.stderr == ""
+
+
+def test_chat_continues_a_thread_by_its_id_and_prints_a_long_answer_whole(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**env, "NAIVE_STORE": str(tmp_path / "naive.sqlite"), "NAIVE_MAX_RESULT_CHARS": "1000"}
+    first = run(env, "chat", "remember 42")
+    [thread_id] = re.findall(r"thread_id (thr_[\w-]+)", first.stderr)
+    long = "y" * 3000
+
+    again = run(env, "chat", "-t", thread_id, "-m", "openai/gpt-5.2", long)
+
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == f"Sandbox reply from openai/gpt-5.2: {long}\n", "whole: a terminal has no limit"
+    assert f"thread_id {thread_id}" in again.stderr
 
 
 def test_chat_falls_back_along_the_chain(env: dict[str, str]) -> None:

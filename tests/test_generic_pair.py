@@ -52,7 +52,9 @@ async def test_search_filters_by_query(client: Client) -> None:
 def comparable(data: dict[str, Any] | None) -> dict[str, Any]:
     assert data is not None
     return {
-        key: value for key, value in data.items() if key not in ("id", "credits_used", "credits_remaining")
+        key: value
+        for key, value in data.items()
+        if key not in ("id", "credits_used", "credits_remaining", "thread_id")
     }
 
 

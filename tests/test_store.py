@@ -75,6 +75,35 @@ async def test_a_new_store_is_migrated_and_one_newer_than_the_code_is_refused(tm
     )
 
 
+async def test_a_store_of_an_earlier_revision_is_migrated_forward_keeping_its_rows(tmp_path: Path) -> None:
+    """A store made by the naive-mcp before threads (revision 0001) gains them, its ledger kept."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    import naive_mcp.store.engine as engine_module
+
+    path = tmp_path / "store.sqlite3"
+    config = Config()
+    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
+    with create_engine(f"sqlite:///{path}").begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO ledger (call_id, started_at, ended_at, key_digest, model_asked, credits_reported, "
+            "outcome) VALUES ('c1', 1, 2, 'k', 'm', 0, 'answered')"
+        )
+
+    store = await Store.open(StoreLocation.parse(str(path)))
+    await store.aclose()
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_REVISION,)]
+        assert db.execute("SELECT call_id FROM ledger").fetchall() == [("c1",)]
+        assert db.execute("SELECT count(*) FROM threads").fetchone() == (0,)
+
+
 @pytest.mark.slow
 async def test_a_store_that_cannot_be_opened_fails_the_call_and_never_shows_its_password(
     sandbox: RunningSandbox, api_key: str, errlog: Any

@@ -97,6 +97,21 @@ class SandboxConfig:
     echo_key: bool = False
 
 
+def _within_context(reply: Reply, body: dict[str, Any], model: SandboxModel) -> None:
+    """A prompt and max_tokens past the model's context are refused, in OpenRouter's words."""
+    asked = body.get("max_tokens")
+    output = asked if isinstance(asked, int) else 0
+    if reply.prompt_tokens + output > model.context_length:
+        raise ApiError(
+            400,
+            "invalid_input",
+            f"This endpoint's maximum context length is {model.context_length} tokens. However, you "
+            f"requested about {reply.prompt_tokens + output} tokens ({reply.prompt_tokens} of text input, "
+            f'{output} in the output). Please reduce the length of either one, or use the "middle-out" '
+            "transform to compress your prompt automatically.",
+        )
+
+
 class ApiError(Exception):
     """An error answer; `code` is Naive's kind, shown as the route's style has it."""
 
@@ -304,6 +319,7 @@ class Sandbox:
             raise ApiError(402, "insufficient_credits", "Not enough credits")
         extra_words = {"slow": self.config.slow_words, "runaway": self.config.runaway_words}
         reply = respond(body, model, extra_words=extra_words.get(model.pace, 0))
+        _within_context(reply, body, model)
         if self.config.echo_key:
             reply = _echoing(reply, caller.key)
         generation = GenerationRecord(

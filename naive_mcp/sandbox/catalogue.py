@@ -226,6 +226,16 @@ MODELS: tuple[SandboxModel, ...] = (
         pace="slow",
     ),
     SandboxModel(
+        "sandbox/small-context",
+        "Sandbox: a context of 1,000 tokens (refuses a longer prompt, as a real endpoint does)",
+        "Sandbox",
+        1_000,
+        0.1 / _M,
+        0.4 / _M,
+        1_700_000_000,
+        max_completion_tokens=500,
+    ),
+    SandboxModel(
         "sandbox/think",
         "Sandbox: thinks in silence (keep-alive comments only), then answers",
         "Sandbox",

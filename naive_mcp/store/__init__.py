@@ -1,5 +1,5 @@
 """The state that outlives a process and is shared by every process on one store: caps and their
-reservations, the ledger, the learned credits-per-USD rate, balances, leases, cancels.
+reservations, the ledger, the learned credits-per-USD rate, balances, leases, cancels, threads.
 
 `NAIVE_STORE` chooses it (`location.py`); `store.Store` is its one interface, opened through
 `engine.py`; the values it takes and gives are in `records.py`. Nothing here knows MCP or the
@@ -19,8 +19,12 @@ from naive_mcp.store.records import (
     OpenHold,
     Outcome,
     Tally,
+    ThreadLimits,
+    ThreadRecord,
+    Turn,
     UsageRow,
     UsageScope,
+    owned_by,
 )
 
 __all__ = [
@@ -35,6 +39,10 @@ __all__ = [
     "Outcome",
     "StoreLocation",
     "Tally",
+    "ThreadLimits",
+    "ThreadRecord",
+    "Turn",
     "UsageRow",
     "UsageScope",
+    "owned_by",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Outcome = Literal["answered", "failed", "cut_off", "cancelled", "refused"]
 OUTCOMES: tuple[Outcome, ...] = ("answered", "failed", "cut_off", "cancelled", "refused")
@@ -96,6 +96,47 @@ class UsageScope:
 
 
 EVERYTHING = UsageScope()
+
+
+def owned_by(key_digest: str, user_id: str | None, project_id: str | None) -> UsageScope:
+    """The scope of exactly one caller: its key, its user (None: the key's own subject), its project."""
+    return UsageScope(key_digest=key_digest, user=Exactly(user_id), project=Exactly(project_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of a thread: as the upstream was sent it (role, content, tool calls…)."""
+
+    role: str
+    message: dict[str, Any]
+    model: str | None = None  # the model that wrote it (an answer)
+    number: int = 0  # its place in the thread, from 1; 0 before it is stored
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRecord:
+    """A kept conversation, without its turns."""
+
+    id: str
+    key_digest: str
+    user_id: str | None
+    project_id: str | None
+    created_at: float
+    updated_at: float
+    expires_at: float
+    system: str | None
+    title: str
+    turns: int
+    chars: int  # of its system prompt and its turns' messages as JSON
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadLimits:
+    """How long a thread is kept after its last turn (seconds), and how many a caller keeps (the
+    least recently used go first)."""
+
+    ttl: float
+    per_owner: int
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""The state store: caps, holds, leases, the ledger, balances, the learned rate, cancels.
+"""The state store: caps, holds, leases, the ledger, balances, the learned rate, cancels, threads.
 
 One set of SQLAlchemy Core queries serves SQLite and PostgreSQL. Each operation is one
 transaction, run on a worker thread (one thread hop per transaction, not per statement: the
@@ -21,11 +21,12 @@ from typing import Any, TypeVar
 
 import anyio
 from anyio import CapacityLimiter
-from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from naive_mcp.store import tables as t
+from naive_mcp.store import threads as th
 from naive_mcp.store.engine import create_store_engine, migrate
 from naive_mcp.store.location import StoreLocation
 from naive_mcp.store.records import (
@@ -36,9 +37,13 @@ from naive_mcp.store.records import (
     OpenHold,
     Outcome,
     Tally,
+    ThreadLimits,
+    ThreadRecord,
+    Turn,
     UsageRow,
     UsageScope,
 )
+from naive_mcp.store.scopes import within
 from naive_mcp.store.statements import RATE, Statements
 
 _T = TypeVar("_T")
@@ -279,7 +284,7 @@ class Store:
     async def claim_orphans(self, owner: str) -> list[OpenHold]:
         """Take over the holds of processes whose lease expired (or that never had one), so that
         exactly one live process settles each; drop those leases. Also forgets old, empty day and
-        month rows and old cancels, so the store does not grow without bound."""
+        month rows, old cancels and expired threads, so the store does not grow without bound."""
         return await self._run(self._claim_orphans, owner, time.time())
 
     def _claim_orphans(self, owner: str, now: float) -> list[OpenHold]:
@@ -335,7 +340,7 @@ class Store:
             func.coalesce(func.sum(ledger.credits), 0.0).label("credits"),
             func.sum(1 - ledger.credits_reported).label("credits_unknown"),
         ).group_by(ledger.key_digest, ledger.user_id, model, ledger.outcome)
-        query = query.where(*_within(t.ledger, scope))
+        query = query.where(*within(t.ledger, scope))
         if since is not None:
             query = query.where(ledger.ended_at >= since)
         with self._engine.connect() as db:
@@ -365,7 +370,7 @@ class Store:
         with self._engine.connect() as db:
             for table in (t.ledger, t.holds):
                 found = select(table.c.id).where(
-                    table.c.generation_id == generation_id, *_within(table, scope)
+                    table.c.generation_id == generation_id, *within(table, scope)
                 )
                 if db.execute(found.limit(1)).first() is not None:
                     return True
@@ -388,6 +393,87 @@ class Store:
                 select(t.holds.c.id).where(t.holds.c.generation_id == generation_id).limit(1)
             ).first()
             return in_flight is not None
+
+    # --- threads ------------------------------------------------------------------------------
+
+    async def thread(self, thread_id: str, scope: UsageScope) -> tuple[ThreadRecord, list[Turn]] | None:
+        """A thread `scope` may see, with its turns; None if there is none (or it expired)."""
+        return await self._run(self._read_thread, thread_id, scope, time.time())
+
+    def _read_thread(
+        self, thread_id: str, scope: UsageScope, now: float
+    ) -> tuple[ThreadRecord, list[Turn]] | None:
+        with self._engine.connect() as db:
+            record = th.find(db, thread_id, scope, now)
+            return None if record is None else (record, th.turns(db, thread_id))
+
+    async def turn(self, thread_id: str, scope: UsageScope, number: int) -> Turn | None:
+        """One turn of a thread `scope` may see."""
+        return await self._run(self._read_turn, thread_id, scope, number, time.time())
+
+    def _read_turn(self, thread_id: str, scope: UsageScope, number: int, now: float) -> Turn | None:
+        with self._engine.connect() as db:
+            if th.find(db, thread_id, scope, now) is None:
+                return None
+            found = th.turns(db, thread_id, (number, number))
+            return found[0] if found else None
+
+    async def threads(self, scope: UsageScope, limit: int) -> list[ThreadRecord]:
+        """The threads `scope` may see, the most recently used first."""
+        return await self._run(self._list_threads, scope, limit, time.time())
+
+    def _list_threads(self, scope: UsageScope, limit: int, now: float) -> list[ThreadRecord]:
+        with self._engine.connect() as db:
+            return th.listed(db, scope, now, limit)
+
+    async def keep_turns(
+        self,
+        owner: UsageScope,
+        thread_id: str | None,
+        new_id: str,
+        turns: Sequence[Turn],
+        limits: ThreadLimits,
+        *,
+        system: str | None,
+        title: str,
+        copied_from: str | None = None,
+    ) -> tuple[ThreadRecord, list[Turn]]:
+        """Add `turns` to `owner`'s thread `thread_id`, or to a new thread `new_id` (a copy of
+        `copied_from`'s turns, if given) when there is none, or it is gone; `system` replaces the
+        thread's system prompt when given. Returns the thread before the turns were added, and
+        the turns as stored."""
+        return await self._run(
+            self._keep_turns,
+            owner,
+            thread_id,
+            new_id,
+            list(turns),
+            limits,
+            system,
+            title,
+            copied_from,
+            time.time(),
+        )
+
+    def _keep_turns(
+        self,
+        owner: UsageScope,
+        thread_id: str | None,
+        new_id: str,
+        turns: list[Turn],
+        limits: ThreadLimits,
+        system: str | None,
+        title: str,
+        copied_from: str | None,
+        now: float,
+    ) -> tuple[ThreadRecord, list[Turn]]:
+        with self._engine.begin() as db:
+            record = th.find(db, thread_id, owner, now, lock=True) if thread_id is not None else None
+            if record is None:
+                source = copied_from if copied_from and th.find(db, copied_from, owner, now) else None
+                record = th.create(db, new_id, owner, system, title, limits, now, copied_from=source)
+                system = None
+            return record, th.add(db, record, turns, limits, now, system=system)
 
     # --- cancels across replicas ---------------------------------------------------------------
 
@@ -467,14 +553,4 @@ def _forget_old(db: Connection, now: float) -> None:
         )
     )
     db.execute(delete(t.cancels).where(t.cancels.c.created_at < now - CANCEL_KEEP_SECONDS))
-
-
-def _within(table: Table, scope: UsageScope) -> list[ColumnElement[bool]]:
-    """The conditions on `table`'s key, user and project columns that keep `scope`'s rows."""
-    conditions: list[ColumnElement[bool]] = []
-    if scope.key_digest is not None:
-        conditions.append(table.c.key_digest == scope.key_digest)
-    for column, wanted in ((table.c.user_id, scope.user), (table.c.project_id, scope.project)):
-        if wanted is not None:
-            conditions.append(column.is_(None) if wanted.value is None else column == wanted.value)
-    return conditions
+    th.forget_expired(db, now)

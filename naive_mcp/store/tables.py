@@ -13,11 +13,15 @@
 - `balances`: the credit balance last reported per API key (by digest).
 - `rates`: what answered calls cost in USD and in credits, summed: the credits-per-USD rate.
 - `cancels`: cancellations announced on one replica for a call in flight on another.
+- `threads`: one row per kept conversation: whose it is (key digest, user, project), its system
+  prompt, a title (the start of its first message), its size, and when it expires (a time after
+  its last turn). Only with NAIVE_THREADS on: then, and only then, prompts and answers are stored.
+- `turns`: a thread's messages in order (`number` from 1): each as the upstream was sent it, JSON.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -98,4 +102,34 @@ cancels = Table(
     metadata,
     Column("key", String(300), primary_key=True),
     Column("created_at", Float, nullable=False, index=True),
+)
+
+threads = Table(
+    "threads",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_digest", String(64), nullable=False),
+    Column("user_id", String(128)),
+    Column("project_id", String(128)),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("system", Text),
+    Column("title", String(200), nullable=False),
+    Column("turns", Integer, nullable=False),
+    Column("chars", Integer, nullable=False),
+    Index("ix_threads_owner", "key_digest", "updated_at"),
+    Index("ix_threads_expires_at", "expires_at"),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("thread_id", String(40), ForeignKey("threads.id", ondelete="CASCADE"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("message", Text, nullable=False),  # JSON: the message as the upstream was sent it
+    Column("model", String(200)),  # the model that wrote it (assistant turns)
+    Column("chars", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
 )

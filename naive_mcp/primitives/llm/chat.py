@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated, Any, Literal, Self
 
 from mcp_types import ToolAnnotations
@@ -18,14 +19,18 @@ from pydantic import (
 
 from naive_mcp.backend import Route
 from naive_mcp.caller import Caller, TenantId
-from naive_mcp.errors import ConfigurationError, UpstreamError
+from naive_mcp.errors import ConfigurationError, NaiveError, UpstreamError
+from naive_mcp.estimate import context_length, model_chain
 from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
 from naive_mcp.primitives.llm.images import ImageOut, read_images
 from naive_mcp.redaction import REDACTED, Redactor
-from naive_mcp.registry import CallContext, ImageBlock, Method, MethodResult
+from naive_mcp.registry import CallContext, ImageBlock, LinkBlock, Method, MethodResult
 from naive_mcp.streaming import ChatStream
+from naive_mcp.threads import THREAD_ID_PATTERN, Kept, answer_message, turn_uri
 from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import ChatCompletion, Logprobs, TokenLogprob
+
+logger = logging.getLogger(__name__)
 
 # --- arguments ---------------------------------------------------------------------------------
 
@@ -374,6 +379,24 @@ class _Conversation(Arguments):
     messages: list[Message] | None = Field(default=None, min_length=1, description="or prompt")
     prompt: str | None = Field(default=None, min_length=1, description="one user message; or messages")
     system: str | None = None
+    thread_id: str | None = matching(
+        THREAD_ID_PATTERN,
+        "a thread id from an earlier result, such as thr_...",
+        default=None,
+        description="continue that thread (its turns are sent first)",
+    )
+
+    @model_validator(mode="after")
+    def _one_conversation(self) -> Self:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of `messages` or `prompt`")
+        return self
+
+    def new_messages(self) -> list[dict[str, Any]]:
+        """The call's own messages (the system prompt aside): `messages`, or `prompt` as one."""
+        if self.messages is not None:
+            return [message.model_dump(mode="json", exclude_none=True) for message in self.messages]
+        return [{"role": "user", "content": self.prompt}]
 
 
 class ChatArguments(GenerationArguments, _Conversation):
@@ -446,22 +469,9 @@ class ChatArguments(GenerationArguments, _Conversation):
             raise ValueError('gives a modality more than once, e.g. ["image", "text"]')
         return modalities
 
-    @model_validator(mode="after")
-    def _one_conversation(self) -> Self:
-        if (self.messages is None) == (self.prompt is None):
-            raise ValueError("give exactly one of `messages` or `prompt`")
-        return self
-
-    def request_body(self, default_model: str | None) -> dict[str, Any]:
-        """OpenRouter's chat body for this call."""
-        messages: list[dict[str, Any]] = []
-        if self.system is not None:
-            messages.append({"role": "system", "content": self.system})
-        if self.messages is not None:
-            messages.extend(message.model_dump(mode="json", exclude_none=True) for message in self.messages)
-        else:
-            messages.append({"role": "user", "content": self.prompt})
-        own = {"messages", "prompt", "system", "user_id", "project_id"}
+    def request_body(self, default_model: str | None, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """OpenRouter's chat body for this call, sending `messages`."""
+        own = {"messages", "prompt", "system", "thread_id", "user_id", "project_id"}
         return self.body_for(default_model, own, messages=messages)
 
 
@@ -514,6 +524,10 @@ class ChatResult(MethodResult):
     notes: list[str] = Field(
         default_factory=list, description="what the server changed, e.g. max_tokens under a cap"
     )
+    thread_id: str | None = Field(default=None, description="pass it to continue this conversation")
+    left_out_turns: int | None = Field(default=None, description="thread turns left out to fit the model")
+    text_chars: int | None = Field(default=None, description="the whole answer's length, when text is cut")
+    answer_uri: str | None = Field(default=None, description="the whole answer (resources/read), when cut")
 
     @classmethod
     def from_completion(
@@ -563,8 +577,42 @@ class ChatResult(MethodResult):
             notes=notes or [],
         )
 
-    def content(self) -> list[str | ImageBlock]:
-        blocks: list[str | ImageBlock] = [self.text] if self.text else []
+    def in_thread(self, kept: Kept, max_chars: int) -> ChatResult:
+        """This result, kept as the newest turn of `kept`'s thread: an answer longer than
+        `max_chars` (NAIVE_MAX_RESULT_CHARS) comes back as its beginning and a link to it whole."""
+        self.thread_id = kept.thread_id
+        self.notes += kept.notes
+        if len(self.text) > max_chars:
+            self.text_chars = len(self.text)
+            self.text = _beginning(self.text, max_chars)
+            self.answer_uri = turn_uri(kept.thread_id, kept.answer_turn)
+        return self
+
+    def whole(self, max_chars: int, why: str) -> ChatResult:
+        """This result, in no thread: a long answer comes back whole, saying why (`why`)."""
+        if len(self.text) > max_chars:
+            self.notes.append(
+                f"the answer is longer than {max_chars} characters (NAIVE_MAX_RESULT_CHARS) and comes "
+                f"whole: {why}"
+            )
+        return self
+
+    def content(self) -> list[str | ImageBlock | LinkBlock]:
+        blocks: list[str | ImageBlock | LinkBlock] = [self.text] if self.text else []
+        if self.answer_uri is not None and self.text_chars is not None:
+            blocks.append(
+                f"[The answer goes on: above are its first {len(self.text)} of {self.text_chars} characters. "
+                f"The whole answer is the resource {self.answer_uri}: read it with resources/read, or "
+                "continue the thread asking for the part you need.]"
+            )
+            blocks.append(
+                LinkBlock(
+                    uri=self.answer_uri,
+                    name=f"answer of {self.model or 'the model'}",
+                    description=f"the whole answer, {self.text_chars} characters",
+                    mime_type="text/markdown",
+                )
+            )
         blocks += [image.block for image in self.images if image.block is not None]
         lines = [line for number, image in enumerate(self.images, 1) if (line := image.line(number))]
         if lines:
@@ -620,8 +668,20 @@ class ChatResult(MethodResult):
             parts.append(self._logprobs_part(self.logprobs))
         if self.id:
             parts.append(f"id {self.id}")
+        if self.thread_id:
+            parts.append(f"thread_id {self.thread_id}")
         parts += self.notes
         return "[" + " · ".join(parts) + "]"
+
+
+def _beginning(text: str, chars: int) -> str:
+    """The first `chars` characters of `text`, ending at a line or a word where one is near."""
+    cut = text[:chars]
+    for mark in ("\n", " "):
+        end = cut.rfind(mark, chars - chars // 10)
+        if end > 0:
+            return cut[:end]
+    return cut
 
 
 def _no_secret_spelled(logprobs: Logprobs | None, redact: Redactor) -> Logprobs | None:
@@ -645,8 +705,49 @@ def _no_secret_spelled(logprobs: Logprobs | None, redact: Redactor) -> Logprobs 
 async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     # Who calls first: with neither a key nor a model, the missing key is what to fix first.
     caller = call.caller(arguments.user_id, arguments.project_id)
-    body = arguments.request_body(call.services.settings.default_model)
-    return await generate(call, caller, "chat", body, arguments)
+    services = call.services
+    threads = services.threads
+    messages = arguments.new_messages()
+    history = None
+    if arguments.thread_id is not None:
+        history = await threads.history(caller, arguments.thread_id, messages)
+    body = arguments.request_body(services.settings.default_model, messages=[])
+    fitted = threads.fit(
+        history,
+        arguments.system,
+        messages,
+        await _context_length(call, caller, body) if history is not None and history.turns else None,
+        arguments.max_tokens,
+    )
+    body["messages"] = fitted.messages
+    result = await generate(call, caller, "chat", body, arguments)
+    if fitted.left_out:
+        result.left_out_turns = fitted.left_out
+        result.notes.append(
+            f"left out the {fitted.left_out} oldest turns of thread {arguments.thread_id} to fit "
+            f"{body['model']}'s context"
+        )
+    if not threads.enabled:
+        return result.whole(services.settings.max_result_chars, "threads are off (NAIVE_THREADS=false)")
+    answer = answer_message(result.text, [(c.id, c.name, c.arguments) for c in result.tool_calls])
+    try:
+        kept = await threads.keep(caller, history, arguments.system, messages, answer, result.model)
+    except Exception as exc:  # the answer is paid for: it comes back even if the store is away
+        logger.error("could not keep the answer in a thread: %s", type(exc).__name__)
+        result.notes.append(f"this answer is in no thread: the store failed ({type(exc).__name__})")
+        return result.whole(services.settings.max_result_chars, "no thread could keep it")
+    return result.in_thread(kept, services.settings.max_result_chars)
+
+
+async def _context_length(call: CallContext, caller: Caller, body: dict[str, Any]) -> int | None:
+    """The least context of the models the call may be routed to, from the model list; None when
+    the list is not to be had or gives none (the thread is then sent whole)."""
+    try:
+        models = await call.services.catalog.models(caller)
+    except NaiveError as error:
+        logger.info("no model list to fit a thread to (%s): sent whole", error.kind)
+        return None
+    return context_length(model_chain(body), models)
 
 
 async def generate(

@@ -1,0 +1,323 @@
+"""Threads: conversations kept in the store, so that a chat continues one by its id, with any model.
+
+    history = await threads.history(caller, thread_id)     # or None, for a new thread
+    sent = threads.fit(history, system, messages, context, output)   # what the upstream is sent
+    kept = await threads.keep(caller, history, system, messages, answer, model)
+
+A thread belongs to exactly one caller (its API key and tenant): to anyone else, and once it has
+expired (NAIVE_THREAD_TTL after its last turn), it does not exist. It is bounded in turns and
+characters (NAIVE_THREAD_MAX_TURNS, NAIVE_THREAD_MAX_CHARS) and a caller keeps at most
+NAIVE_THREADS_PER_CALLER of them. With NAIVE_THREADS off, nothing here writes anything.
+
+What is kept: the thread's system prompt, and every message in order as the upstream was sent it
+(the calls' own messages and each answer: its text and tool calls, not its images or reasoning).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from naive_mcp.caller import Caller
+from naive_mcp.errors import ArgumentError
+from naive_mcp.settings import Settings
+from naive_mcp.store import ThreadLimits, ThreadRecord, Turn, UsageScope, owned_by
+
+if TYPE_CHECKING:
+    from naive_mcp.store.store import Store
+
+THREAD_ID_PATTERN = r"^thr_[A-Za-z0-9_-]{16,40}$"
+THREADS_URI = "naive://threads"
+# Tokens a character of a kept turn is counted at when fitting a model's context: English runs
+# about 0.25, code and CJK higher. (The caps count input at twice this: estimate.py.)
+_FIT_TOKENS_PER_CHAR = 1 / 3
+_FIT_TOKENS_PER_IMAGE = 1_600
+# Room left for the answer when a call gives no max_tokens: this, or a quarter of the context.
+_FIT_OUTPUT_TOKENS = 4_096
+# The roles kept however a thread is trimmed to fit a model.
+_PINNED = ("system", "developer")
+
+
+def thread_uri(thread_id: str) -> str:
+    return f"{THREADS_URI}/{thread_id}"
+
+
+def turn_uri(thread_id: str, number: int) -> str:
+    return f"{THREADS_URI}/{thread_id}/turns/{number}"
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A thread being continued: its record and turns, as read when the call began."""
+
+    record: ThreadRecord
+    turns: list[Turn]
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """What a call sends: the messages, and how many of the thread's turns were left out to fit."""
+
+    messages: list[dict[str, Any]]
+    left_out: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A thread after a call: its id, and the number of the answer's turn (its resource)."""
+
+    thread_id: str
+    answer_turn: int
+    notes: list[str] = field(default_factory=list)
+
+
+class Threads:
+    def __init__(self, settings: Settings, store: Callable[[], Awaitable[Store]]) -> None:
+        self.enabled = settings.threads
+        self._store = store
+        self._limits = ThreadLimits(ttl=settings.thread_ttl, per_owner=settings.threads_per_caller)
+        self._max_turns = settings.thread_max_turns
+        self._max_chars = settings.thread_max_chars
+        self._ttl_words = _duration(settings.thread_ttl)
+
+    async def history(self, caller: Caller, thread_id: str, adding: Sequence[dict[str, Any]]) -> History:
+        """The caller's thread `thread_id`, to be continued with the messages `adding`; refused
+        (before anything is sent) if there is no such thread of this caller's, or it is full."""
+        if not self.enabled:
+            raise ArgumentError(
+                "thread_id: threads are off on this server (NAIVE_THREADS=false), so no conversation is "
+                "kept to continue.",
+                kind="threads_off",
+            )
+        store = await self._store()
+        found = await store.thread(thread_id, _owner(caller))
+        if found is None:
+            raise ArgumentError(
+                f"thread_id: there is no thread {thread_id} of yours. A thread belongs to the API key and "
+                f"tenant (user_id, project_id) that started it, and is deleted {self._ttl_words} after its "
+                "last turn.",
+                kind="thread_not_found",
+            )
+        record, turns = found
+        chars = sum(len(json.dumps(message, ensure_ascii=False)) for message in adding)
+        if record.turns + len(adding) + 1 > self._max_turns:
+            raise ArgumentError(
+                f"thread_id: thread {thread_id} holds {record.turns} turns, and this call would take it past "
+                f"{self._max_turns}, the most a thread holds here (NAIVE_THREAD_MAX_TURNS).",
+                kind="thread_full",
+            )
+        if record.chars + chars > self._max_chars:
+            raise ArgumentError(
+                f"thread_id: thread {thread_id} holds {record.chars} characters, and this call would take it "
+                f"past {self._max_chars}, the most a thread holds here (NAIVE_THREAD_MAX_CHARS).",
+                kind="thread_full",
+            )
+        return History(record, turns)
+
+    @staticmethod
+    def fit(
+        history: History | None,
+        system: str | None,
+        messages: Sequence[dict[str, Any]],
+        context_length: int | None,
+        max_output: int | None,
+    ) -> Fitted:
+        """The messages a call sends: the system prompt (the call's, else the thread's), the
+        thread's turns, then the call's own messages. When they would not leave room for the
+        answer within `context_length` tokens, the oldest exchanges are left out (each from a user
+        turn up to the next, so that no tool result loses its call); system and developer turns
+        and the call's own messages always stay."""
+        system = system if system is not None else (history.record.system if history else None)
+        head = [{"role": "system", "content": system}] if system is not None else []
+        turns = history.turns if history is not None else []
+        if not turns or context_length is None:
+            return Fitted([*head, *(turn.message for turn in turns), *messages])
+        output = max_output if max_output is not None else min(_FIT_OUTPUT_TOKENS, context_length // 4)
+        room = context_length - output - sum(map(_tokens, [*head, *messages]))
+        room -= sum(_tokens(turn.message) for turn in turns if turn.role in _PINNED)
+        keep = [turn.role in _PINNED for turn in turns]
+        for exchange in reversed(_exchanges(turns)):
+            size = sum(_tokens(turns[index].message) for index in exchange)
+            if size > room:
+                break
+            room -= size
+            for index in exchange:
+                keep[index] = True
+        kept = [turn.message for turn, kept in zip(turns, keep, strict=True) if kept]
+        return Fitted([*head, *kept, *messages], left_out=keep.count(False))
+
+    async def keep(
+        self,
+        caller: Caller,
+        history: History | None,
+        system: str | None,
+        messages: Sequence[dict[str, Any]],
+        answer: dict[str, Any],
+        model: str | None,
+        *,
+        copied_from: str | None = None,
+    ) -> Kept:
+        """Add the call's messages and its answer to the thread (a new one when `history` is None:
+        a copy of `copied_from`'s turns, if given); `system` becomes the thread's system prompt."""
+        store = await self._store()
+        turns = [Turn(str(message["role"]), dict(message)) for message in messages]
+        turns.append(Turn("assistant", answer, model))
+        continued = history.record.id if history is not None else None
+        record, stored = await store.keep_turns(
+            _owner(caller),
+            continued,
+            new_thread_id(),
+            turns,
+            self._limits,
+            system=system,
+            title=_title(messages) or (history.record.title if history else ""),
+            copied_from=copied_from,
+        )
+        notes = []
+        if continued is not None and record.id != continued:
+            notes.append(f"thread {continued} had expired meanwhile: this answer starts thread {record.id}")
+        return Kept(record.id, stored[-1].number, notes)
+
+    async def listed(self, scope: UsageScope, limit: int = 100) -> list[ThreadRecord]:
+        return await (await self._store()).threads(scope, limit)
+
+    async def read(self, scope: UsageScope, thread_id: str) -> tuple[ThreadRecord, list[Turn]] | None:
+        return await (await self._store()).thread(thread_id, scope)
+
+    async def turn(self, scope: UsageScope, thread_id: str, number: int) -> Turn | None:
+        return await (await self._store()).turn(thread_id, scope, number)
+
+
+def new_thread_id() -> str:
+    return "thr_" + secrets.token_urlsafe(16)
+
+
+def answer_message(text: str, tool_calls: Sequence[tuple[str | None, str, str]]) -> dict[str, Any]:
+    """An answer as a thread keeps it (and resends it): the assistant's text and its tool calls,
+    each `(id, name, arguments)`."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"] = [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+            for call_id, name, arguments in tool_calls
+        ]
+    return message
+
+
+def text_of(message: dict[str, Any]) -> str:
+    """A message's text: its content, or the text of its parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return "\n".join(
+        str(part.get("text", "")) for part in parts if isinstance(part, dict) and part.get("type") == "text"
+    )
+
+
+def _owner(caller: Caller) -> UsageScope:
+    return owned_by(caller.key_digest, caller.user, caller.project_id)
+
+
+def _exchanges(turns: Sequence[Turn]) -> list[list[int]]:
+    """The indexes of the turns that may be left out, grouped: each group from a user turn up to
+    the next (a group before the first user turn stands alone)."""
+    groups: list[list[int]] = []
+    for index, turn in enumerate(turns):
+        if turn.role in _PINNED:
+            continue
+        if turn.role == "user" or not groups:
+            groups.append([])
+        groups[-1].append(index)
+    return groups
+
+
+def _tokens(message: dict[str, Any]) -> int:
+    content = message.get("content")
+    parts = content if isinstance(content, list) else []
+    images = sum(1 for part in parts if isinstance(part, dict) and part.get("type") == "image_url")
+    text = json.dumps(message, ensure_ascii=False)
+    return math.ceil(len(text) * _FIT_TOKENS_PER_CHAR) + images * _FIT_TOKENS_PER_IMAGE
+
+
+def _title(messages: Sequence[dict[str, Any]]) -> str:
+    for message in messages:
+        if message.get("role") == "user":
+            words = " ".join(text_of(message).split())
+            return words[:80] + ("…" if len(words) > 80 else "")
+    return ""
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86_400), ("hours", 3_600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit} (NAIVE_THREAD_TTL)"
+    return f"{seconds:g} seconds (NAIVE_THREAD_TTL)"
+
+
+# --- as resources ------------------------------------------------------------------------------
+
+
+def listing_json(records: Sequence[ThreadRecord], *, enabled: bool) -> str:
+    """`naive://threads`: the reader's threads, the most recently used first."""
+    listed = [
+        {
+            "thread_id": record.id,
+            "title": record.title,
+            "turns": record.turns,
+            "chars": record.chars,
+            "created": _iso(record.created_at),
+            "updated": _iso(record.updated_at),
+            "expires": _iso(record.expires_at),
+            "uri": thread_uri(record.id),
+        }
+        for record in records
+    ]
+    shown: dict[str, Any] = {"threads": listed}
+    if not enabled:
+        shown["note"] = "threads are off on this server (NAIVE_THREADS=false): none is kept"
+    return json.dumps(shown, ensure_ascii=False, indent=1)
+
+
+def thread_json(record: ThreadRecord, turns: Sequence[Turn]) -> str:
+    """`naive://threads/{id}`: a thread whole, every turn as the upstream was sent it."""
+    return json.dumps(
+        {
+            "thread_id": record.id,
+            "title": record.title,
+            "system": record.system,
+            "created": _iso(record.created_at),
+            "updated": _iso(record.updated_at),
+            "expires": _iso(record.expires_at),
+            "turns": [
+                {"number": turn.number, **({"model": turn.model} if turn.model else {}), **turn.message}
+                for turn in turns
+            ],
+        },
+        ensure_ascii=False,
+        indent=1,
+    )
+
+
+def turn_text(turn: Turn) -> str:
+    """`naive://threads/{id}/turns/{n}`: one turn's text (an answer whole), or the message as
+    JSON when it has no text of its own (tool calls, parts without text)."""
+    text = text_of(turn.message)
+    return text if text else json.dumps(turn.message, ensure_ascii=False, indent=1)
+
+
+def not_found(thread_id: str) -> str:
+    return (
+        f"thread {thread_id}: there is no such thread of yours. A thread belongs to the API key and "
+        "tenant that started it, and is deleted a while after its last turn (NAIVE_THREAD_TTL). "
+        "naive://threads lists yours."
+    )
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
