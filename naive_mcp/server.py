@@ -18,6 +18,7 @@ from pydantic import AnyHttpUrl
 
 from naive_mcp import __version__
 from naive_mcp.primitives import REGISTRY
+from naive_mcp.redaction import Redactor
 from naive_mcp.services import Services
 from naive_mcp.settings import Settings
 from naive_mcp.store import UsageScope
@@ -38,6 +39,13 @@ INSTRUCTIONS = (
 def _usage_scope(services: Services) -> UsageScope:
     """What the reader of naive://usage may see (`Services.usage_scope`)."""
     return services.usage_scope(services.access.grant(get_access_token()))
+
+
+def _redactor(services: Services) -> Redactor:
+    """The secrets a resource's reader must not see: the server's, and the reader's own token
+    (in client-keys mode, its key)."""
+    access = get_access_token()
+    return services.redact.including(access.token if access is not None else None)
 
 
 async def log_usage(services: Services) -> None:
@@ -159,7 +167,7 @@ def _add_thread_resources(server: MCPServer[Services], running: list[Services]) 
         )
         if found is None:
             raise ResourceNotFoundError(not_found(thread_id))
-        return thread_json(*found)
+        return thread_json(*found, _redactor(services))
 
     @server.resource(
         f"{THREADS_URI}/{{thread_id}}/turns/{{number}}",
@@ -175,7 +183,7 @@ def _add_thread_resources(server: MCPServer[Services], running: list[Services]) 
             turn = await services.threads.turn(_usage_scope(services), thread_id, int(number))
         if turn is None:
             raise ResourceNotFoundError(f"turn {number}: not found. {not_found(thread_id)}")
-        return turn_text(turn)
+        return turn_text(turn, _redactor(services))
 
 
 def freeze_startup_objects() -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from naive_mcp.caller import Caller
 from naive_mcp.errors import ArgumentError
+from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
 from naive_mcp.store import ThreadLimits, ThreadRecord, Turn, UsageScope, owned_by
 
@@ -284,31 +285,34 @@ def listing_json(records: Sequence[ThreadRecord], *, enabled: bool) -> str:
     return json.dumps(shown, ensure_ascii=False, indent=1)
 
 
-def thread_json(record: ThreadRecord, turns: Sequence[Turn]) -> str:
-    """`naive://threads/{id}`: a thread whole, every turn as the upstream was sent it."""
+def thread_json(record: ThreadRecord, turns: Sequence[Turn], redact: Redactor) -> str:
+    """`naive://threads/{id}`: a thread whole, every turn as the upstream was sent it (with no
+    secret of `redact`'s in it, should a prompt have held one)."""
     return json.dumps(
-        {
-            "thread_id": record.id,
-            "title": record.title,
-            "system": record.system,
-            "created": _iso(record.created_at),
-            "updated": _iso(record.updated_at),
-            "expires": _iso(record.expires_at),
-            "turns": [
-                {"number": turn.number, **({"model": turn.model} if turn.model else {}), **turn.message}
-                for turn in turns
-            ],
-        },
+        redact.json(
+            {
+                "thread_id": record.id,
+                "title": record.title,
+                "system": record.system,
+                "created": _iso(record.created_at),
+                "updated": _iso(record.updated_at),
+                "expires": _iso(record.expires_at),
+                "turns": [
+                    {"number": turn.number, **({"model": turn.model} if turn.model else {}), **turn.message}
+                    for turn in turns
+                ],
+            }
+        ),
         ensure_ascii=False,
         indent=1,
     )
 
 
-def turn_text(turn: Turn) -> str:
+def turn_text(turn: Turn, redact: Redactor) -> str:
     """`naive://threads/{id}/turns/{n}`: one turn's text (an answer whole), or the message as
     JSON when it has no text of its own (tool calls, parts without text)."""
     text = text_of(turn.message)
-    return text if text else json.dumps(turn.message, ensure_ascii=False, indent=1)
+    return redact.exact(text) if text else json.dumps(redact.json(turn.message), ensure_ascii=False, indent=1)
 
 
 def not_found(thread_id: str) -> str:

@@ -424,3 +424,13 @@ async def test_threads_work_over_stdio_and_sse_across_processes(
             thread = await read_json(client, f"naive://threads/{thread_id}")
     assert thread_of(again) == thread_id
     assert [turn["content"] for turn in thread["turns"]][::2] == ["over stdio", "over sse"]
+
+
+async def test_a_secret_in_a_prompt_never_shows_in_the_thread_read_back(client: Client, api_key: str) -> None:
+    result = await client.call_tool("naive_llm_chat", {"prompt": f"my key is {api_key}"})
+    thread_id = thread_of(result)
+    whole = (await client.read_resource(f"naive://threads/{thread_id}")).contents[0]
+    asked = (await client.read_resource(f"naive://threads/{thread_id}/turns/1")).contents[0]
+    assert isinstance(whole, TextResourceContents) and isinstance(asked, TextResourceContents)
+    assert api_key not in whole.text and api_key not in asked.text
+    assert asked.text == "my key is [redacted]"
