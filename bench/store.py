@@ -4,6 +4,8 @@
   `Store.settle`: the 7 cap rows `cap_rows` names, a hold, then the ledger row, the key's balance
   and a rate sample, as an answered call settles. On `memory`, a SQLite file and PostgreSQL (a
   throwaway server, `tests.engines.postgres_server`), one pair on each engine in turn, run by run.
+- Per call, with threads on (the default): `Store.keep_turns`, the call's question and answer
+  kept in a new thread, on each engine in turn.
 - Through MCP: `naive_llm_chat` back to back through an in-memory MCP client, the server on
   `memory`, on a SQLite file and on PostgreSQL, against the sandbox in a process of its own. Each
   round runs a block of calls on every store, in an order that rotates round by round, so that
@@ -29,8 +31,9 @@ from bench.report import Figure
 from bench.upstream import sandbox_process
 from naive_mcp.caller import Caller
 from naive_mcp.guard import cap_rows, new_call
-from naive_mcp.store import CallResult, Figures, StoreLocation
+from naive_mcp.store import CallResult, Figures, StoreLocation, ThreadLimits, Turn, owned_by
 from naive_mcp.store.store import Store
+from naive_mcp.threads import new_thread_id
 
 SQLITE_ADDED_TARGET_MS = 1.0
 MODEL = "openai/gpt-5-mini"
@@ -54,10 +57,14 @@ async def measure(pairs: int, rounds: int, block: int) -> tuple[list[Figure], li
             stores[POSTGRES] = _postgres(stack, Path(tmp))
         except Unavailable as reason:
             missing = str(reason)
-        cost = await _store_costs(stores, pairs)
+        cost, kept = await _store_costs(stores, pairs)
         times = await _chat_blocks(stores, rounds, block)
     figures = [
         _figure(f"store cost per call (reserve + settle), {name}", cost.get(name, []), None, "ms", missing)
+        for name in ENGINES
+    ]
+    figures += [
+        _figure(f"store cost per call of keeping its thread, {name}", kept.get(name, []), None, "ms", missing)
         for name in ENGINES
     ]
     figures += [
@@ -129,7 +136,10 @@ def _postgres(stack: ExitStack, tmp: Path) -> str:
 # --- the store alone ---------------------------------------------------------------------------
 
 
-async def _store_costs(stores: dict[str, str], pairs: int) -> dict[str, list[float]]:
+async def _store_costs(
+    stores: dict[str, str], pairs: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per engine: ms of each reserve + settle pair, and of each thread kept."""
     caller = Caller(f"nv_sk_test_bench_{uuid.uuid4().hex}")
     owner = uuid.uuid4().hex
     opened: dict[str, Store] = {}
@@ -140,13 +150,16 @@ async def _store_costs(stores: dict[str, str], pairs: int) -> dict[str, list[flo
         for store in opened.values():  # warm: connections, statement caches
             for _ in range(10):
                 await _pair_ms(store, caller, owner)
+                await _keep_ms(store, caller)
         gc.collect()
         times: dict[str, list[float]] = {name: [] for name in opened}
+        kept: dict[str, list[float]] = {name: [] for name in opened}
         names = list(opened)
         for turn in range(pairs):
             for name in _rotated(names, turn):
                 times[name].append(await _pair_ms(opened[name], caller, owner))
-        return times
+                kept[name].append(await _keep_ms(opened[name], caller))
+        return times, kept
     finally:
         for store in opened.values():
             await store.aclose()
@@ -170,6 +183,21 @@ async def _pair_ms(store: Store, caller: Caller, owner: str) -> float:
     started = time.perf_counter()
     await store.reserve(call, owner, rows, _nothing_held)
     await store.settle(call, result, balance=BALANCE, rate_sample=(CREDITS, COST_USD))
+    return (time.perf_counter() - started) * 1000
+
+
+_TURNS = (
+    Turn("user", {"role": "user", "content": PROMPT}),
+    Turn("assistant", {"role": "assistant", "content": f"Sandbox reply from {MODEL}: {PROMPT}"}, MODEL),
+)
+_LIMITS = ThreadLimits(ttl=3600.0, per_owner=500)
+
+
+async def _keep_ms(store: Store, caller: Caller) -> float:
+    """One answered call's thread kept (a new one, as a call without thread_id makes); in ms."""
+    owner = owned_by(caller.key_digest, caller.user, caller.project_id)
+    started = time.perf_counter()
+    await store.keep_turns(owner, None, new_thread_id(), _TURNS, _LIMITS, system=None, title=PROMPT)
     return (time.perf_counter() - started) * 1000
 
 

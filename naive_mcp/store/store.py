@@ -441,8 +441,8 @@ class Store:
         """Add `turns` to `owner`'s thread `thread_id`, or to a new thread `new_id` (a copy of
         `copied_from`'s turns, if given) when there is none, or it is gone; `system` replaces the
         thread's system prompt when given. Returns the thread before the turns were added, and
-        the turns as stored."""
-        return await self._run(
+        the turns as stored. (A call's own transaction, as reserve and settle are.)"""
+        return await self._run_quick(
             self._keep_turns,
             owner,
             thread_id,
@@ -457,6 +457,7 @@ class Store:
 
     def _keep_turns(
         self,
+        engine: Engine,
         owner: UsageScope,
         thread_id: str | None,
         new_id: str,
@@ -467,13 +468,19 @@ class Store:
         copied_from: str | None,
         now: float,
     ) -> tuple[ThreadRecord, list[Turn]]:
-        with self._engine.begin() as db:
-            record = th.find(db, thread_id, owner, now, lock=True) if thread_id is not None else None
-            if record is None:
-                source = copied_from if copied_from and th.find(db, copied_from, owner, now) else None
-                record = th.create(db, new_id, owner, system, title, limits, now, copied_from=source)
-                system = None
-            return record, th.add(db, record, turns, limits, now, system=system)
+        with engine.begin() as db:
+            return th.keep(
+                db,
+                owner,
+                thread_id,
+                new_id,
+                turns,
+                limits,
+                now,
+                system=system,
+                title=title,
+                copied_from=copied_from,
+            )
 
     # --- cancels across replicas ---------------------------------------------------------------
 

@@ -3,6 +3,10 @@
 Functions of one open transaction (`Store` runs them on its connections). A thread is found
 only within a scope (`UsageScope`): a caller's own (`owned_by`), or what a reader may see; any
 other id, an expired one, or one that never existed are the same: None.
+
+A chat call keeps its turns in one short transaction (`keep`): three statements, built once
+here with bind parameters (building a statement costs more than running it on SQLite:
+statements.py), so that keeping a thread adds little to a call.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, literal, select, update
+from sqlalchemy import Connection, Integer, Row, String, bindparam, delete, insert, literal, select, update
 
 from naive_mcp.store import tables as t
 from naive_mcp.store.records import ThreadLimits, ThreadRecord, Turn, UsageScope
@@ -21,26 +25,53 @@ _threads = t.threads.c
 _turns = t.turns.c
 
 
-def find(
-    db: Connection, thread_id: str, scope: UsageScope, now: float, *, lock: bool = False
-) -> ThreadRecord | None:
+_threads = t.threads.c
+_turns = t.turns.c
+
+
+def _of_owner(query: Any) -> Any:
+    """`query` kept to the rows of one caller, bound as :key, :user and :project (None matches
+    an empty column: the key's own subject, no project)."""
+    return query.where(
+        _threads.key_digest == bindparam("key"),
+        _threads.user_id.is_not_distinct_from(bindparam("user", type_=String())),
+        _threads.project_id.is_not_distinct_from(bindparam("project", type_=String())),
+    )
+
+
+# The hot statements of a chat call's thread.
+_OWNED = _of_owner(
+    select(t.threads).where(_threads.id == bindparam("id"), _threads.expires_at > bindparam("now"))
+).with_for_update()
+_BEYOND = (
+    _of_owner(select(_threads.id))
+    .order_by(_threads.updated_at.desc(), _threads.id.desc())
+    .offset(bindparam("keep", type_=Integer()))
+)
+_ADD_THREAD = insert(t.threads)
+_ADD_TURNS = insert(t.turns)
+_GROW = update(t.threads).where(_threads.id == bindparam("thread_id"))
+_ALL_TURNS = (
+    select(_turns.number, _turns.role, _turns.message, _turns.model)
+    .where(_turns.thread_id == bindparam("id"))
+    .order_by(_turns.number)
+)
+
+
+def find(db: Connection, thread_id: str, scope: UsageScope, now: float) -> ThreadRecord | None:
     query = select(t.threads).where(
         _threads.id == thread_id, _threads.expires_at > now, *within(t.threads, scope)
     )
-    row = db.execute(query.with_for_update() if lock else query).first()
+    row = db.execute(query).first()
     return None if row is None else _record(row)
 
 
 def turns(db: Connection, thread_id: str, numbers: tuple[int, int] | None = None) -> list[Turn]:
     """The thread's turns in order; `numbers`, from and to (inclusive), only those."""
-    query = select(_turns.number, _turns.role, _turns.message, _turns.model).where(
-        _turns.thread_id == thread_id
-    )
-    if numbers is not None:
-        query = query.where(_turns.number.between(*numbers))
+    query = _ALL_TURNS if numbers is None else _ALL_TURNS.where(_turns.number.between(*numbers))
     return [
         Turn(role=row.role, message=json.loads(row.message), model=row.model, number=row.number)
-        for row in db.execute(query.order_by(_turns.number))
+        for row in db.execute(query, {"id": thread_id})
     ]
 
 
@@ -55,97 +86,67 @@ def listed(db: Connection, scope: UsageScope, now: float, limit: int) -> list[Th
     return [_record(row) for row in db.execute(query)]
 
 
-def create(
+def keep(
     db: Connection,
-    thread_id: str,
     owner: UsageScope,
-    system: str | None,
-    title: str,
-    limits: ThreadLimits,
-    now: float,
-    copied_from: str | None = None,
-) -> ThreadRecord:
-    """A new, empty thread of `owner` (exactly one caller, `owned_by`), or a copy of the turns of
-    `copied_from` (of the same owner); the owner's least recently used threads past
-    `limits.per_owner` are forgotten."""
-    assert owner.key_digest is not None and owner.user is not None and owner.project is not None
-    turns_, size = 0, 0
-    if copied_from is not None:
-        source = db.execute(
-            select(_threads.turns, _threads.chars, _threads.system).where(_threads.id == copied_from)
-        ).first()
-        if source is not None:
-            turns_, size = source.turns, source.chars - len(source.system or "")
-    db.execute(
-        insert(t.threads).values(
-            id=thread_id,
-            key_digest=owner.key_digest,
-            user_id=owner.user.value,
-            project_id=owner.project.value,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + limits.ttl,
-            system=system,
-            title=title[:200],
-            turns=turns_,
-            chars=size + len(system or ""),
-        )
-    )
-    if copied_from is not None and turns_:
-        columns = [_turns.number, _turns.role, _turns.message, _turns.model, _turns.chars, _turns.created_at]
-        db.execute(
-            insert(t.turns).from_select(
-                ["thread_id", "number", "role", "message", "model", "chars", "created_at"],
-                select(literal(thread_id).label("thread_id"), *columns).where(
-                    _turns.thread_id == copied_from, _turns.number <= turns_
-                ),
-            )
-        )
-    _forget_least_used(db, owner, limits.per_owner)
-    record = find(db, thread_id, owner, now)
-    assert record is not None
-    return record
-
-
-def add(
-    db: Connection,
-    record: ThreadRecord,
+    thread_id: str | None,
+    new_id: str,
     new: Sequence[Turn],
     limits: ThreadLimits,
     now: float,
     *,
     system: str | None,
-) -> list[Turn]:
-    """Append `new` to a thread (found and locked in this transaction), setting its system
-    prompt to `system` if given; the thread's expiry moves on. Returns the turns as stored."""
-    first = record.turns + 1
-    stored = [Turn(turn.role, turn.message, turn.model, number) for number, turn in enumerate(new, first)]
-    rows = [
+    title: str,
+    copied_from: str | None = None,
+) -> tuple[ThreadRecord, list[Turn]]:
+    """Add `new` to `owner`'s thread `thread_id` (locked first), setting its system prompt to
+    `system` if given; or, when there is no such thread (none named, or it is gone), to a new
+    thread `new_id` of `owner`'s — a copy of the turns of `copied_from`, another of `owner`'s
+    threads, if given — forgetting `owner`'s least recently used threads past
+    `limits.per_owner`. Returns the thread as it was before, and the turns as stored."""
+    assert owner.key_digest is not None and owner.user is not None and owner.project is not None
+    whose = {"key": owner.key_digest, "user": owner.user.value, "project": owner.project.value}
+    found = db.execute(_OWNED, {**whose, "id": thread_id, "now": now}).first() if thread_id else None
+    if found is not None:
+        record = _record(found)
+    else:
+        record = _create(db, whose, new_id, system, title, limits, now, copied_from)
+        system = None
+    written = [json.dumps(turn.message, ensure_ascii=False) for turn in new]
+    stored = [
+        Turn(turn.role, turn.message, turn.model, number) for number, turn in enumerate(new, record.turns + 1)
+    ]
+    if stored:
+        db.execute(
+            _ADD_TURNS,
+            [
+                {
+                    "thread_id": record.id,
+                    "number": turn.number,
+                    "role": turn.role,
+                    "message": message,
+                    "model": turn.model,
+                    "chars": len(message),
+                    "created_at": now,
+                }
+                for turn, message in zip(stored, written, strict=True)
+            ],
+        )
+    chars = record.chars + sum(map(len, written))
+    if system is not None:
+        chars += len(system) - len(record.system or "")
+    db.execute(
+        _GROW,
         {
             "thread_id": record.id,
-            "number": turn.number,
-            "role": turn.role,
-            "message": json.dumps(turn.message, ensure_ascii=False),
-            "model": turn.model,
-            "chars": size_of(turn),
-            "created_at": now,
-        }
-        for turn in stored
-    ]
-    if rows:
-        db.execute(insert(t.turns), rows)
-    added = sum(size_of(turn) for turn in stored)
-    values: dict[str, object] = {
-        "updated_at": now,
-        "expires_at": now + limits.ttl,
-        "turns": record.turns + len(rows),
-        "chars": record.chars + added,
-    }
-    if system is not None:
-        values["system"] = system
-        values["chars"] = record.chars + added + len(system) - len(record.system or "")
-    db.execute(update(t.threads).where(_threads.id == record.id).values(**values))
-    return stored
+            "updated_at": now,
+            "expires_at": now + limits.ttl,
+            "turns": record.turns + len(stored),
+            "chars": chars,
+            "system": system if system is not None else record.system,
+        },
+    )
+    return record, stored
 
 
 def forget_expired(db: Connection, now: float) -> int:
@@ -154,23 +155,53 @@ def forget_expired(db: Connection, now: float) -> int:
     return db.execute(delete(t.threads).where(_threads.expires_at <= now)).rowcount
 
 
-def size_of(turn: Turn) -> int:
-    """What a turn counts toward its thread's size: the characters of its message as JSON."""
-    return len(json.dumps(turn.message, ensure_ascii=False))
-
-
-def _forget_least_used(db: Connection, owner: UsageScope, keep: int) -> None:
-    conditions = within(t.threads, owner)
-    beyond = (
-        select(_threads.id)
-        .where(*conditions)
-        .order_by(_threads.updated_at.desc(), _threads.id.desc())
-        .offset(keep)
+def _create(
+    db: Connection,
+    whose: dict[str, Any],
+    thread_id: str,
+    system: str | None,
+    title: str,
+    limits: ThreadLimits,
+    now: float,
+    copied_from: str | None,
+) -> ThreadRecord:
+    """A new thread (its turns copied from `copied_from`, of the same owner, if it is there),
+    and the owner's least used past `limits.per_owner - 1` forgotten to make room for it."""
+    copied, chars = 0, 0
+    source = db.execute(_OWNED, {**whose, "id": copied_from, "now": now}).first() if copied_from else None
+    if source is not None:
+        copied, chars = source.turns, source.chars - len(source.system or "")
+        columns = [_turns.number, _turns.role, _turns.message, _turns.model, _turns.chars, _turns.created_at]
+        db.execute(
+            insert(t.turns).from_select(
+                ["thread_id", "number", "role", "message", "model", "chars", "created_at"],
+                select(literal(thread_id).label("thread_id"), *columns).where(
+                    _turns.thread_id == copied_from, _turns.number <= copied
+                ),
+            )
+        )
+    beyond = [row.id for row in db.execute(_BEYOND, {**whose, "keep": limits.per_owner - 1})]
+    if beyond:
+        db.execute(delete(t.turns).where(_turns.thread_id.in_(beyond)))
+        db.execute(delete(t.threads).where(_threads.id.in_(beyond)))
+    record = ThreadRecord(
+        id=thread_id,
+        key_digest=whose["key"],
+        user_id=whose["user"],
+        project_id=whose["project"],
+        created_at=now,
+        updated_at=now,
+        expires_at=now + limits.ttl,
+        system=system,
+        title=title[:200],
+        turns=copied,
+        chars=chars + len(system or ""),
     )
-    ids = [row.id for row in db.execute(beyond)]
-    if ids:
-        db.execute(delete(t.turns).where(_turns.thread_id.in_(ids)))
-        db.execute(delete(t.threads).where(_threads.id.in_(ids)))
+    db.execute(
+        _ADD_THREAD,
+        {name: getattr(record, name) for name in ThreadRecord.__dataclass_fields__},
+    )
+    return record
 
 
 def _record(row: Row[Any]) -> ThreadRecord:
