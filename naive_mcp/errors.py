@@ -120,6 +120,7 @@ _OWN_KINDS: dict[str, _Kind] = {
         "Naive refused the API key this client sent as its bearer token (revoked or invalid): send a "
         "valid Naive key (nv_sk_live_… or nv_sk_test_…) in the Authorization header and reconnect.",
     ),
+    "all_models_failed": _Kind(False, "Each model's error above says what to do next."),
     "connection_error": _Kind(True, "Check NAIVE_BASE_URL and the network, then retry."),
     "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),
     "bad_response": _Kind(

@@ -108,21 +108,13 @@ class VideoPart(Arguments):
 
 
 ContentPart = Annotated[TextPart | ImagePart | AudioPart | FilePart | VideoPart, Field(discriminator="type")]
-# Published compactly (every agent reads tools/list); the models above still validate each part.
+# Published compactly (every agent reads tools/list): the description names each kind of part,
+# and the models above still validate each.
 _CONTENT_SCHEMA = WithJsonSchema(
     {
         "anyOf": [
             {"type": "string"},
-            {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "type": {"enum": ["text", "image_url", "input_audio", "file", "video_url"]}
-                    },
-                    "required": ["type"],
-                },
-            },
+            {"type": "array", "items": {"type": "object"}},
         ],
         "description": "text, or parts: {type:text,text} {type:image_url,image_url:{url}} "
         "{type:input_audio,input_audio:{data,format}} {type:file,file:{filename,file_data}} "
@@ -281,6 +273,37 @@ _SET_BY_THE_SERVER = {
 }
 
 
+def field_names(model: type[Arguments]) -> set[str]:
+    """The argument names of `model`, as a client spells them."""
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def checked_extra(
+    extra: dict[str, Any] | None, named: set[str], elsewhere: tuple[set[str], str] | None = None
+) -> dict[str, Any] | None:
+    """`extra`, if it holds none of the `named` arguments, nothing the server sets, and none of
+    `elsewhere`'s names (arguments of another tool, which it names: they are validated there)."""
+    given = extra or {}
+    problems = [
+        f"{key!r} is an argument of its own: give it as `{key}`, where it is checked"
+        for key in given
+        if key in named
+    ]
+    if elsewhere is not None:
+        names, tool = elsewhere
+        problems += [
+            f"{key!r} is an argument of {tool}, where it is checked; this tool does not take it"
+            for key in given
+            if key in names and key not in named
+        ]
+    problems += [
+        f"{key!r} is the server's to set: {why}" for key, why in _SET_BY_THE_SERVER.items() if key in given
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return extra
+
+
 class GenerationArguments(Arguments):
     """What chat and text completions (`llm.complete`) take alike: the model and its fallbacks,
     routing, sampling, logprobs, OpenRouter's transforms, usage and end-user id, and `extra`."""
@@ -334,21 +357,7 @@ class GenerationArguments(Arguments):
     @classmethod
     def _nothing_validated_or_set_by_the_server(cls, extra: dict[str, Any] | None) -> dict[str, Any] | None:
         """`extra` adds to the body; it may not override what is validated or set here."""
-        given = extra or {}
-        named = {field.alias or name for name, field in cls.model_fields.items()}
-        problems = [
-            f"{key!r} is an argument of its own: give it as `{key}`, where it is checked"
-            for key in given
-            if key in named
-        ]
-        problems += [
-            f"{key!r} is the server's to set: {why}"
-            for key, why in _SET_BY_THE_SERVER.items()
-            if key in given
-        ]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return extra
+        return checked_extra(extra, field_names(cls))
 
     def body_for(self, default_model: str | None, own: set[str], **first: Any) -> dict[str, Any]:
         """OpenRouter's body for this call: `first` (what the call sends in its own shape: the
@@ -374,6 +383,12 @@ class _Conversation(Arguments):
     messages: list[Message] | None = Field(default=None, min_length=1, description="or prompt")
     prompt: str | None = Field(default=None, min_length=1, description="one user message; or messages")
     system: str | None = None
+
+    @model_validator(mode="after")
+    def _one_conversation(self) -> Self:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of `messages` or `prompt`")
+        return self
 
 
 class ChatArguments(GenerationArguments, _Conversation):
@@ -445,12 +460,6 @@ class ChatArguments(GenerationArguments, _Conversation):
         if modalities is not None and len(set(modalities)) < len(modalities):
             raise ValueError('gives a modality more than once, e.g. ["image", "text"]')
         return modalities
-
-    @model_validator(mode="after")
-    def _one_conversation(self) -> Self:
-        if (self.messages is None) == (self.prompt is None):
-            raise ValueError("give exactly one of `messages` or `prompt`")
-        return self
 
     def request_body(self, default_model: str | None) -> dict[str, Any]:
         """OpenRouter's chat body for this call."""
@@ -688,11 +697,10 @@ CHAT = Method(
     primitive="llm",
     name="chat",
     description=(
-        "Ask another model: one chat completion through Naive's gateway to 300+ models. Give `prompt` "
-        "(or `messages`), optionally `system`, `model` (else the server's default), a `models` fallback "
-        "chain, `provider` routing, sampling, `response_format`, `reasoning`, `tools`, `plugins` (web "
-        "search), `modalities` (image output), `extra` (any other body field). Costs credits "
-        "(per token); the result says the model that answered, tokens, cost, credits used and left."
+        "Ask another model: one chat completion through Naive's gateway to 300+ models, with "
+        "fallbacks, routing, tools, structured output, web search (`plugins`), image output "
+        "(`modalities`). Costs credits per token; the result says the model that answered, tokens, "
+        "cost, credits used and left."
     ),
     arguments=ChatArguments,
     result=ChatResult,
