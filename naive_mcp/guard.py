@@ -456,16 +456,16 @@ class SpendGuard:
                 prices[index] = chain_prices(body, listed, policy.free_models)
         started = time.time()
         calls = [new_call(caller, str(body["model"]), started) for body in bodies]
-        trials: list[tuple[str, ...]] = []
+        trials = [self._untried_free(price) for price in prices]
+        taken: list[tuple[str, ...]] = []
         try:
-            for price in prices:
-                trial = self._untried_free(price)
-                if trial:
-                    await self._take_free_turn(store, calls, trial)
-                trials.append(trial)
+            # In one order (a set's models are distinct): two sets never wait on each other's turn.
+            for trial in sorted(trial for trial in trials if trial):
+                await self._take_free_turn(store, calls, trial)
+                taken.append(trial)
             spends = await self._admit(store, calls, caller, bodies, prices)
         except BaseException:
-            for trial in trials:
+            for trial in taken:
                 self._trying_free.difference_update(trial)
             raise
         for spend, trial in zip(spends, trials, strict=True):

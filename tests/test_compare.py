@@ -197,6 +197,34 @@ async def test_a_cap_that_fits_only_part_of_the_set_refuses_it_whole_naming_the_
     assert usage["by_outcome"]["refused"]["calls"] == 3, "a ledger row for each model"
 
 
+async def test_a_per_call_cap_holds_each_model_of_a_set_alone_and_allowed_models_every_one(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    settings = make_settings(
+        sandbox,
+        api_key,
+        max_call_credits=0.025,
+        credits_per_usd=SANDBOX_CREDITS_PER_USD,
+        allowed_models=["openai/*", "anthropic/*"],
+    )
+    async with Client(create_server(settings)) as client:
+        dear = await client.call_tool(
+            "naive_llm_compare",
+            {"prompt": "hi", "models": ["openai/gpt-5.2", "anthropic/claude-sonnet-4.6"], "max_tokens": 1000},
+        )
+        barred = await client.call_tool(
+            "naive_llm_compare", {"prompt": "hi", "models": ["openai/gpt-5.2", "google/gemini-2.5-pro"]}
+        )
+
+    assert dear.is_error and barred.is_error
+    assert text_of(dear).startswith(
+        "spending_cap: of this set, the call to 'anthropic/claude-sonnet-4.6' could cost up to 0.031"
+    )
+    assert "more than NAIVE_MAX_CALL_CREDITS (0.025 credits per call) allows" in text_of(dear)
+    assert text_of(barred).startswith("model_not_allowed: model 'google/gemini-2.5-pro' is not allowed")
+    assert chats(sandbox, api_key) == []
+
+
 async def test_a_set_that_fits_is_admitted_and_each_call_is_settled_on_its_own(
     sandbox: RunningSandbox, api_key: str
 ) -> None:

@@ -88,7 +88,7 @@ async def test_an_unknown_pair_names_the_methods_that_exist(client: Client) -> N
     assert isinstance(block, TextContent)
     assert block.text.startswith(
         "Unknown Naive primitive method: 'llm.compose'. The methods that exist: llm.chat, llm.complete, "
-        "llm.models, llm.generation."
+        "llm.compare, llm.models, llm.generation."
     )
     assert block.text.endswith("Call naive_search_primitives to see every method and its arguments.")
 
