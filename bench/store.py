@@ -181,7 +181,7 @@ async def _pair_ms(store: Store, caller: Caller, owner: str) -> float:
         cost_usd=COST_USD,
     )
     started = time.perf_counter()
-    await store.reserve(call, owner, rows, _nothing_held)
+    await store.reserve([call], owner, rows, _nothing_held)
     await store.settle(call, result, balance=BALANCE, rate_sample=(CREDITS, COST_USD))
     return (time.perf_counter() - started) * 1000
 
@@ -201,7 +201,7 @@ async def _keep_ms(store: Store, caller: Caller) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _nothing_held(figures: Figures) -> float:
+def _nothing_held(index: int, figures: Figures) -> float:
     """SpendGuard's decision when no credit cap is set: hold nothing (the hold row is written)."""
     return 0.0
 

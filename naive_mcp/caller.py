@@ -6,9 +6,13 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Annotated
 
+from pydantic import WithJsonSchema
+
 from naive_mcp.validation import matching
 
 # Sent as an HTTP header, so no spaces or control characters; Naive's ids look like `usr_…`.
+# Published as a string (every agent reads tools/list): the pattern is checked here, and a
+# mismatch is explained in words.
 TenantId = Annotated[
     str,
     matching(
@@ -17,6 +21,7 @@ TenantId = Annotated[
         min_length=1,
         max_length=128,
     ),
+    WithJsonSchema({"type": "string"}),
 ]
 
 

@@ -53,6 +53,9 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "serve": Command("naive_mcp.cli:serve", "serve MCP (the default: what an MCP client's config runs)"),
     "chat": Command("naive_mcp.terminal:chat", "ask a model; the answer streams to stdout"),
+    "compare": Command(
+        "naive_mcp.terminal:compare", "ask 2-8 models at once (-m, repeated); the answers side by side"
+    ),
     "models": Command("naive_mcp.terminal:models", "find a model: search, --author, --sort, --limit"),
     "generation": Command("naive_mcp.terminal:generation", "what an earlier call cost, by its id"),
     "usage": Command("naive_mcp.terminal:usage", "what the store has recorded: all time, today, this month"),

@@ -133,6 +133,7 @@ _OWN_KINDS: dict[str, _Kind] = {
         "Leave out thread_id and send the whole conversation in `messages`; or ask the operator to set "
         "NAIVE_THREADS=true.",
     ),
+    "all_models_failed": _Kind(False, "Each model's error above says what to do next."),
     "connection_error": _Kind(True, "Check NAIVE_BASE_URL and the network, then retry."),
     "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),
     "bad_response": _Kind(

@@ -212,6 +212,7 @@ class Spend:
     completion: ChatCompletion | None = None
     # Models admitted as free that this call tries first (SpendGuard._take_free_turn).
     free_trial: tuple[str, ...] = ()
+    settled: bool = False
 
     def saw(self, stream: ChatStream) -> None:
         """A chunk arrived. Write the generation's id to the hold, once, in the background; stop
@@ -243,9 +244,10 @@ class Spend:
 
 
 class _Refusal(Exception):
-    def __init__(self, error: SpendingRefused, *, waitable: bool) -> None:
+    def __init__(self, error: SpendingRefused, *, waitable: bool, needed: float = 0.0) -> None:
         self.error = error
         self.waitable = waitable
+        self.needed = needed  # what the call (or set) could cost
 
 
 class SpendGuard:
@@ -387,13 +389,19 @@ class SpendGuard:
         """Whether a call of those `scope` may see got `generation_id` back through this store."""
         return await (await self.store()).made_within(generation_id, scope)
 
-    # --- one call ------------------------------------------------------------------------------
+    # --- admitting calls: one, or a set that is admitted whole ---------------------------------
 
     @asynccontextmanager
     async def spending(self, caller: Caller, body: dict[str, Any]) -> AsyncIterator[Spend]:
         """Admit the call (or raise SpendingRefused), yield it, settle it however it ends.
         May set body["max_tokens"]."""
         spend = await self.admit(caller, body)
+        async with self.settling(spend, caller):
+            yield spend
+
+    @asynccontextmanager
+    async def settling(self, spend: Spend, caller: Caller) -> AsyncIterator[Spend]:
+        """Settle an admitted call however the block ends: with its error, if it raises one."""
         try:
             yield spend
         except BaseException as exc:
@@ -403,29 +411,66 @@ class SpendGuard:
         with anyio.CancelScope(shield=True):
             await self.settle(spend, caller)
 
+    @asynccontextmanager
+    async def spending_all(
+        self, caller: Caller, bodies: Sequence[dict[str, Any]]
+    ) -> AsyncIterator[list[Spend]]:
+        """Admit a set of calls whole (`admit_all`) and yield them, each to be settled on its own
+        (`settling`) as it ends; one the block never settled (cancelled before it began) is
+        settled as the block ends."""
+        spends = await self.admit_all(caller, bodies)
+        try:
+            yield spends
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                for spend in spends:
+                    await self.settle(spend, caller, exc)
+            raise
+        with anyio.CancelScope(shield=True):
+            for spend in spends:
+                await self.settle(spend, caller)
+
     async def admit(self, caller: Caller, body: dict[str, Any]) -> Spend:
         """Reserve the call's worst case in the store, or raise SpendingRefused (after waiting up to
         NAIVE_CAP_WAIT for calls in flight, when only they stand in the way)."""
+        (spend,) = await self.admit_all(caller, [body])
+        return spend
+
+    async def admit_all(self, caller: Caller, bodies: Sequence[dict[str, Any]]) -> list[Spend]:
+        """Admit several calls of one caller together (`llm.compare`'s set): all of them, in one
+        reservation, or none (SpendingRefused, naming what the set could cost, the limit, what is
+        left and which of its models would fit). Each call's worst case is decided on the figures
+        as the calls before it raised them. One body is one call: `admit`. May set each
+        body's max_tokens; each call is then settled on its own (`settle`, `settling`)."""
         policy = self._policy
-        check_allowed(body, policy.allowed_models)
+        for body in bodies:
+            check_allowed(body, policy.allowed_models)
         store = await self.store()
         if policy.unit == "USD" and policy.min_remaining:
             await self._refresh_balance(store, caller, policy.min_remaining[0])
-        prices = None
+        prices: list[Prices | None] = [None] * len(bodies)
         if policy.needs_prices:
-            self._check_not_billed_free(model_chain(body))
-            prices = chain_prices(body, await self._catalog.models(caller), policy.free_models)
-        call = new_call(caller, str(body["model"]))
-        trial = self._untried_free(prices)
-        if trial:
-            await self._take_free_turn(store, call, trial)
+            listed = await self._catalog.models(caller)
+            for index, body in enumerate(bodies):
+                self._check_not_billed_free(model_chain(body))
+                prices[index] = chain_prices(body, listed, policy.free_models)
+        started = time.time()
+        calls = [new_call(caller, str(body["model"]), started) for body in bodies]
+        trials = [self._untried_free(price) for price in prices]
+        taken: list[tuple[str, ...]] = []
         try:
-            spend = await self._admit(store, call, caller, body, prices)
+            # In one order (a set's models are distinct): two sets never wait on each other's turn.
+            for trial in sorted(trial for trial in trials if trial):
+                await self._take_free_turn(store, calls, trial)
+                taken.append(trial)
+            spends = await self._admit(store, calls, caller, bodies, prices)
         except BaseException:
-            self._trying_free.difference_update(trial)
+            for trial in taken:
+                self._trying_free.difference_update(trial)
             raise
-        spend.free_trial = trial
-        return spend
+        for spend, trial in zip(spends, trials, strict=True):
+            spend.free_trial = trial
+        return spends
 
     async def _refresh_balance(self, store: Store, caller: Caller, floor: Limit) -> None:
         """Where answers carry no balance, ask the upstream for the key's (`NaiveClient.balance`)
@@ -450,16 +495,19 @@ class SpendGuard:
             return ()
         return tuple(model for model in prices.free_models if model not in self._proven_free)
 
-    async def _take_free_turn(self, store: Store, call: CallRecord, trial: tuple[str, ...]) -> None:
+    async def _take_free_turn(
+        self, store: Store, calls: Sequence[CallRecord], trial: tuple[str, ...]
+    ) -> None:
         """A model admitted as free (NAIVE_FREE_MODELS) runs one call at a time until one has
         answered at 0 credits: a price of 0 may be a gap in the list, and calls reserved at 0 in
         parallel would each bill past every cap before the first had settled. Waits up to
-        NAIVE_CAP_WAIT for the call on trial, else refuses."""
+        NAIVE_CAP_WAIT for the call on trial, else refuses (with a ledger row for each of `calls`,
+        the set this call is of)."""
         deadline = anyio.current_time() + self._policy.cap_wait
         while busy := [model for model in trial if model in self._trying_free]:
             left = deadline - anyio.current_time()
             if left <= 0:
-                await store.record(call, self._counted(CallResult("refused", 0.0, credits_reported=False)))
+                await self._record_refused(store, calls)
                 raise SpendingRefused(
                     f"{busy[0]!r} is admitted as free (NAIVE_FREE_MODELS) but has not yet answered at 0 "
                     "credits on this server, so under its spending caps one call to it runs at a time "
@@ -471,7 +519,7 @@ class SpendGuard:
             try:
                 self._check_not_billed_free(trial)  # the call on trial billed
             except SpendingRefused:
-                await store.record(call, self._counted(CallResult("refused", 0.0, credits_reported=False)))
+                await self._record_refused(store, calls)
                 raise
         self._trying_free.update(trial)
 
@@ -496,7 +544,11 @@ class SpendGuard:
                 )
 
     async def settle(self, spend: Spend, caller: Caller, error: BaseException | None = None) -> None:
-        """The call is over: `error` is how it failed, if it did."""
+        """The call is over: `error` is how it failed, if it did. Once: a call settled already
+        is left as it is."""
+        if spend.settled:
+            return
+        spend.settled = True
         store = self.store_now()
         if error is None and spend.completion is not None:
             await self._settle_answered(store, spend, spend.completion)
@@ -511,41 +563,64 @@ class SpendGuard:
     async def _admit(
         self,
         store: Store,
-        call: CallRecord,
+        calls: Sequence[CallRecord],
         caller: Caller,
-        body: dict[str, Any],
-        prices: Prices | None,
-    ) -> Spend:
-        rows = cap_rows(caller, datetime.fromtimestamp(call.started_at, UTC), self._policy.unit)
-        chosen: dict[str, Any] = {}
+        bodies: Sequence[dict[str, Any]],
+        prices: Sequence[Prices | None],
+    ) -> list[Spend]:
+        rows = cap_rows(caller, datetime.fromtimestamp(calls[0].started_at, UTC), self._policy.unit)
+        chosen: list[dict[str, Any]] = [{} for _ in calls]
+        before: list[Figures] = []  # the figures before the set: what a refusal is explained by
+        held: list[float] = []  # by the calls of the set decided so far
 
-        def decide(figures: Figures) -> float:
-            chosen.clear()
-            self._rate = figures.rate or self._rate
-            if prices is None:  # no credit cap: nothing to hold, but the hold row is written
+        def decide(index: int, figures: Figures) -> float:
+            chosen[index].clear()
+            if index == 0:
+                before[:], held[:] = [figures], []
+                self._rate = figures.rate or self._rate
+            price = prices[index]
+            if price is None:  # no credit cap: nothing to hold, but the hold row is written
+                held.append(0.0)
                 return 0.0
-            return self._worst_case(figures, caller, body, prices, rows, chosen)
+            try:
+                credits = self._worst_case(
+                    figures, caller, bodies[index], price, rows, chosen[index], own=sum(held)
+                )
+            except _Refusal as refusal:
+                if len(calls) == 1:
+                    raise
+                raise self._set_refusal(before[0], caller, bodies, prices, rows, refusal, index) from None
+            held.append(credits)
+            return credits
 
         deadline = anyio.current_time() + self._policy.cap_wait
         while True:
             try:
-                with anyio.CancelScope(shield=True):  # once written, the hold is settled below
-                    credits = await store.reserve(call, self.owner, rows, decide)
+                with anyio.CancelScope(shield=True):  # once written, the holds are settled by the caller
+                    credits = await store.reserve(calls, self.owner, rows, decide)
                 break
             except _Refusal as refusal:
                 left = deadline - anyio.current_time()
                 if not refusal.waitable or left <= 0:
-                    await store.record(
-                        call, self._counted(CallResult("refused", 0.0, credits_reported=False))
-                    )
+                    await self._record_refused(store, calls)
                     raise refusal.error from None
                 with anyio.move_on_after(min(left, _WAIT_POLL_SECONDS)):
                     await self._settled.wait()
-        spend = Spend(self, call, credits, prices=prices, output_tokens=chosen.get("output_tokens"))
-        if "max_tokens" in chosen:
-            body["max_tokens"] = chosen["max_tokens"]
-            spend.notes.append(chosen["note"])
-        return spend
+        spends: list[Spend] = []
+        for call, amount_held, body, price, choice in zip(
+            calls, credits, bodies, prices, chosen, strict=True
+        ):
+            spend = Spend(self, call, amount_held, prices=price, output_tokens=choice.get("output_tokens"))
+            if "max_tokens" in choice:
+                body["max_tokens"] = choice["max_tokens"]
+                spend.notes.append(choice["note"])
+            spends.append(spend)
+        return spends
+
+    async def _record_refused(self, store: Store, calls: Sequence[CallRecord]) -> None:
+        """A ledger row for each call refused (a set's every call: none of them was sent)."""
+        for call in calls:
+            await store.record(call, self._counted(CallResult("refused", 0.0, credits_reported=False)))
 
     def _worst_case(
         self,
@@ -555,13 +630,18 @@ class SpendGuard:
         prices: Prices,
         rows: Sequence[CapRow],
         chosen: dict[str, Any],
+        *,
+        own: float = 0.0,
+        check: bool = True,
     ) -> float:
         """The call's worst case in credits, if it fits every cap now; else a _Refusal that says
-        whether it would fit once the calls in flight settle."""
+        whether it would fit once the calls in flight settle. `own`: what the calls of its set
+        decided before it hold (they are in `figures` already). Not `check`: the worst case,
+        whether it fits or not."""
         rate = self._rate_of(figures)
         input_credits = input_usd(body, prices) * rate
         per_token = prices.completion * rate
-        rooms = self._rooms(figures, caller, rows)
+        rooms = self._rooms(figures, caller, rows, own=own)
         room = min(rooms, key=lambda r: r.left)
         max_tokens, thinking = output_budget(body)
         if max_tokens is None:
@@ -571,10 +651,75 @@ class SpendGuard:
         if prices.context_length is not None:
             output = min(output, prices.context_length)
         worst = input_credits + per_token * output
-        if worst > room.left:
+        if check and worst > room.left:
             raise self._refusal(rooms, room, worst)
         chosen["output_tokens"] = output
         return worst
+
+    def _set_refusal(
+        self,
+        figures: Figures,
+        caller: Caller,
+        bodies: Sequence[dict[str, Any]],
+        prices: Sequence[Prices | None],
+        rows: Sequence[CapRow],
+        refusal: _Refusal,
+        index: int,
+    ) -> _Refusal:
+        """The refusal of a set of calls that do not all fit (`refusal`: its call `index`'s), told
+        from `figures` as they were before the set: what the calls could cost together, the limit
+        that stops them, what is left under it, and which of the set's models would fit."""
+        models = [str(body["model"]) for body in bodies]
+        needs: list[float] = []
+        for body, price in zip(bodies, prices, strict=True):
+            if price is None:
+                needs.append(0.0)
+                continue
+            try:
+                needs.append(self._worst_case(figures, caller, body, price, rows, {}, check=False))
+            except _Refusal as alone:  # without max_tokens, not one token fits a share of a cap
+                needs.append(alone.needed)
+        rooms = self._rooms(figures, caller, rows)
+        shown = self._policy.shown
+        for model, need in zip(models, needs, strict=True):
+            for room in rooms:  # a limit per call holds each call of the set alone
+                if not room.shared and need > room.left:
+                    return self._refusal(rooms, room, need, what=f"of this set, the call to {model!r}")
+        shared = [room for room in rooms if room.shared]
+        total = sum(needs)
+        tightest = min(shared, key=lambda r: r.left) if shared else None
+        if tightest is None or total <= tightest.left:
+            # Not the sum but one call's own rule (no max_tokens: a share of a cap): say that one.
+            message = f"of this set, the call to {models[index]!r}: {refusal.error.message}"
+            return _Refusal(SpendingRefused(message), waitable=refusal.waitable)
+        fitting: list[str] = []
+        used = 0.0
+        for model, need in zip(models, needs, strict=True):
+            if used + need <= tightest.left:
+                fitting.append(model)
+                used += need
+        each = ", ".join(f"{model} {shown(need)}" for model, need in zip(models, needs, strict=True))
+        if len(fitting) >= 2:
+            fits = f"These {len(fitting)} fit together now: {', '.join(fitting)} (up to {shown(used)})."
+        elif fitting:
+            fits = f"Only {fitting[0]} fits now (up to {shown(used)}), and a comparison needs two."
+        else:
+            fits = "Not one of them fits now."
+        setting = tightest.label.split(" ", 1)[0]
+        change = "lower" if setting.startswith("NAIVE_MIN_") else "raise"
+        if tightest.blocked:
+            limit = f"{tightest.label}; try again when the call in flight on this key has finished."
+        else:
+            limit = f"more than {tightest.label} allows."
+        message = (
+            f"these {len(bodies)} calls could cost up to {shown(total, word=True)} together ({each}), "
+            f"{limit} A set is admitted whole or not at all. {fits} Compare fewer or cheaper models "
+            f"(naive_llm_models sort=price), lower max_tokens or shorten the prompt; or ask the operator "
+            f"to {change} {setting}."
+        )
+        lendable = [(r.left + r.held) >= total or (r.blocked and r.held > 0) for r in rooms]
+        waitable = all(lendable) and any(r.held > 0 for r in rooms)
+        return _Refusal(SpendingRefused(message), waitable=waitable, needed=total)
 
     def _unasked_max_tokens(
         self,
@@ -620,7 +765,11 @@ class SpendGuard:
         chosen.update(max_tokens=longest, note=note)
         return longest
 
-    def _rooms(self, figures: Figures, caller: Caller, rows: Sequence[CapRow]) -> list[_Room]:
+    def _rooms(
+        self, figures: Figures, caller: Caller, rows: Sequence[CapRow], *, own: float = 0.0
+    ) -> list[_Room]:
+        """What is left under each limit. `own`: what the calls of this call's set decided before
+        it hold: while the balance is not known, a set counts as one call."""
         policy = self._policy
         rate = self._rate_of(figures)
         rooms = [_Room(math.inf, "", 0.0, shared=False)]
@@ -649,7 +798,7 @@ class SpendGuard:
         for floor in policy.min_remaining:
             held = _figure(figures.rows.get(rows[_ROW_INDEX["key", "all"]]))[1]
             if figures.balance is None:
-                if held > 0:
+                if held - own > _NOTHING:
                     # The balance comes with the first answer on a key: until then, one call at a time.
                     rooms.append(
                         _Room(
@@ -683,11 +832,17 @@ class SpendGuard:
         return figures.rate or self._policy.assumed_rate
 
     def _refusal(
-        self, rooms: list[_Room], room: _Room, needed: float, *, unasked: str | None = None
+        self,
+        rooms: list[_Room],
+        room: _Room,
+        needed: float,
+        *,
+        unasked: str | None = None,
+        what: str = "this call",
     ) -> _Refusal:
-        """The refusal of a call that needs `needed` credits where `room` is the tightest limit;
-        `unasked`, for a call without max_tokens that a share of a shared cap cannot hold, says
-        what to do instead."""
+        """The refusal of a call (`what`) that needs `needed` credits where `room` is the tightest
+        limit; `unasked`, for a call without max_tokens that a share of a shared cap cannot hold,
+        says what to do instead."""
 
         def fits_once_settled(r: _Room) -> bool:
             lendable = (r.left + r.held) * (UNASKED_SHARE if unasked and r.shared else 1.0)
@@ -711,11 +866,11 @@ class SpendGuard:
             # A floor is lowered to allow more; a cap is raised.
             change = "lower" if setting.startswith("NAIVE_MIN_") else "raise"
             message = (
-                f"this call could cost up to {self._policy.shown(needed, word=True)}, more than "
+                f"{what} could cost up to {self._policy.shown(needed, word=True)}, more than "
                 f"{room.label} allows. Lower max_tokens, shorten the prompt or choose a cheaper model "
                 f"(naive_llm_models sort=price); or ask the operator to {change} {setting}."
             )
-        return _Refusal(SpendingRefused(message), waitable=waitable)
+        return _Refusal(SpendingRefused(message), waitable=waitable, needed=needed)
 
     # --- settling ------------------------------------------------------------------------------
 
@@ -902,11 +1057,12 @@ def _tokens_within(credits: float, per_token: float, most: int) -> int:
     return min(math.floor(credits / per_token), most)
 
 
-def new_call(caller: Caller, model: str) -> CallRecord:
-    """The store's record of a call starting now: a new id, who makes it, the model it asks for."""
+def new_call(caller: Caller, model: str, started_at: float | None = None) -> CallRecord:
+    """The store's record of a call starting now (or at `started_at`: the calls of a set start
+    together): a new id, who makes it, the model it asks for."""
     return CallRecord(
         call_id=uuid.uuid4().hex,
-        started_at=time.time(),
+        started_at=time.time() if started_at is None else started_at,
         key_digest=caller.key_digest,
         user_id=caller.user,
         project_id=caller.project_id,

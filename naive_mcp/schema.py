@@ -1,7 +1,9 @@
 """JSON schemas for tools: generated once per model, compact, and portable.
 
 `tools/list` is read into the context of every agent that uses this server, so its schemas
-carry no generated titles, and an optional argument is written as its type alone (a client
+carry no generated titles nor JSON Schema's defaults (`additionalProperties: true`), an id is
+published as a string and checked by its pattern on the server (which names the rule when it
+fails), and an optional argument is written as its type alone (a client
 leaves it out instead of sending null; null is still accepted). Results leave out what is unknown
 rather than sending null, so their schemas need no null either.
 """
@@ -95,7 +97,8 @@ def _compact(node: Any, dropped: frozenset[str] = _DROPPED_KEYS) -> Any:
                 else _compact(value, dropped)
             )
             for key, value in node.items()
-            if key not in dropped
+            # additionalProperties: true is JSON Schema's default, and says nothing.
+            if key not in dropped and not (key == "additionalProperties" and value is True)
         }
     if isinstance(node, list):
         return [_compact(item, dropped) for item in node]

@@ -1,4 +1,4 @@
-"""The terminal face: `naive-mcp chat`, `models`, `generation`, `usage`.
+"""The terminal face: `naive-mcp chat`, `compare`, `models`, `generation`, `usage`.
 
 Each command runs the same registry method as its tool (`Method.invoke`: the same validation,
 caps, spend guard and errors), as the operator (the grant of stdio), and prints what the tool
@@ -26,7 +26,7 @@ from naive_mcp.access import Grant
 from naive_mcp.cli import read_settings, refuse_secret_flags, sandboxed
 from naive_mcp.errors import NaiveError
 from naive_mcp.logs import configure_logging
-from naive_mcp.primitives.llm import CHAT, GENERATION, MODELS
+from naive_mcp.primitives.llm import CHAT, COMPARE, GENERATION, MODELS
 from naive_mcp.primitives.llm.chat import ChatResult
 from naive_mcp.progress import ProgressReporter
 from naive_mcp.redaction import Redactor
@@ -120,6 +120,66 @@ def chat(argv: list[str]) -> int:
         if shown:
             kinds = ", ".join(f"{image.mime_type} {image.size_bytes} bytes" for image in shown)
             sys.stderr.write(f"{len(shown)} image(s) came with the answer ({kinds}); --json has their data\n")
+        return OK
+
+    return _run(args.settings, work)
+
+
+def compare(argv: list[str]) -> int:
+    parser = _parser(
+        "compare",
+        "Ask 2-8 models the same question at once. The answers print numbered, side by side (each "
+        "once it is whole: several streams at once would interleave), then the judge's synthesis "
+        "if one was asked for; a summary line goes to stderr.",
+    )
+    parser.add_argument("prompt", nargs="?", help="the prompt; - reads it from stdin")
+    parser.add_argument(
+        "-m", "--model", action="append", metavar="MODEL", help="a model to ask; repeat it, 2 to 8 times"
+    )
+    parser.add_argument(
+        "--judge", metavar="MODEL", help="a model that then writes a synthesis citing the answers"
+    )
+    parser.add_argument("-s", "--system", help="a system message")
+    parser.add_argument("--temperature")
+    parser.add_argument("--max-tokens")
+    parser.add_argument(
+        "--reasoning-effort", metavar="LEVEL", help="xhigh, high, medium, low, minimal or none"
+    )
+    parser.add_argument("--user-id", help="the Naive user to call for")
+    parser.add_argument("--project-id")
+    parser.add_argument(
+        "--arguments",
+        metavar="JSON",
+        help="more of the tool's arguments, as a JSON object: messages, top_p, seed, provider, extra; "
+        "validated as the tool validates them",
+    )
+    args = _parse(parser, argv)
+    if args.prompt is None:
+        parser.error("give a prompt, or - to read it from stdin")
+    more = _json_object(parser, "--arguments", args.arguments)
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    raw = more | _given(
+        prompt=prompt,
+        system=args.system,
+        models=args.model,
+        judge=args.judge,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        reasoning={"effort": args.reasoning_effort} if args.reasoning_effort else None,
+        user_id=args.user_id,
+        project_id=args.project_id,
+    )
+
+    async def work(services: Services) -> int:
+        if args.json:
+            return await _print_result(services, COMPARE, raw, as_json=True)
+        result = await _call(services, COMPARE, raw)
+        if isinstance(result, int):
+            return result
+        *answers, summary = [block for block in result.content() if isinstance(block, str)]
+        sys.stdout.write("\n\n".join(answers) + "\n")
+        sys.stdout.flush()
+        sys.stderr.write(summary + "\n")
         return OK
 
     return _run(args.settings, work)

@@ -11,7 +11,7 @@ import json
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
@@ -20,7 +20,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from naive_mcp.errors import IncompleteAnswer, NaiveError
 from naive_mcp.progress import ProgressReporter
@@ -187,7 +187,12 @@ class PrimitiveInfo(BaseModel):
 
 
 class SearchResult(MethodResult):
-    primitives: list[PrimitiveInfo]
+    # Published by shape (every agent reads tools/list): its text block is this JSON itself, and
+    # the README lists the fields.
+    primitives: Annotated[
+        list[PrimitiveInfo],
+        WithJsonSchema({"type": "array", "items": {"type": "object"}}, mode="serialization"),
+    ]
 
     def content(self) -> list[str]:
         if not self.primitives:
@@ -198,7 +203,7 @@ class SearchResult(MethodResult):
 
 class RunArguments(Arguments):
     primitive: str = Field(min_length=1, max_length=60, description='e.g. "llm"')
-    method: str = Field(min_length=1, max_length=60, description='e.g. "chat", "models", "generation"')
+    method: str = Field(min_length=1, max_length=60, description='e.g. "chat", "compare", "models"')
     arguments: dict[str, Any] = Field(
         default_factory=dict, description="the method's arguments (see naive_search_primitives)"
     )
@@ -218,8 +223,8 @@ def _generic_pair(registry: Registry) -> list[Tool]:
         _tool(
             name=SEARCH_TOOL,
             description=(
-                "List the Naive primitives this server can run, their methods and each method's argument "
-                "JSON Schema. Free. Then call naive_run_primitive."
+                "List the Naive primitives this server runs: methods and their argument schemas. Free. "
+                "Then call naive_run_primitive."
             ),
             parameters=input_schema(SearchArguments),
             output=output_schema(SearchResult),
@@ -234,9 +239,8 @@ def _generic_pair(registry: Registry) -> list[Tool]:
         _tool(
             name=RUN_TOOL,
             description=(
-                'Run any Naive primitive method by name, e.g. primitive="llm", method="chat", '
-                'arguments={"prompt": "..."}. Same validation and results as the typed tools '
-                "(naive_llm_chat, ...). Costs what the method costs (llm.chat spends credits)."
+                'Run a Naive primitive method by name, e.g. primitive="llm", method="complete", '
+                "validated and answered as its typed tool. Costs what the method costs."
             ),
             parameters=input_schema(RunArguments),
             # Its structured content is the named method's, so no one schema describes it.

@@ -31,6 +31,7 @@ DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
 SESSION_TIMEOUT = 60
 TOOL_NAMES = {
     "naive_llm_chat",
+    "naive_llm_compare",
     "naive_llm_models",
     "naive_llm_generation",
     "naive_search_primitives",

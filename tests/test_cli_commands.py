@@ -222,6 +222,28 @@ def test_a_reader_that_goes_away_stops_the_upstream_quietly(
     assert record.disconnected_at is not None, "the upstream saw the call go away"
 
 
+def test_compare_prints_the_numbered_answers_and_the_synthesis_and_the_summary_on_stderr(
+    env: dict[str, str],
+) -> None:
+    models = ["-m", "openai/gpt-5.2", "-m", "sandbox/fail-overloaded"]
+    done = run({**env, "NAIVE_MAX_RETRIES": "0"}, "compare", *models, "--judge", "openai/gpt-5-mini", "hi")
+    assert done.returncode == 0, done.stderr
+    first, failed, synthesis = done.stdout.split("\n\n", 2)
+    assert first.startswith("[1] openai/gpt-5.2 · finish stop · ")
+    assert first.endswith("\nSandbox reply from openai/gpt-5.2: hi")
+    assert failed.startswith("[2] sandbox/fail-overloaded failed:\noverloaded (HTTP 529)")
+    assert synthesis.startswith("Synthesis by openai/gpt-5-mini:\n")
+    assert done.stderr.startswith("[1 of 2 models answered · tokens ")
+
+    as_json = run(env, "compare", "-m", "openai/gpt-5.2", "-m", "openai/gpt-5-mini", "--json", "hi")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["totals"]["answered"] == 2
+    alone = run(env, "compare", "-m", "openai/gpt-5.2", "hi")
+    assert alone.returncode == 2 and "- models: List should have at least 2 items" in alone.stderr
+    every = run(env, "compare", "-m", "sandbox/fail-forbidden", "-m", "sandbox/fail-not-found", "hi")
+    assert every.returncode == 1 and every.stderr.startswith("all_models_failed: every model failed")
+
+
 def test_models_searches_sorts_and_limits(env: dict[str, str]) -> None:
     done = run(env, "models", "claude", "--limit", "1", "--sort", "price")
     assert done.returncode == 0, done.stderr
@@ -287,7 +309,7 @@ def test_version_and_the_commands_in_help() -> None:
     done = run({}, "--version")
     assert (done.returncode, done.stdout) == (0, f"naive-mcp {__version__}\n")
     help_text = run({}, "--help").stdout
-    for command in ("chat", "models", "generation", "usage", "serve", "--sandbox", "--base-url"):
+    for command in ("chat", "compare", "models", "generation", "usage", "serve", "--sandbox", "--base-url"):
         assert command in help_text
 
 

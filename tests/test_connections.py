@@ -39,7 +39,7 @@ from naive_mcp.remote import limits_within
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.sessions import SessionLimits
 from naive_mcp.settings import Settings
-from tests.conftest import NAIVE_MCP, upstream_env
+from tests.conftest import NAIVE_MCP, TOOL_NAMES, upstream_env
 from tests.remote import HttpServer, connect, http_server
 
 pytestmark = pytest.mark.anyio
@@ -184,7 +184,7 @@ def timed_health(server: HttpServer) -> tuple[int, float]:
 
 async def mcp_works(server: HttpServer) -> bool:
     async with connect(server) as client:
-        return len((await client.list_tools()).tools) == 5
+        return len((await client.list_tools()).tools) == len(TOOL_NAMES)
 
 
 def tracebacks(server: HttpServer) -> int:
@@ -413,7 +413,7 @@ async def test_sse_streams_cannot_take_every_connection(
         logger.info(figures)
         assert len(opened) == 6 and {s.status for s in refused} == {503}, figures
         assert b"NAIVE_MAX_SSE_STREAMS" in refused[0].received
-        assert health == [200] * 5 and tools == 5, figures
+        assert health == [200] * 5 and tools == len(TOOL_NAMES), figures
 
 
 def test_streams_and_requests_set_past_the_connections_are_lowered_with_a_warning(

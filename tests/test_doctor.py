@@ -120,7 +120,7 @@ def test_the_balance_the_store_kept(tmp_path: Path) -> None:
             project_id=None,
             model_asked="sandbox/echo",
         )
-        await store.reserve(call, "test", [], lambda figures: 0.0)
+        await store.reserve([call], "test", [], lambda index, figures: 0.0)
         await store.settle(call, CallResult("answered", 0.1, True), balance=credits)
         await store.aclose()
 

@@ -22,7 +22,7 @@ async def test_search_lists_the_llm_methods_with_the_typed_tools_schemas(client:
     assert llm["primitive"] == "llm"
     typed = {tool.name: tool for tool in (await client.list_tools()).tools}
     methods = {method["method"]: method for method in llm["methods"]}
-    assert list(methods) == ["chat", "complete", "models", "generation"]
+    assert list(methods) == ["chat", "complete", "compare", "models", "generation"]
     # Text completions run through the generic pair alone: tools/list stays small.
     assert methods.pop("complete")["tool"] == "naive_run_primitive"
     assert "naive_llm_complete" not in typed
@@ -41,7 +41,7 @@ async def test_search_filters_by_query(client: Client) -> None:
     result = await client.call_tool("naive_search_primitives", {"query": "cost"})
     assert result.structured_content is not None
     found = [m["method"] for p in result.structured_content["primitives"] for m in p["methods"]]
-    assert found == ["chat", "complete", "generation"]
+    assert found == ["chat", "complete", "compare", "generation"]
 
     nothing = await client.call_tool("naive_search_primitives", {"query": "teleport"})
     assert nothing.structured_content == {"primitives": []}
@@ -90,7 +90,7 @@ async def test_an_unknown_pair_names_the_methods_that_exist(client: Client) -> N
     assert isinstance(block, TextContent)
     assert block.text.startswith(
         "Unknown Naive primitive method: 'llm.compose'. The methods that exist: llm.chat, llm.complete, "
-        "llm.models, llm.generation."
+        "llm.compare, llm.models, llm.generation."
     )
     assert block.text.endswith("Call naive_search_primitives to see every method and its arguments.")
 

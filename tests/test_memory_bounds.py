@@ -26,7 +26,7 @@ from naive_mcp.sandbox import RunningSandbox
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from naive_mcp.streaming import MAX_TOOL_CALLS, PROGRESS_TAIL_CHARS, ChatStream
-from tests.conftest import upstream_env
+from tests.conftest import TOOL_NAMES, upstream_env
 from tests.raw_stdio import raw_stdio
 
 pytestmark = pytest.mark.anyio
@@ -85,7 +85,7 @@ async def test_an_endless_tool_call_stream_ends_at_the_response_limit_with_memor
         assert answer["result"]["content"][0]["text"].startswith(
             f"bad_response: the answer is larger than NAIVE_MAX_RESPONSE_BYTES ({limit})"
         )
-    assert len(still_up["result"]["tools"]) == 5
+    assert len(still_up["result"]["tools"]) == len(TOOL_NAMES)
     growth = after["VmHWM"] - before["VmRSS"]
     logger.info(
         f"tool-call flood x3, limit {limit / MiB:.0f} MiB: RSS {before['VmRSS'] / MiB:.1f} MiB before, "
@@ -214,7 +214,7 @@ async def test_an_overlong_stdio_line_is_dropped_answered_and_the_server_goes_on
     for error in (told, told_null):
         assert error["error"]["code"] == -32600
         assert f"longer than NAIVE_MAX_STDIO_LINE_BYTES ({limit} bytes)" in error["error"]["message"]
-    assert len(listed["result"]["tools"]) == 5
+    assert len(listed["result"]["tools"]) == len(TOOL_NAMES)
     assert logs.count("stdio: dropped a message of") == 2
     assert "(request id 41)" in logs and "(request id unknown)" in logs
     growth = after["VmHWM"] - before["VmRSS"]

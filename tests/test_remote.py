@@ -16,7 +16,7 @@ import pytest
 from mcp.types import CallToolResult
 
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
-from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, upstream_env
+from tests.conftest import DEFAULT_MODEL, NAIVE_MCP, TOOL_NAMES, upstream_env
 from tests.helpers import text_of
 from tests.remote import HttpServer, connect, http_server
 
@@ -51,7 +51,7 @@ async def test_streamable_http_serves_both_protocol_eras_on_one_endpoint(
         for mode in ("auto", "legacy"):
             async with connect(server, mode=mode) as client:
                 versions.append(client.protocol_version)
-                assert len((await client.list_tools()).tools) == 5
+                assert len((await client.list_tools()).tools) == len(TOOL_NAMES)
                 result = await client.call_tool("naive_llm_chat", {"prompt": f"era {mode}"})
                 assert text_of(result) == f"Sandbox reply from {DEFAULT_MODEL}: era {mode}"
         assert httpx2.get(f"{server.base}/health").json() == {"status": "ok"}

@@ -20,7 +20,7 @@ import pytest
 from mcp.types import CallToolResult, TextResourceContents
 
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
-from tests.conftest import upstream_env
+from tests.conftest import TOOL_NAMES, upstream_env
 from tests.engines import balancer
 from tests.helpers import text_of
 from tests.remote import HttpServer, connect, http_server
@@ -174,7 +174,7 @@ async def test_stateful_sessions_stay_on_their_replica_behind_haproxy(
         results = []
         for _ in range(2):  # two sessions: round robin opens them on different replicas
             async with connect(through(base), mode="legacy") as client:
-                assert len((await client.list_tools()).tools) == 5
+                assert len((await client.list_tools()).tools) == len(TOOL_NAMES)
                 results += [
                     await client.call_tool("naive_llm_chat", {"prompt": f"turn {n}"}) for n in range(3)
                 ]

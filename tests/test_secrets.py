@@ -22,7 +22,7 @@ from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from naive_mcp.streaming import PROGRESS_TAIL_CHARS, ChatStream
-from tests.conftest import make_settings, upstream_env
+from tests.conftest import TOOL_NAMES, make_settings, upstream_env
 from tests.remote import connect, free_port, http_server
 
 pytestmark = pytest.mark.anyio
@@ -96,7 +96,7 @@ async def test_a_call_without_a_key_explains_how_to_set_one_and_sends_nothing(
             await client.call_tool("naive_llm_generation", {"id": "gen-1"}),
         ]
 
-    assert len(tools.tools) == 5
+    assert len(tools.tools) == len(TOOL_NAMES)
     for result in results:
         assert result.is_error
         block = result.content[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import time
 import uuid
 from contextlib import suppress
 from pathlib import Path
@@ -20,10 +21,10 @@ from naive_mcp.errors import ConfigurationError
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
-from naive_mcp.store import StoreLocation
+from naive_mcp.store import CallRecord, CallResult, Figures, StoreLocation
 from naive_mcp.store.engine import SCHEMA_REVISION
 from naive_mcp.store.store import Store
-from tests.conftest import make_settings, naive_mcp, upstream_env
+from tests.conftest import TOOL_NAMES, make_settings, naive_mcp, upstream_env
 from tests.helpers import text_of, usage_of
 from tests.remote import connect, http_server
 from tests.test_remote import sigterm_mid_call
@@ -114,7 +115,7 @@ async def test_a_store_that_cannot_be_opened_fails_the_call_and_never_shows_its_
         "NAIVE_STORE": f"postgresql://naive:{password}@127.0.0.1:9/naive",
     }
     async with naive_mcp(errlog, env) as client:
-        assert len((await client.list_tools()).tools) == 5, "tools are listed without a store"
+        assert len((await client.list_tools()).tools) == len(TOOL_NAMES), "tools are listed without a store"
         result = await client.call_tool("naive_llm_chat", {"prompt": "hi"})
     errlog.flush()
     logs = await anyio.Path(errlog.name).read_text()
@@ -346,3 +347,99 @@ def test_a_password_given_as_a_query_parameter_is_a_secret_and_never_shown() -> 
     decoded = StoreLocation.parse("postgresql://naive:pa%2Fss%23word@db/naive")
     assert "pa/ss#word" in Settings(store="postgresql://naive:pa%2Fss%23word@db/naive").secrets()
     assert "pa/ss#word" not in decoded.shown and "pa%2Fss%23word" not in decoded.shown
+
+
+# --- a set of calls reserved together (llm.compare's) --------------------------------------------
+
+
+class _Full(Exception):
+    pass
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    if request.param == "sqlite":
+        return StoreLocation.parse(str(tmp_path / "store.sqlite3"))
+    return StoreLocation.parse(request.getfixturevalue("postgres_url"))
+
+
+def _calls(count: int) -> list[CallRecord]:
+    return [
+        CallRecord(
+            call_id=uuid.uuid4().hex,
+            started_at=time.time(),
+            key_digest="key",
+            user_id=None,
+            project_id=None,
+            model_asked=f"openai/model-{index}",
+        )
+        for index in range(count)
+    ]
+
+
+async def test_a_set_of_calls_is_reserved_whole_each_decided_on_what_the_ones_before_it_hold(
+    store_location: StoreLocation,
+) -> None:
+    rows = [("total", "all"), ("key:key", "all")]
+    store = await Store.open(store_location)
+    try:
+        seen: list[float] = []
+
+        def decide(index: int, figures: Figures) -> float:
+            seen.append(figures.rows[("total", "all")][1])
+            return 1.0 + index
+
+        admitted = _calls(3)
+        assert await store.reserve(admitted, "owner", rows, decide) == [1.0, 2.0, 3.0]
+        assert seen == [0.0, 1.0, 3.0], "each call sees the holds of the calls before it"
+
+        def refuse_the_third(index: int, figures: Figures) -> float:
+            if index == 2:
+                raise _Full
+            return 1.0
+
+        refused = _calls(3)
+        with pytest.raises(_Full):
+            await store.reserve(refused, "owner", rows, refuse_the_third)
+        for call in refused:  # nothing of the refused set was written: no hold to settle
+            assert not await store.settle(call, CallResult("failed", 0.0, credits_reported=False))
+
+        for call, spent in zip(admitted, (0.5, 0.0, 1.5), strict=True):
+            assert await store.settle(call, CallResult("answered", spent, credits_reported=True))
+        after: list[tuple[float, float]] = []
+
+        def look(index: int, figures: Figures) -> float:
+            after.append(figures.rows[("key:key", "all")])
+            return 0.0
+
+        (probe,) = _calls(1)
+        await store.reserve([probe], "owner", rows, look)
+        await store.settle(probe, CallResult("failed", 0.0, credits_reported=False))
+    finally:
+        await store.aclose()
+    assert after == [(2.0, 0.0)], "each settled on its own: spent what it cost, nothing held"
+
+
+async def test_sets_reserved_at_once_never_overdraw_a_cap(store_location: StoreLocation) -> None:
+    # Ten sets of three calls of 1 credit each, at once, under a cap of 10: three sets fit whole.
+    cap, rows = 10.0, [("total", "all"), ("key:key", "all")]
+    store = await Store.open(store_location)
+    admitted: list[list[float]] = []
+    try:
+
+        def decide(index: int, figures: Figures) -> float:
+            spent, reserved = figures.rows[("total", "all")]
+            if spent + reserved + 1.0 > cap:
+                raise _Full
+            return 1.0
+
+        async def reserve_a_set() -> None:
+            with suppress(_Full):
+                admitted.append(await store.reserve(_calls(3), "owner", rows, decide))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(10):
+                group.start_soon(reserve_a_set)
+    finally:
+        await store.aclose()
+    assert admitted == [[1.0, 1.0, 1.0]] * 3

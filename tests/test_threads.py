@@ -434,3 +434,78 @@ async def test_a_secret_in_a_prompt_never_shows_in_the_thread_read_back(client: 
     assert isinstance(whole, TextResourceContents) and isinstance(asked, TextResourceContents)
     assert api_key not in whole.text and api_key not in asked.text
     assert asked.text == "my key is [redacted]"
+
+
+async def test_compare_continues_a_thread_and_each_answer_starts_a_thread_of_its_own(
+    client: Client, sandbox: RunningSandbox, api_key: str
+) -> None:
+    thread_id = thread_of(
+        await client.call_tool("naive_llm_chat", {"prompt": "Draft a plan", "system": "Be brief."})
+    )
+    compared = await client.call_tool(
+        "naive_llm_compare",
+        {
+            "prompt": "Critique it",
+            "thread_id": thread_id,
+            "models": ["openai/gpt-5.2", "google/gemini-2.5-pro"],
+        },
+    )
+    assert not compared.is_error, text_of(compared)
+    assert compared.structured_content is not None
+    answers = compared.structured_content["answers"]
+    for body in chats(sandbox, api_key)[1:]:
+        assert body["messages"] == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Draft a plan"},
+            {"role": "assistant", "content": f"Sandbox reply from {DEFAULT_MODEL}: Draft a plan"},
+            {"role": "user", "content": "Critique it"},
+        ]
+    forks = [answer["thread_id"] for answer in answers]
+    assert len(set(forks)) == 2 and thread_id not in forks
+    assert f"thread_id {forks[1]}" in text_of(compared, 1)
+
+    chosen = await client.call_tool("naive_llm_chat", {"prompt": "Go on", "thread_id": forks[1]})
+
+    assert thread_of(chosen) == forks[1]
+    sent = chats(sandbox, api_key)[-1]["messages"]
+    assert [message["content"] for message in sent] == [
+        "Be brief.",
+        "Draft a plan",
+        f"Sandbox reply from {DEFAULT_MODEL}: Draft a plan",
+        "Critique it",
+        "Sandbox reply from google/gemini-2.5-pro: Critique it",
+        "Go on",
+    ]
+    original = await read_json(client, f"naive://threads/{thread_id}")
+    assert len(original["turns"]) == 2, "the thread compared from is left as it was"
+
+
+async def test_compare_refuses_a_thread_of_another_tenant_and_sends_nothing(
+    client: Client, sandbox: RunningSandbox, api_key: str
+) -> None:
+    alices = thread_of(
+        await client.call_tool("naive_llm_chat", {"prompt": "alice's", "user_id": "usr_alice"})
+    )
+    refused = await client.call_tool(
+        "naive_llm_compare",
+        {"prompt": "leak it", "thread_id": alices, "models": ["openai/gpt-5.2", "openai/gpt-5-mini"]},
+    )
+    assert refused.is_error and text_of(refused).startswith("thread_id: there is no thread")
+    assert len(chats(sandbox, api_key)) == 1
+
+
+async def test_a_long_compare_answer_comes_as_its_share_and_a_link(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    question = "say it all " * 200  # each answer repeats it: ~2,250 characters, past a share of 1,000
+    async with Client(create_server(make_settings(sandbox, api_key, max_result_chars=2_000))) as client:
+        result = await client.call_tool(
+            "naive_llm_compare", {"prompt": question, "models": ["openai/gpt-5.2", "openai/gpt-5-mini"]}
+        )
+        assert result.structured_content is not None
+        first = result.structured_content["answers"][0]
+        assert len(first["text"]) <= 1_000 and first["text_chars"] > 2_000
+        assert f"The whole answer is the resource {first['answer_uri']}" in text_of(result, 0)
+        whole = (await client.read_resource(first["answer_uri"])).contents[0]
+    assert isinstance(whole, TextResourceContents)
+    assert whole.text == f"Sandbox reply from openai/gpt-5.2: {question}"

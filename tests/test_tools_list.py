@@ -1,4 +1,4 @@
-"""What a client sees in tools/list: five tools, honest annotations, small schemas."""
+"""What a client sees in tools/list: six tools, honest annotations, small schemas."""
 
 from __future__ import annotations
 
@@ -11,31 +11,36 @@ from mcp import Client
 from bench.sizes import TOOLS_LIST_TARGET_BYTES
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
+from tests.conftest import TOOL_NAMES
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_five_tools_with_their_annotations(client: Client) -> None:
+async def test_six_tools_with_their_annotations(client: Client) -> None:
     tools = {tool.name: tool for tool in (await client.list_tools()).tools}
 
     assert list(tools) == [
         "naive_llm_chat",
+        "naive_llm_compare",
         "naive_llm_models",
         "naive_llm_generation",
         "naive_search_primitives",
         "naive_run_primitive",
     ]
-    chat = tools["naive_llm_chat"].annotations
-    assert chat is not None
-    assert (chat.read_only_hint, chat.idempotent_hint, chat.open_world_hint) == (False, False, True)
+    for spends in ("naive_llm_chat", "naive_llm_compare"):
+        annotations = tools[spends].annotations
+        assert annotations is not None
+        assert (annotations.read_only_hint, annotations.destructive_hint) == (False, False)
+        assert (annotations.idempotent_hint, annotations.open_world_hint) == (False, True)
+        assert "credits" in (tools[spends].description or "")
     for free in ("naive_llm_models", "naive_llm_generation", "naive_search_primitives"):
         annotations = tools[free].annotations
         assert annotations is not None
         assert (annotations.read_only_hint, annotations.idempotent_hint) == (True, True)
+        assert annotations.destructive_hint is None, "it means nothing on a read-only tool"
         assert "Free" in (tools[free].description or "")
-    assert "credits" in (tools["naive_llm_chat"].description or "")
     assert tools["naive_run_primitive"].output_schema is None
-    assert all(tools[name].output_schema for name in list(tools)[:4])
+    assert all(tools[name].output_schema for name in list(tools)[:5])
 
 
 def schema_keys(node: Any) -> set[str]:
@@ -62,19 +67,20 @@ async def test_schemas_are_compact_and_carry_no_generated_titles(client: Client)
     assert chat["additionalProperties"] is False
 
 
-async def test_all_five_tools_fit_the_tools_list_budget(settings: Settings) -> None:
+async def test_all_six_tools_fit_the_tools_list_budget(settings: Settings) -> None:
     # Measured as the bench measures it: the whole tools/list answer, as compact JSON.
     async with Client(create_server(settings), mode="legacy") as legacy:
         listing = (await legacy.list_tools()).model_dump(mode="json", by_alias=True, exclude_none=True)
     listing.pop("_meta", None)
 
-    assert len(json.dumps(listing, separators=(",", ":"))) <= TOOLS_LIST_TARGET_BYTES
+    size = len(json.dumps(listing, separators=(",", ":")))
+    assert size <= TOOLS_LIST_TARGET_BYTES, size
 
 
 async def test_a_2025_era_client_with_the_initialize_handshake_is_served_too(settings: Settings) -> None:
     async with Client(create_server(settings), mode="legacy") as legacy:
         assert legacy.protocol_version == "2025-11-25"
-        assert len((await legacy.list_tools()).tools) == 5
+        assert len((await legacy.list_tools()).tools) == len(TOOL_NAMES)
         result = await legacy.call_tool("naive_llm_chat", {"prompt": "hi"})
     assert not result.is_error
 

@@ -311,10 +311,10 @@ class Sandbox:
         body = form.request(caller.record.body)
         flaky = flaky_fault(body.get("model"))
         if flaky is not None and self._first_try(caller.key, str(body["model"])):
-            return await self._fault_response(request, flaky, caller.style)
+            return await self._fault_response(request, flaky, caller.style, caller.record)
         model, fault = self._route(body)
         if fault is not None and fault.midstream is None:
-            return await self._fault_response(request, fault, caller.style)
+            return await self._fault_response(request, fault, caller.style, caller.record)
         if self.ledger.balance(caller.key) <= 0:
             raise ApiError(402, "insufficient_credits", "Not enough credits")
         extra_words = {"slow": self.config.slow_words, "runaway": self.config.runaway_words}
@@ -393,11 +393,20 @@ class Sandbox:
         assert last_error is not None
         raise last_error
 
-    async def _fault_response(self, request: Request, fault: Fault, style: Style) -> Response:
+    async def _fault_response(
+        self, request: Request, fault: Fault, style: Style, record: RequestRecord
+    ) -> Response:
         if fault.hang:
+            # Its record says when the client went away, as a streamed answer's does.
             deadline = time.monotonic() + self.config.hang_seconds
-            while time.monotonic() < deadline and not await request.is_disconnected():  # noqa: ASYNC110
-                await anyio.sleep(0.05)
+            try:
+                while time.monotonic() < deadline:
+                    if await request.is_disconnected():
+                        record.disconnected_at = time.monotonic()
+                        break
+                    await anyio.sleep(0.05)
+            finally:
+                record.stream_ended.set()
             return Response(status_code=504)
         if fault.body is not None or fault.code is None:
             return Response(fault.body, status_code=fault.status, headers=fault.headers)

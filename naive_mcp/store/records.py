@@ -48,6 +48,14 @@ class Figures:
     balance: float | None  # the key's balance when last reported
     rate: float | None  # credits per USD that answered calls showed; None before the first
 
+    def raised(self, credits: float) -> Figures:
+        """The figures once `credits` more are reserved on every row: what the next call of a set
+        that reserves together is decided on."""
+        if not credits:
+            return self
+        rows = {row: (spent, reserved + credits) for row, (spent, reserved) in self.rows.items()}
+        return Figures(rows=rows, balance=self.balance, rate=self.rate)
+
 
 @dataclass(frozen=True, slots=True)
 class OpenHold:

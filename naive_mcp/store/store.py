@@ -5,10 +5,11 @@ transaction, run on a worker thread (one thread hop per transaction, not per sta
 store's cost per call is two short transactions). `memory` runs them inline: it is a SQLite
 database inside this process, microseconds a transaction, so a hop would cost more than the work.
 
-Reserving is one atomic step: the call's cap rows are created if new, then locked in
-(scope, period) order (`SELECT … ORDER BY … FOR UPDATE` on PostgreSQL; SQLite's BEGIN IMMEDIATE
-locks the database), the caller's rule decides from the locked figures, and the rows are raised
-with a hold row written, all before the transaction ends. Settling deletes the hold (once: a
+Reserving is one atomic step, for one call or a set of them (`llm.compare`'s): the cap rows
+are created if new, then locked in (scope, period) order (`SELECT … ORDER BY … FOR UPDATE` on
+PostgreSQL; SQLite's BEGIN IMMEDIATE locks the database), the caller's rule decides each call
+in turn from the locked figures as the calls before it raised them, and the rows are raised with
+a hold row written per call, all before the transaction ends. Settling deletes the hold (once: a
 hold already settled elsewhere is left alone) and moves its credits from reserved to spent.
 """
 
@@ -108,23 +109,26 @@ class Store:
 
     async def reserve(
         self,
-        call: CallRecord,
+        calls: Sequence[CallRecord],
         owner: str,
         rows: Sequence[CapRow],
-        decide: Callable[[Figures], float],
-    ) -> float:
-        """Hold what `decide` says (credits) on every row of `rows`, atomically; `decide` may raise
-        to refuse, and then nothing is written. Returns the credits held."""
-        return await self._run_quick(self._reserve, call, owner, sorted(set(rows)), decide)
+        decide: Callable[[int, Figures], float],
+    ) -> list[float]:
+        """Hold, for each of `calls` in turn, what `decide(index, figures)` says (credits) on every
+        row of `rows`, all in one transaction: each call's figures are the locked rows as raised by
+        the calls before it. `decide` may raise to refuse, and then nothing is written, for any of
+        them. Returns the credits held, call by call."""
+        assert calls, "a reservation is for at least one call"
+        return await self._run_quick(self._reserve, list(calls), owner, sorted(set(rows)), decide)
 
     def _reserve(
         self,
         engine: Engine,
-        call: CallRecord,
+        calls: list[CallRecord],
         owner: str,
         rows: list[CapRow],
-        decide: Callable[[Figures], float],
-    ) -> float:
+        decide: Callable[[int, Figures], float],
+    ) -> list[float]:
         q = self._q
         with engine.begin() as db:
             if rows:
@@ -138,29 +142,38 @@ class Store:
             locked = db.execute(q.lock_rows, {"rows": rows}).all() if rows else []
             figures = Figures(
                 rows={(row.scope, row.period): (row.spent, row.reserved) for row in locked},
-                balance=db.execute(q.balance, {"key": call.key_digest}).scalar(),
+                # One caller's calls: one key, one balance.
+                balance=db.execute(q.balance, {"key": calls[0].key_digest}).scalar(),
                 rate=_rate(db, q),
             )
-            credits = decide(figures)
-            if credits and rows:  # the rows are locked already, above
-                db.execute(q.raise_rows, {"rows": rows, "add_reserved": credits, "add_spent": 0.0})
+            held: list[float] = []
+            for index in range(len(calls)):
+                credits = decide(index, figures)
+                held.append(credits)
+                figures = figures.raised(credits)
+            total = sum(held)
+            if total and rows:  # the rows are locked already, above
+                db.execute(q.raise_rows, {"rows": rows, "add_reserved": total, "add_spent": 0.0})
             db.execute(
                 q.add_hold,
-                {
-                    "id": call.call_id,
-                    "owner": owner,
-                    "started_at": call.started_at,
-                    "credits": credits,
-                    "rows": json.dumps(rows),
-                    "key_digest": call.key_digest,
-                    "user_id": call.user_id,
-                    "project_id": call.project_id,
-                    "model_asked": call.model_asked,
-                    "generation_id": None,
-                    "ending": None,
-                },
+                [
+                    {
+                        "id": call.call_id,
+                        "owner": owner,
+                        "started_at": call.started_at,
+                        "credits": credits,
+                        "rows": json.dumps(rows),
+                        "key_digest": call.key_digest,
+                        "user_id": call.user_id,
+                        "project_id": call.project_id,
+                        "model_asked": call.model_asked,
+                        "generation_id": None,
+                        "ending": None,
+                    }
+                    for call, credits in zip(calls, held, strict=True)
+                ],
             )
-            return credits
+            return held
 
     async def note(
         self, call_id: str, *, generation_id: str | None = None, ending: Outcome | None = None

@@ -113,21 +113,13 @@ class VideoPart(Arguments):
 
 
 ContentPart = Annotated[TextPart | ImagePart | AudioPart | FilePart | VideoPart, Field(discriminator="type")]
-# Published compactly (every agent reads tools/list); the models above still validate each part.
+# Published compactly (every agent reads tools/list): the description names each kind of part,
+# and the models above still validate each.
 _CONTENT_SCHEMA = WithJsonSchema(
     {
         "anyOf": [
             {"type": "string"},
-            {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "type": {"enum": ["text", "image_url", "input_audio", "file", "video_url"]}
-                    },
-                    "required": ["type"],
-                },
-            },
+            {"type": "array", "items": {"type": "object"}},
         ],
         "description": "text, or parts: {type:text,text} {type:image_url,image_url:{url}} "
         "{type:input_audio,input_audio:{data,format}} {type:file,file:{filename,file_data}} "
@@ -286,6 +278,37 @@ _SET_BY_THE_SERVER = {
 }
 
 
+def field_names(model: type[Arguments]) -> set[str]:
+    """The argument names of `model`, as a client spells them."""
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def checked_extra(
+    extra: dict[str, Any] | None, named: set[str], elsewhere: tuple[set[str], str] | None = None
+) -> dict[str, Any] | None:
+    """`extra`, if it holds none of the `named` arguments, nothing the server sets, and none of
+    `elsewhere`'s names (arguments of another tool, which it names: they are validated there)."""
+    given = extra or {}
+    problems = [
+        f"{key!r} is an argument of its own: give it as `{key}`, where it is checked"
+        for key in given
+        if key in named
+    ]
+    if elsewhere is not None:
+        names, tool = elsewhere
+        problems += [
+            f"{key!r} is an argument of {tool}, where it is checked; this tool does not take it"
+            for key in given
+            if key in names and key not in named
+        ]
+    problems += [
+        f"{key!r} is the server's to set: {why}" for key, why in _SET_BY_THE_SERVER.items() if key in given
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return extra
+
+
 class GenerationArguments(Arguments):
     """What chat and text completions (`llm.complete`) take alike: the model and its fallbacks,
     routing, sampling, logprobs, OpenRouter's transforms, usage and end-user id, and `extra`."""
@@ -339,21 +362,7 @@ class GenerationArguments(Arguments):
     @classmethod
     def _nothing_validated_or_set_by_the_server(cls, extra: dict[str, Any] | None) -> dict[str, Any] | None:
         """`extra` adds to the body; it may not override what is validated or set here."""
-        given = extra or {}
-        named = {field.alias or name for name, field in cls.model_fields.items()}
-        problems = [
-            f"{key!r} is an argument of its own: give it as `{key}`, where it is checked"
-            for key in given
-            if key in named
-        ]
-        problems += [
-            f"{key!r} is the server's to set: {why}"
-            for key, why in _SET_BY_THE_SERVER.items()
-            if key in given
-        ]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return extra
+        return checked_extra(extra, field_names(cls))
 
     def body_for(self, default_model: str | None, own: set[str], **first: Any) -> dict[str, Any]:
         """OpenRouter's body for this call: `first` (what the call sends in its own shape: the
@@ -379,11 +388,9 @@ class _Conversation(Arguments):
     messages: list[Message] | None = Field(default=None, min_length=1, description="or prompt")
     prompt: str | None = Field(default=None, min_length=1, description="one user message; or messages")
     system: str | None = None
-    thread_id: str | None = matching(
-        THREAD_ID_PATTERN,
-        "a thread id from an earlier result, such as thr_...",
-        default=None,
-        description="continue that thread (its turns are sent first)",
+    # Published as a string (its pattern checked here, and explained when it does not match).
+    thread_id: Annotated[str | None, _published("string", "a result's thread_id: continue that thread")] = (
+        matching(THREAD_ID_PATTERN, "a thread id from an earlier result, such as thr_...", default=None)
     )
 
     @model_validator(mode="after")
@@ -469,8 +476,14 @@ class ChatArguments(GenerationArguments, _Conversation):
             raise ValueError('gives a modality more than once, e.g. ["image", "text"]')
         return modalities
 
-    def request_body(self, default_model: str | None, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        """OpenRouter's chat body for this call, sending `messages`."""
+    def request_body(
+        self, default_model: str | None, messages: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """OpenRouter's chat body for this call, sending `messages` (a thread's, fitted), else the
+        call's own system prompt and messages."""
+        if messages is None:
+            system = [{"role": "system", "content": self.system}] if self.system is not None else []
+            messages = [*system, *self.new_messages()]
         own = {"messages", "prompt", "system", "thread_id", "user_id", "project_id"}
         return self.body_for(default_model, own, messages=messages)
 
@@ -524,10 +537,12 @@ class ChatResult(MethodResult):
     notes: list[str] = Field(
         default_factory=list, description="what the server changed, e.g. max_tokens under a cap"
     )
-    thread_id: str | None = Field(default=None, description="pass it to continue this conversation")
-    left_out_turns: int | None = Field(default=None, description="thread turns left out to fit the model")
-    text_chars: int | None = Field(default=None, description="the whole answer's length, when text is cut")
-    answer_uri: str | None = Field(default=None, description="the whole answer (resources/read), when cut")
+    # The thread this answer is in; what of it was left out to fit; when `text` is only the
+    # answer's beginning, the whole one's length and its resource (the README has each).
+    thread_id: str | None = None
+    left_out_turns: int | None = None
+    text_chars: int | None = None
+    answer_uri: str | None = None
 
     @classmethod
     def from_completion(
@@ -584,7 +599,7 @@ class ChatResult(MethodResult):
         self.notes += kept.notes
         if len(self.text) > max_chars:
             self.text_chars = len(self.text)
-            self.text = _beginning(self.text, max_chars)
+            self.text = beginning_of(self.text, max_chars)
             self.answer_uri = turn_uri(kept.thread_id, kept.answer_turn)
         return self
 
@@ -674,7 +689,7 @@ class ChatResult(MethodResult):
         return "[" + " · ".join(parts) + "]"
 
 
-def _beginning(text: str, chars: int) -> str:
+def beginning_of(text: str, chars: int) -> str:
     """The first `chars` characters of `text`, ending at a line or a word where one is near."""
     cut = text[:chars]
     for mark in ("\n", " "):
@@ -712,13 +727,10 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     if arguments.thread_id is not None:
         history = await threads.history(caller, arguments.thread_id, messages)
     body = arguments.request_body(services.settings.default_model, messages=[])
-    fitted = threads.fit(
-        history,
-        arguments.system,
-        messages,
-        await _context_length(call, caller, body) if history is not None and history.turns else None,
-        arguments.max_tokens,
+    context = (
+        await context_of(call, caller, model_chain(body)) if history is not None and history.turns else None
     )
+    fitted = threads.fit(history, arguments.system, messages, context, arguments.max_tokens)
     body["messages"] = fitted.messages
     result = await generate(call, caller, "chat", body, arguments)
     if fitted.left_out:
@@ -739,15 +751,15 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     return result.in_thread(kept, services.settings.max_result_chars)
 
 
-async def _context_length(call: CallContext, caller: Caller, body: dict[str, Any]) -> int | None:
-    """The least context of the models the call may be routed to, from the model list; None when
-    the list is not to be had or gives none (the thread is then sent whole)."""
+async def context_of(call: CallContext, caller: Caller, chain: list[str]) -> int | None:
+    """The least context of the models `chain` may be routed to, from the model list; None when
+    the list is not to be had or gives none (a thread is then sent whole)."""
     try:
         models = await call.services.catalog.models(caller)
     except NaiveError as error:
         logger.info("no model list to fit a thread to (%s): sent whole", error.kind)
         return None
-    return context_length(model_chain(body), models)
+    return context_length(chain, models)
 
 
 async def generate(
@@ -789,11 +801,10 @@ CHAT = Method(
     primitive="llm",
     name="chat",
     description=(
-        "Ask another model: one chat completion through Naive's gateway to 300+ models. Give `prompt` "
-        "(or `messages`), optionally `system`, `model` (else the server's default), a `models` fallback "
-        "chain, `provider` routing, sampling, `response_format`, `reasoning`, `tools`, `plugins` (web "
-        "search), `modalities` (image output), `extra` (any other body field). Costs credits "
-        "(per token); the result says the model that answered, tokens, cost, credits used and left."
+        "Ask another model: one chat completion through Naive's gateway to 300+ models, with "
+        "fallbacks, routing, tools, structured output, web search (`plugins`), image output "
+        "(`modalities`). Costs credits per token; the result says the model that answered, tokens, "
+        "cost, credits used and left."
     ),
     arguments=ChatArguments,
     result=ChatResult,

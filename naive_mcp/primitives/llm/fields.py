@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
+from pydantic import WithJsonSchema
+
 from naive_mcp.validation import matching
 
+# Published as a string (every agent reads tools/list; the examples in descriptions show the
+# shape): the pattern is checked here, and a mismatch is explained in words.
 ModelId = Annotated[
     str,
     matching(
@@ -14,6 +18,7 @@ ModelId = Annotated[
         "a provider-prefixed model id such as anthropic/claude-sonnet-4.6 (see naive_llm_models)",
         max_length=200,
     ),
+    WithJsonSchema({"type": "string"}),
 ]
 ProviderSlug = Annotated[
     str, matching(r"^[A-Za-z0-9][\w.\-/]*$", "a provider slug such as anthropic or openai", max_length=100)

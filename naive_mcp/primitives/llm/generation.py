@@ -100,15 +100,14 @@ GENERATION = Method(
     primitive="llm",
     name="generation",
     description=(
-        "Cost and usage of an earlier chat completion, by the id its result gave (gen-…): USD cost, "
-        "tokens, latency, finish reason. Free. Waits out the brief gap right after a completion."
+        "USD cost, tokens, latency and finish reason of an earlier completion, by the id its result "
+        "gave (gen-…). Free."
     ),
     arguments=GenerationArguments,
     result=GenerationResult,
     annotations=ToolAnnotations(
         title="Cost of an earlier call (Naive)",
-        read_only_hint=True,
-        destructive_hint=False,
+        read_only_hint=True,  # destructiveHint means nothing then (the MCP spec): left out
         idempotent_hint=True,
         open_world_hint=False,
     ),

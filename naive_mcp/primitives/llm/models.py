@@ -297,16 +297,14 @@ MODELS = Method(
     primitive="llm",
     name="models",
     description=(
-        "Find a model to use with naive_llm_chat: search text and filters (author, minimum context, "
-        "maximum USD per million tokens, modalities, a supported parameter, free), "
-        "sorted (id, price, context) and paged. Free."
+        "Find models for naive_llm_chat: search words, filters (author, context, price per million "
+        "tokens, modality, supported parameter, free), sorted and paged. Free."
     ),
     arguments=ModelsArguments,
     result=ModelsResult,
     annotations=ToolAnnotations(
         title="Find models (Naive)",
-        read_only_hint=True,
-        destructive_hint=False,
+        read_only_hint=True,  # destructiveHint means nothing then (the MCP spec): left out
         idempotent_hint=True,
         open_world_hint=False,
     ),
