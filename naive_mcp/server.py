@@ -30,9 +30,10 @@ logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
     "Naive's llm primitive: ask other models (300+, with fallbacks and provider routing) with "
-    "naive_llm_chat, choose one with naive_llm_models, and check what a call cost with "
-    "naive_llm_generation. Each chat result has a thread_id: pass it to continue that conversation, "
-    "with any model. Chat calls spend Naive credits; listing models and reading costs is free."
+    "naive_llm_chat, several at once with naive_llm_compare, choose one with naive_llm_models, and "
+    "check what a call cost with naive_llm_generation. Each answer has a thread_id: pass it to "
+    "continue that conversation, with any model. Chat and compare spend Naive credits; listing "
+    "models and reading costs is free."
 )
 
 
