@@ -60,31 +60,12 @@ def chat(argv: list[str]) -> int:
     parser = _parser("chat", "Ask a model. The answer streams to stdout; a summary line goes to stderr.")
     parser.add_argument("prompt", nargs="?", help="the prompt; - reads it from stdin")
     parser.add_argument("-m", "--model", help="e.g. anthropic/claude-sonnet-4.6 (else NAIVE_DEFAULT_MODEL)")
-    parser.add_argument("-s", "--system", help="a system message")
     parser.add_argument(
         "--fallback", action="append", metavar="MODEL", help="a model to fall back on; repeat for a chain"
     )
-    parser.add_argument("--temperature")
-    parser.add_argument("--max-tokens")
-    parser.add_argument(
-        "--reasoning-effort", metavar="LEVEL", help="xhigh, high, medium, low, minimal or none"
-    )
-    parser.add_argument("--user-id", help="the Naive user to call for")
-    parser.add_argument("--project-id")
-    parser.add_argument(
-        "-t", "--thread", metavar="THREAD_ID", help="continue this thread (the summary line names each)"
-    )
-    parser.add_argument(
-        "--arguments",
-        metavar="JSON",
-        help="more of the tool's arguments, as a JSON object: tools, response_format, provider, …; "
-        "validated as the tool validates them",
-    )
+    _conversation_options(parser, more="tools, response_format, provider, …")
     args = _parse(parser, argv)
-    if args.prompt is None:
-        parser.error("give a prompt, or - to read it from stdin")
-    more = _json_object(parser, "--arguments", args.arguments)
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    more, prompt = _more_and_prompt(parser, args)
 
     async def work(services: Services) -> int:
         model = args.model
@@ -139,25 +120,9 @@ def compare(argv: list[str]) -> int:
     parser.add_argument(
         "--judge", metavar="MODEL", help="a model that then writes a synthesis citing the answers"
     )
-    parser.add_argument("-s", "--system", help="a system message")
-    parser.add_argument("--temperature")
-    parser.add_argument("--max-tokens")
-    parser.add_argument(
-        "--reasoning-effort", metavar="LEVEL", help="xhigh, high, medium, low, minimal or none"
-    )
-    parser.add_argument("--user-id", help="the Naive user to call for")
-    parser.add_argument("--project-id")
-    parser.add_argument(
-        "--arguments",
-        metavar="JSON",
-        help="more of the tool's arguments, as a JSON object: messages, top_p, seed, provider, extra; "
-        "validated as the tool validates them",
-    )
+    _conversation_options(parser, more="messages, top_p, seed, provider, extra")
     args = _parse(parser, argv)
-    if args.prompt is None:
-        parser.error("give a prompt, or - to read it from stdin")
-    more = _json_object(parser, "--arguments", args.arguments)
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    more, prompt = _more_and_prompt(parser, args)
     raw = more | _given(
         prompt=prompt,
         system=args.system,
@@ -168,6 +133,7 @@ def compare(argv: list[str]) -> int:
         reasoning={"effort": args.reasoning_effort} if args.reasoning_effort else None,
         user_id=args.user_id,
         project_id=args.project_id,
+        thread_id=args.thread,
     )
 
     async def work(services: Services) -> int:
@@ -366,6 +332,35 @@ async def _with_services(settings: Settings, work: Work) -> int:
             # and nothing more is written (the interpreter's last flush included).
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return BROKEN_PIPE
+
+
+def _conversation_options(parser: argparse.ArgumentParser, *, more: str) -> None:
+    """The options chat and compare share: the conversation, sampling, tenant, thread, the rest
+    of the tool's arguments (`more` names some)."""
+    parser.add_argument("-s", "--system", help="a system message")
+    parser.add_argument("--temperature")
+    parser.add_argument("--max-tokens")
+    parser.add_argument(
+        "--reasoning-effort", metavar="LEVEL", help="xhigh, high, medium, low, minimal or none"
+    )
+    parser.add_argument("--user-id", help="the Naive user to call for")
+    parser.add_argument("--project-id")
+    parser.add_argument(
+        "-t", "--thread", metavar="THREAD_ID", help="continue this thread (the summary line names each)"
+    )
+    parser.add_argument(
+        "--arguments",
+        metavar="JSON",
+        help=f"more of the tool's arguments, as a JSON object: {more}; validated as the tool validates them",
+    )
+
+
+def _more_and_prompt(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """`--arguments`, parsed, and the prompt (`-`: read from stdin)."""
+    if args.prompt is None:
+        parser.error("give a prompt, or - to read it from stdin")
+    more = _json_object(parser, "--arguments", args.arguments)
+    return more, sys.stdin.read() if args.prompt == "-" else args.prompt
 
 
 def _given(**values: Any) -> dict[str, Any]:

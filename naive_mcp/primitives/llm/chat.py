@@ -6,7 +6,6 @@ import json
 import logging
 from typing import Annotated, Any, Literal, Self
 
-from mcp_types import ToolAnnotations
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -21,7 +20,13 @@ from naive_mcp.backend import Route
 from naive_mcp.caller import Caller, TenantId
 from naive_mcp.errors import ConfigurationError, NaiveError, UpstreamError
 from naive_mcp.estimate import context_length, model_chain
-from naive_mcp.primitives.llm.fields import ModelId, ProviderSlug, format_credits, format_usd
+from naive_mcp.primitives.llm.fields import (
+    ModelId,
+    ProviderSlug,
+    format_credits,
+    format_usd,
+    spending_annotations,
+)
 from naive_mcp.primitives.llm.images import ImageOut, read_images
 from naive_mcp.redaction import REDACTED, Redactor
 from naive_mcp.registry import CallContext, ImageBlock, LinkBlock, Method, MethodResult
@@ -808,12 +813,6 @@ CHAT = Method(
     ),
     arguments=ChatArguments,
     result=ChatResult,
-    annotations=ToolAnnotations(
-        title="Chat with a model (Naive)",
-        read_only_hint=False,
-        destructive_hint=False,
-        idempotent_hint=False,
-        open_world_hint=True,
-    ),
+    annotations=spending_annotations("Chat with a model (Naive)"),
     handler=chat,
 )

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import anyio
-from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field, WithJsonSchema, field_validator
 
 from naive_mcp.caller import Caller, TenantId
@@ -38,7 +37,7 @@ from naive_mcp.primitives.llm.chat import (
     context_of,
     field_names,
 )
-from naive_mcp.primitives.llm.fields import ModelId, format_credits, format_usd
+from naive_mcp.primitives.llm.fields import ModelId, format_credits, format_usd, spending_annotations
 from naive_mcp.registry import CallContext, Method, MethodResult
 from naive_mcp.streaming import ChatStream
 from naive_mcp.threads import History, answer_message, turn_uri
@@ -546,12 +545,6 @@ COMPARE = Method(
     ),
     arguments=CompareArguments,
     result=CompareResult,
-    annotations=ToolAnnotations(
-        title="Compare models (Naive)",
-        read_only_hint=False,
-        destructive_hint=False,
-        idempotent_hint=False,
-        open_world_hint=True,
-    ),
+    annotations=spending_annotations("Compare models (Naive)"),
     handler=compare,
 )

@@ -10,11 +10,11 @@ it has no typed tool of its own.
 
 from __future__ import annotations
 
-from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from naive_mcp.errors import NaiveError
 from naive_mcp.primitives.llm.chat import ChatResult, GenerationArguments, generate
+from naive_mcp.primitives.llm.fields import spending_annotations
 from naive_mcp.registry import CallContext, Method
 from naive_mcp.validation import Arguments
 
@@ -51,13 +51,7 @@ COMPLETE = Method(
     ),
     arguments=CompleteArguments,
     result=ChatResult,
-    annotations=ToolAnnotations(
-        title="Complete a text (Naive)",
-        read_only_hint=False,
-        destructive_hint=False,
-        idempotent_hint=False,
-        open_world_hint=True,
-    ),
+    annotations=spending_annotations("Complete a text (Naive)"),
     handler=complete,
     typed_tool=False,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
+from mcp_types import ToolAnnotations
 from pydantic import WithJsonSchema
 
 from naive_mcp.validation import matching
@@ -42,3 +43,15 @@ def format_credits(value: float | None) -> str:
     if value is None:
         return "unknown"
     return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
+
+
+def spending_annotations(title: str) -> ToolAnnotations:
+    """A method that spends credits: it changes nothing the client has, but each call is new (and
+    billed), and it reaches the world beyond the server."""
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=False,
+        destructive_hint=False,
+        idempotent_hint=False,
+        open_world_hint=True,
+    )
