@@ -142,7 +142,16 @@ class Threads:
         room = context_length - output - sum(map(_tokens, [*head, *messages]))
         room -= sum(_tokens(turn.message) for turn in turns if turn.role in _PINNED)
         keep = [turn.role in _PINNED for turn in turns]
-        for exchange in reversed(_exchanges(turns)):
+        exchanges = _exchanges(turns)
+        # A tool result of this call's must follow its call (every provider refuses one that does
+        # not): the exchange that holds the call, and every later one, are sent even if they do
+        # not fit (the upstream then says the prompt is too long, which a model can act on).
+        held = _first_calling(exchanges, turns, messages)
+        for exchange in exchanges[held:]:
+            room -= sum(_tokens(turns[index].message) for index in exchange)
+            for index in exchange:
+                keep[index] = True
+        for exchange in reversed(exchanges[:held]):
             size = sum(_tokens(turns[index].message) for index in exchange)
             if size > room:
                 break
@@ -236,6 +245,21 @@ def _exchanges(turns: Sequence[Turn]) -> list[list[int]]:
             groups.append([])
         groups[-1].append(index)
     return groups
+
+
+def _first_calling(
+    exchanges: Sequence[list[int]], turns: Sequence[Turn], messages: Sequence[dict[str, Any]]
+) -> int:
+    """The index of the first exchange holding a tool call that one of `messages` answers (the
+    number of exchanges when none does)."""
+    answered = {message.get("tool_call_id") for message in messages if message.get("role") == "tool"}
+    answered.discard(None)
+    for number, exchange in enumerate(exchanges):
+        for index in exchange:
+            calls = turns[index].message.get("tool_calls") or []
+            if any(isinstance(call, dict) and call.get("id") in answered for call in calls):
+                return number
+    return len(exchanges)
 
 
 def _tokens(message: dict[str, Any]) -> int:

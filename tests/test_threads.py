@@ -509,3 +509,39 @@ async def test_a_long_compare_answer_comes_as_its_share_and_a_link(
         whole = (await client.read_resource(first["answer_uri"])).contents[0]
     assert isinstance(whole, TextResourceContents)
     assert whole.text == f"Sandbox reply from openai/gpt-5.2: {question}"
+
+
+async def test_a_tool_result_keeps_its_call_when_the_thread_is_trimmed_to_fit(
+    client: Client, sandbox: RunningSandbox, api_key: str
+) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    thread_id = thread_of(await client.call_tool("naive_llm_chat", {"prompt": "background " + "word " * 600}))
+    # ~1,500 characters asked, and as much in the call's arguments: counted at a third of a token
+    # a character, more than a 1,000-token model leaves room for.
+    question = "weather? " + "word " * 300
+    asked = await client.call_tool(
+        "naive_llm_chat",
+        {"prompt": question, "thread_id": thread_id, "tools": tools, "tool_choice": "required"},
+    )
+    assert asked.structured_content is not None
+    [call] = asked.structured_content["tool_calls"]
+
+    answered = await client.call_tool(
+        "naive_llm_chat",
+        {
+            "thread_id": thread_id,
+            "model": "sandbox/small-context",
+            "max_tokens": 50,
+            "messages": [{"role": "tool", "tool_call_id": call["id"], "content": "sunny"}],
+        },
+    )
+
+    # The exchange with the call the tool result answers is sent whole, though it does not
+    # seem to fit (a tool result without its call is refused by every provider); the older one
+    # is left out.
+    assert not answered.is_error, text_of(answered)
+    sent = chats(sandbox, api_key)[-1]["messages"]
+    assert [message["role"] for message in sent] == ["user", "assistant", "tool"]
+    assert sent[0]["content"] == question and sent[1]["tool_calls"][0]["id"] == call["id"]
+    assert answered.structured_content is not None and answered.structured_content["left_out_turns"] == 2
+
