@@ -138,7 +138,7 @@ def _add_thread_resources(server: MCPServer[Services], running: list[Services]) 
         current = running[-1]
         scope = _usage_scope(current)
         records = await current.threads.listed(scope) if current.threads.enabled else []
-        return listing_json(records, enabled=current.threads.enabled)
+        return listing_json(records, _redactor(current), enabled=current.threads.enabled)
 
     server.add_resource(
         FunctionResource(
@@ -180,7 +180,8 @@ def _add_thread_resources(server: MCPServer[Services], running: list[Services]) 
     async def read_turn(thread_id: str, number: str, context: Context[Services]) -> str:
         services = context.request_context.lifespan_context
         turn = None
-        if services.threads.enabled and number.isdigit() and len(number) < 10:
+        # ASCII digits only: str.isdigit also takes "²", which int() refuses.
+        if services.threads.enabled and number.isascii() and number.isdigit() and len(number) < 10:
             turn = await services.threads.turn(_usage_scope(services), thread_id, int(number))
         if turn is None:
             raise ResourceNotFoundError(f"turn {number}: not found. {not_found(thread_id)}")

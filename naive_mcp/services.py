@@ -75,6 +75,7 @@ class Services:
         client = NaiveClient(settings, http)
         catalog = ModelCatalog(client, settings.models_cache_ttl)
         server_key = settings.api_key.get_secret_value() if settings.api_key else None
+        redact = Redactor(settings.secrets())
         guard = SpendGuard(
             SpendingPolicy.from_settings(settings),
             StoreLocation.parse(settings.store),
@@ -86,7 +87,7 @@ class Services:
             settings=settings,
             client=client,
             catalog=catalog,
-            redact=Redactor(settings.secrets()),
+            redact=redact,
             access=AccessControl(
                 settings.auth_tokens,
                 client_keys=_key_check(settings, client),
@@ -94,7 +95,7 @@ class Services:
             ),
             calls=CallsInFlight(),
             guard=guard,
-            threads=Threads(settings, guard.store),
+            threads=Threads(settings, guard.store, redact),
             progress_needs_token=progress_needs_token,
         )
 

@@ -78,9 +78,12 @@ class Kept:
 
 
 class Threads:
-    def __init__(self, settings: Settings, store: Callable[[], Awaitable[Store]]) -> None:
+    def __init__(self, settings: Settings, store: Callable[[], Awaitable[Store]], redact: Redactor) -> None:
+        """`redact`: the server's secrets, kept out of a thread's title (its reader's redaction
+        could not find a secret cut at the title's end)."""
         self.enabled = settings.threads
         self._store = store
+        self._redact = redact
         self._limits = ThreadLimits(ttl=settings.thread_ttl, per_owner=settings.threads_per_caller)
         self._max_turns = settings.thread_max_turns
         self._max_chars = settings.thread_max_chars
@@ -120,6 +123,23 @@ class Threads:
             )
         return History(record, turns)
 
+    def unkept(self, system: str | None, messages: Sequence[dict[str, Any]]) -> str | None:
+        """Why a new thread could not keep a call's `system` and `messages` (past what a thread
+        holds, as a continued one is refused: `history`), or None when it can. The call is still
+        answered: it just starts no thread."""
+        if len(messages) + 1 > self._max_turns:
+            return (
+                f"its messages are past NAIVE_THREAD_MAX_TURNS ({len(messages)} and the answer; a thread "
+                f"holds {self._max_turns})"
+            )
+        chars = len(system or "") + sum(len(json.dumps(message, ensure_ascii=False)) for message in messages)
+        if chars > self._max_chars:
+            return (
+                f"its messages are past NAIVE_THREAD_MAX_CHARS ({chars} characters; a thread holds "
+                f"{self._max_chars})"
+            )
+        return None
+
     @staticmethod
     def fit(
         history: History | None,
@@ -142,7 +162,16 @@ class Threads:
         room = context_length - output - sum(map(_tokens, [*head, *messages]))
         room -= sum(_tokens(turn.message) for turn in turns if turn.role in _PINNED)
         keep = [turn.role in _PINNED for turn in turns]
-        for exchange in reversed(_exchanges(turns)):
+        exchanges = _exchanges(turns)
+        # A tool result of this call's must follow its call (every provider refuses one that does
+        # not): the exchange that holds the call, and every later one, are sent even if they do
+        # not fit (the upstream then says the prompt is too long, which a model can act on).
+        held = _first_calling(exchanges, turns, messages)
+        for exchange in exchanges[held:]:
+            room -= sum(_tokens(turns[index].message) for index in exchange)
+            for index in exchange:
+                keep[index] = True
+        for exchange in reversed(exchanges[:held]):
             size = sum(_tokens(turns[index].message) for index in exchange)
             if size > room:
                 break
@@ -176,7 +205,8 @@ class Threads:
             turns,
             self._limits,
             system=system,
-            title=_title(messages) or (history.record.title if history else ""),
+            title=_title(messages, self._redact.including(caller.api_key))
+            or (history.record.title if history else ""),
             copied_from=copied_from,
         )
         notes = []
@@ -238,6 +268,21 @@ def _exchanges(turns: Sequence[Turn]) -> list[list[int]]:
     return groups
 
 
+def _first_calling(
+    exchanges: Sequence[list[int]], turns: Sequence[Turn], messages: Sequence[dict[str, Any]]
+) -> int:
+    """The index of the first exchange holding a tool call that one of `messages` answers (the
+    number of exchanges when none does)."""
+    answered = {message.get("tool_call_id") for message in messages if message.get("role") == "tool"}
+    answered.discard(None)
+    for number, exchange in enumerate(exchanges):
+        for index in exchange:
+            calls = turns[index].message.get("tool_calls") or []
+            if any(isinstance(call, dict) and call.get("id") in answered for call in calls):
+                return number
+    return len(exchanges)
+
+
 def _tokens(message: dict[str, Any]) -> int:
     content = message.get("content")
     parts = content if isinstance(content, list) else []
@@ -246,10 +291,12 @@ def _tokens(message: dict[str, Any]) -> int:
     return math.ceil(len(text) * _FIT_TOKENS_PER_CHAR) + images * _FIT_TOKENS_PER_IMAGE
 
 
-def _title(messages: Sequence[dict[str, Any]]) -> str:
+def _title(messages: Sequence[dict[str, Any]], redact: Redactor) -> str:
+    """The first user message's beginning, its secrets redacted before it is cut (so that no
+    secret's beginning is left at its end)."""
     for message in messages:
         if message.get("role") == "user":
-            words = " ".join(text_of(message).split())
+            words = " ".join(redact.exact(text_of(message)).split())
             return words[:80] + ("…" if len(words) > 80 else "")
     return ""
 
@@ -264,12 +311,13 @@ def _duration(seconds: float) -> str:
 # --- as resources ------------------------------------------------------------------------------
 
 
-def listing_json(records: Sequence[ThreadRecord], *, enabled: bool) -> str:
-    """`naive://threads`: the reader's threads, the most recently used first."""
+def listing_json(records: Sequence[ThreadRecord], redact: Redactor, *, enabled: bool) -> str:
+    """`naive://threads`: the reader's threads, the most recently used first (their titles, a
+    prompt's beginning, with no secret of `redact`'s)."""
     listed = [
         {
             "thread_id": record.id,
-            "title": record.title,
+            "title": redact.exact(record.title),
             "turns": record.turns,
             "chars": record.chars,
             "created": _iso(record.created_at),

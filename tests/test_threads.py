@@ -509,3 +509,79 @@ async def test_a_long_compare_answer_comes_as_its_share_and_a_link(
         whole = (await client.read_resource(first["answer_uri"])).contents[0]
     assert isinstance(whole, TextResourceContents)
     assert whole.text == f"Sandbox reply from openai/gpt-5.2: {question}"
+
+
+async def test_a_tool_result_keeps_its_call_when_the_thread_is_trimmed_to_fit(
+    client: Client, sandbox: RunningSandbox, api_key: str
+) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    thread_id = thread_of(await client.call_tool("naive_llm_chat", {"prompt": "background " + "word " * 600}))
+    # ~1,500 characters asked, and as much in the call's arguments: counted at a third of a token
+    # a character, more than a 1,000-token model leaves room for.
+    question = "weather? " + "word " * 300
+    asked = await client.call_tool(
+        "naive_llm_chat",
+        {"prompt": question, "thread_id": thread_id, "tools": tools, "tool_choice": "required"},
+    )
+    assert asked.structured_content is not None
+    [call] = asked.structured_content["tool_calls"]
+
+    answered = await client.call_tool(
+        "naive_llm_chat",
+        {
+            "thread_id": thread_id,
+            "model": "sandbox/small-context",
+            "max_tokens": 50,
+            "messages": [{"role": "tool", "tool_call_id": call["id"], "content": "sunny"}],
+        },
+    )
+
+    # The exchange with the call the tool result answers is sent whole, though it does not
+    # seem to fit (a tool result without its call is refused by every provider); the older one
+    # is left out.
+    assert not answered.is_error, text_of(answered)
+    sent = chats(sandbox, api_key)[-1]["messages"]
+    assert [message["role"] for message in sent] == ["user", "assistant", "tool"]
+    assert sent[0]["content"] == question and sent[1]["tool_calls"][0]["id"] == call["id"]
+    assert answered.structured_content is not None and answered.structured_content["left_out_turns"] == 2
+
+
+async def test_the_listing_of_threads_never_shows_a_secret_in_a_title(client: Client, api_key: str) -> None:
+    thread_of(await client.call_tool("naive_llm_chat", {"prompt": f"my key is {api_key}"}))
+    listing = await read_json(client, "naive://threads")
+    assert listing["threads"][0]["title"] == "my key is [redacted]"
+
+
+@pytest.mark.parametrize("number", ["0", "-1", "99999999999999999999", "²", "٣", "1%2F.."])
+async def test_a_turn_that_is_not_there_is_not_found(client: Client, number: str) -> None:
+    thread_id = thread_of(await client.call_tool("naive_llm_chat", {"prompt": "hi"}))
+    with pytest.raises(MCPError, match="not found") as raised:
+        await client.read_resource(f"naive://threads/{thread_id}/turns/{number}")
+    assert raised.value.error.code == -32602
+
+
+@pytest.mark.parametrize(
+    ("arguments", "setting"),
+    [
+        ({"messages": [{"role": "user", "content": f"m{n}"} for n in range(9)]}, "NAIVE_THREAD_MAX_TURNS"),
+        ({"prompt": "y" * 5_000}, "NAIVE_THREAD_MAX_CHARS"),
+    ],
+    ids=["turns", "chars"],
+)
+async def test_a_call_too_big_for_a_thread_is_answered_and_kept_in_none(
+    sandbox: RunningSandbox, api_key: str, arguments: dict[str, Any], setting: str
+) -> None:
+    settings = make_settings(sandbox, api_key, thread_max_turns=4, thread_max_chars=2_000)
+    async with Client(create_server(settings)) as client:
+        chat = await client.call_tool("naive_llm_chat", arguments)
+        compared = await client.call_tool(
+            "naive_llm_compare", {**arguments, "models": ["openai/gpt-5.2", "openai/gpt-5-mini"]}
+        )
+        listing = await read_json(client, "naive://threads")
+    assert not chat.is_error and not compared.is_error
+    assert chat.structured_content is not None and "thread_id" not in chat.structured_content
+    assert f"this answer is in no thread: its messages are past {setting}" in text_of(chat, -1)
+    assert compared.structured_content is not None
+    assert all("thread_id" not in answer for answer in compared.structured_content["answers"])
+    assert setting in text_of(compared, -1)
+    assert listing["threads"] == []

@@ -112,6 +112,26 @@ def _within_context(reply: Reply, body: dict[str, Any], model: SandboxModel) -> 
         )
 
 
+def _tool_results_answer_calls(body: dict[str, Any]) -> None:
+    """A tool result must answer a call of an earlier assistant message, in OpenAI's words (every
+    provider refuses one that does not, and OpenRouter passes the refusal on)."""
+    messages = body.get("messages")
+    called: set[str] = set()
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, dict):
+            continue
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict) and isinstance(call.get("id"), str):
+                called.add(call["id"])
+        if message.get("role") == "tool" and message.get("tool_call_id") not in called:
+            raise ApiError(
+                400,
+                "invalid_input",
+                "Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                "message with 'tool_calls'.",
+            )
+
+
 class ApiError(Exception):
     """An error answer; `code` is Naive's kind, shown as the route's style has it."""
 
@@ -318,6 +338,8 @@ class Sandbox:
         if self.ledger.balance(caller.key) <= 0:
             raise ApiError(402, "insufficient_credits", "Not enough credits")
         extra_words = {"slow": self.config.slow_words, "runaway": self.config.runaway_words}
+        if form is CHAT:
+            _tool_results_answer_calls(body)
         reply = respond(body, model, extra_words=extra_words.get(model.pace, 0))
         _within_context(reply, body, model)
         if self.config.echo_key:

@@ -746,6 +746,10 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
         )
     if not threads.enabled:
         return result.whole(services.settings.max_result_chars, "threads are off (NAIVE_THREADS=false)")
+    unkept = threads.unkept(arguments.system, messages) if history is None else None
+    if unkept is not None:
+        result.notes.append(f"this answer is in no thread: {unkept}")
+        return result.whole(services.settings.max_result_chars, "no thread keeps it")
     answer = answer_message(result.text, [(c.id, c.name, c.arguments) for c in result.tool_calls])
     try:
         kept = await threads.keep(caller, history, arguments.system, messages, answer, result.model)

@@ -384,10 +384,14 @@ async def _keep(
         arguments.system if arguments.system is not None else (history.record.system if history else None)
     )
     why = "threads are off (NAIVE_THREADS=false)"
+    unkept = threads.unkept(system, messages) if threads.enabled and history is None else None
+    if unkept is not None:
+        why = "no thread keeps it"
+        notes.append(f"the answers are in no thread: {unkept}")
     for answer in answers:
         if answer.error is not None or answer.text is None:
             continue
-        if threads.enabled:
+        if threads.enabled and unkept is None:
             try:
                 kept = await threads.keep(
                     caller,
