@@ -77,6 +77,10 @@ class Kept:
     notes: list[str] = field(default_factory=list)
 
 
+class ThreadFilledMeanwhile(Exception):
+    """A thread continued by several calls at once: the ones past its bounds are kept in none."""
+
+
 class Threads:
     def __init__(self, settings: Settings, store: Callable[[], Awaitable[Store]], redact: Redactor) -> None:
         """`redact`: the server's secrets, kept out of a thread's title (its reader's redaction
@@ -84,7 +88,12 @@ class Threads:
         self.enabled = settings.threads
         self._store = store
         self._redact = redact
-        self._limits = ThreadLimits(ttl=settings.thread_ttl, per_owner=settings.threads_per_caller)
+        self._limits = ThreadLimits(
+            ttl=settings.thread_ttl,
+            per_owner=settings.threads_per_caller,
+            max_turns=settings.thread_max_turns,
+            max_chars=settings.thread_max_chars,
+        )
         self._max_turns = settings.thread_max_turns
         self._max_chars = settings.thread_max_chars
         self._ttl_words = _duration(settings.thread_ttl)
@@ -209,6 +218,11 @@ class Threads:
             or (history.record.title if history else ""),
             copied_from=copied_from,
         )
+        if not stored:
+            raise ThreadFilledMeanwhile(
+                f"thread {continued} was filled meanwhile by calls made at the same time (it holds "
+                f"{record.turns} turns, {record.chars} characters): this answer is in no thread"
+            )
         notes = []
         if continued is not None and record.id != continued:
             notes.append(f"thread {continued} had expired meanwhile: this answer starts thread {record.id}")

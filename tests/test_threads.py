@@ -585,3 +585,55 @@ async def test_a_call_too_big_for_a_thread_is_answered_and_kept_in_none(
     assert all("thread_id" not in answer for answer in compared.structured_content["answers"])
     assert setting in text_of(compared, -1)
     assert listing["threads"] == []
+
+
+async def test_calls_at_once_on_one_thread_never_take_it_past_its_bounds(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path
+) -> None:
+    settings = make_settings(sandbox, api_key, store=str(tmp_path / "state.db"), thread_max_turns=6)
+    results: list[CallToolResult] = []
+    async with Client(create_server(settings)) as client:
+        thread_id = thread_of(await client.call_tool("naive_llm_chat", {"prompt": "start"}))
+
+        async def continue_it(number: int) -> None:
+            results.append(
+                await client.call_tool(
+                    "naive_llm_chat", {"prompt": f"at once {number}", "thread_id": thread_id}
+                )
+            )
+
+        async with anyio.create_task_group() as calls:
+            for number in range(10):
+                calls.start_soon(continue_it, number)
+        thread = await read_json(client, f"naive://threads/{thread_id}")
+
+    assert len(thread["turns"]) <= 6
+    kept = [
+        result for result in results if result.structured_content and "thread_id" in result.structured_content
+    ]
+    unkept = [result for result in results if result not in kept]
+    assert all(not result.is_error for result in results), "every call was answered"
+    assert len(kept) == (len(thread["turns"]) - 2) // 2 and unkept
+    for result in unkept:
+        assert f"thread {thread_id} was filled meanwhile" in text_of(result, -1)
+
+
+async def test_a_long_synthesis_comes_as_its_share_and_a_link(sandbox: RunningSandbox, api_key: str) -> None:
+    question = "weigh this " * 100  # the judge's answer repeats its prompt: both answers and the question
+    async with Client(create_server(make_settings(sandbox, api_key, max_result_chars=3_000))) as client:
+        result = await client.call_tool(
+            "naive_llm_compare",
+            {
+                "prompt": question,
+                "models": ["openai/gpt-5.2", "openai/gpt-5-mini"],
+                "judge": "google/gemini-2.5-pro",
+            },
+        )
+        assert not result.is_error, text_of(result)
+        assert result.structured_content is not None
+        synthesis = result.structured_content["synthesis"]
+        assert len(synthesis["text"]) <= 1_000 < synthesis["text_chars"], "a third of the limit each"
+        assert f"The whole answer is the resource {synthesis['answer_uri']}" in text_of(result, 2)
+        whole = (await client.read_resource(synthesis["answer_uri"])).contents[0]
+    assert isinstance(whole, TextResourceContents) and len(whole.text) == synthesis["text_chars"]
+    assert len(json.dumps(result.structured_content)) < 3_000 + 2_500, "the result stays near its limit"

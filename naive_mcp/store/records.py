@@ -140,11 +140,14 @@ class ThreadRecord:
 
 @dataclass(frozen=True, slots=True)
 class ThreadLimits:
-    """How long a thread is kept after its last turn (seconds), and how many a caller keeps (the
-    least recently used go first)."""
+    """How long a thread is kept after its last turn (seconds), how many a caller keeps (the
+    least recently used go first), and how many turns and characters one holds (its last turn,
+    an answer, may take it past the characters)."""
 
     ttl: float
     per_owner: int
+    max_turns: int = 10_000
+    max_chars: int = 2**62
 
 
 @dataclass(slots=True)

@@ -103,12 +103,16 @@ def keep(
     `system` if given; or, when there is no such thread (none named, or it is gone), to a new
     thread `new_id` of `owner`'s — a copy of the turns of `copied_from`, another of `owner`'s
     threads, if given — forgetting `owner`'s least recently used threads past
-    `limits.per_owner`. Returns the thread as it was before, and the turns as stored."""
+    `limits.per_owner`. Returns the thread as it was before, and the turns as stored: none when
+    they would take the thread past `limits.max_turns` or `limits.max_chars`."""
     assert owner.key_digest is not None and owner.user is not None and owner.project is not None
     whose = {"key": owner.key_digest, "user": owner.user.value, "project": owner.project.value}
     found = db.execute(_OWNED, {**whose, "id": thread_id, "now": now}).first() if thread_id else None
     if found is not None:
         record = _record(found)
+        asked = sum(len(json.dumps(turn.message, ensure_ascii=False)) for turn in new[:-1])
+        if record.turns + len(new) > limits.max_turns or record.chars + asked > limits.max_chars:
+            return record, []  # filled meanwhile, by calls at once: checked here, with it locked
     else:
         record = _create(db, whose, new_id, system, title, limits, now, copied_from)
         system = None

@@ -31,7 +31,7 @@ from naive_mcp.primitives.llm.images import ImageOut, read_images
 from naive_mcp.redaction import REDACTED, Redactor
 from naive_mcp.registry import CallContext, ImageBlock, LinkBlock, Method, MethodResult
 from naive_mcp.streaming import ChatStream
-from naive_mcp.threads import THREAD_ID_PATTERN, Kept, answer_message, turn_uri
+from naive_mcp.threads import THREAD_ID_PATTERN, Kept, ThreadFilledMeanwhile, answer_message, turn_uri
 from naive_mcp.validation import Arguments, matching
 from naive_mcp.wire import ChatCompletion, Logprobs, TokenLogprob
 
@@ -753,6 +753,9 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     answer = answer_message(result.text, [(c.id, c.name, c.arguments) for c in result.tool_calls])
     try:
         kept = await threads.keep(caller, history, arguments.system, messages, answer, result.model)
+    except ThreadFilledMeanwhile as full:
+        result.notes.append(str(full))
+        return result.whole(services.settings.max_result_chars, "no thread keeps it")
     except Exception as exc:  # the answer is paid for: it comes back even if the store is away
         logger.error("could not keep the answer in a thread: %s", type(exc).__name__)
         result.notes.append(f"this answer is in no thread: the store failed ({type(exc).__name__})")

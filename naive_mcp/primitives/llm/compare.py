@@ -181,6 +181,10 @@ class CompareAnswer(BaseModel):
 class Synthesis(BaseModel):
     model: str = Field(description="the judge: the model that answered, or the one asked")
     text: str | None = None
+    # Kept in a thread of its own, cut to its share when long: as an answer's.
+    thread_id: str | None = None
+    text_chars: int | None = None
+    answer_uri: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
@@ -219,7 +223,10 @@ class CompareResult(MethodResult):
         synthesis = self.synthesis
         if synthesis is not None:
             if synthesis.error is None:
-                blocks.append(f"Synthesis by {synthesis.model}:\n{synthesis.text or ''}")
+                kept = f"\n[the synthesis's thread_id {synthesis.thread_id}]" if synthesis.thread_id else ""
+                blocks.append(
+                    f"Synthesis by {synthesis.model}:\n{synthesis.text or ''}{_goes_on(synthesis)}{kept}"
+                )
             else:
                 blocks.append(f"Synthesis by {synthesis.model} failed:\n{synthesis.error}")
         blocks.append(self.summary())
@@ -259,13 +266,17 @@ def _answer_block(number: int, answer: CompareAnswer) -> str:
         parts.append(f"thread_id {answer.thread_id}")
     if answer.left_out_turns:
         parts.append(f"left out the {answer.left_out_turns} oldest turns of the thread to fit")
-    text = answer.text or ""
-    if answer.answer_uri is not None:
-        text += (
-            f"\n[The answer goes on: above are its first {len(text)} of {answer.text_chars} characters. "
-            f"The whole answer is the resource {answer.answer_uri}: read it with resources/read.]"
-        )
-    return " · ".join(parts) + "\n" + text
+    return " · ".join(parts) + "\n" + (answer.text or "") + _goes_on(answer)
+
+
+def _goes_on(entry: CompareAnswer | Synthesis) -> str:
+    """For an entry cut to its share: where the whole of it is."""
+    if entry.answer_uri is None:
+        return ""
+    return (
+        f"\n[The answer goes on: above are its first {len(entry.text or '')} of {entry.text_chars} "
+        f"characters. The whole answer is the resource {entry.answer_uri}: read it with resources/read.]"
+    )
 
 
 class AllModelsFailed(NaiveError):
@@ -353,14 +364,15 @@ async def compare(call: CallContext, arguments: CompareArguments) -> CompareResu
         raise AllModelsFailed(answers)
     for answer, count in zip(answers, left_out, strict=True):
         answer.left_out_turns = count or None
-    synthesis = None
+    synthesis, judged = None, None
     if arguments.judge is not None:
         board.judge = _Member(arguments.judge)
         call.progress.update(board.describe)
-        synthesis = await _judge(
-            call, caller, arguments.judging(answers).request_body(default), board, left, notes
-        )
-    await _keep(call, caller, history, arguments, messages, answers, notes)  # the judge read them whole
+        judging = arguments.judging(answers)
+        judged = judging.new_messages()
+        synthesis = await _judge(call, caller, judging.request_body(default), board, left, notes)
+    # After the judge, who read the answers whole.
+    await _keep(call, caller, history, arguments, messages, answers, notes, (synthesis, judged))
     totals = _totals(answers, synthesis, left)
     return CompareResult(answers=answers, synthesis=synthesis, totals=totals, notes=notes)
 
@@ -373,48 +385,66 @@ async def _keep(
     messages: list[dict[str, Any]],
     answers: list[CompareAnswer],
     notes: list[str],
+    judged: tuple[Synthesis | None, list[dict[str, Any]] | None],
 ) -> None:
     """Each answer in a thread of its own — the thread continued (a copy of its turns), the
-    question, that answer — so that the agent continues with whichever answer it prefers; an
-    answer past its share of NAIVE_MAX_RESULT_CHARS cut to its beginning and a link."""
-    services = call.services
-    threads = services.threads
-    share = services.settings.max_result_chars // len(answers)
+    question, that answer — so that the agent continues with whichever answer it prefers; the
+    synthesis in one of its own (the judge's question and it). An answer or synthesis past its
+    share of NAIVE_MAX_RESULT_CHARS is cut to its beginning and a link."""
+    threads = call.services.threads
+    synthesis, judge_messages = judged
     system = (
         arguments.system if arguments.system is not None else (history.record.system if history else None)
     )
+    source = history.record.id if history is not None else None
+    # Each entry to keep: what answered, the thread's system prompt, what it was asked, a thread to copy.
+    entries: list[tuple[CompareAnswer | Synthesis, str | None, list[dict[str, Any]], str | None]] = [
+        (answer, system, messages, source)
+        for answer in answers
+        if answer.error is None and answer.text is not None
+    ]
+    if synthesis is not None and synthesis.error is None and synthesis.text is not None and judge_messages:
+        entries.append((synthesis, JUDGE_SYSTEM, judge_messages, None))
+    share = call.services.settings.max_result_chars // max(len(entries), 1)
     why = "threads are off (NAIVE_THREADS=false)"
-    unkept = threads.unkept(system, messages) if threads.enabled and history is None else None
-    if unkept is not None:
-        why = "no thread keeps it"
+    if threads.enabled and history is None and (unkept := threads.unkept(arguments.system, messages)):
         notes.append(f"the answers are in no thread: {unkept}")
-    for answer in answers:
-        if answer.error is not None or answer.text is None:
-            continue
-        if threads.enabled and unkept is None:
+        _whole_notes(answers, share, "no thread keeps it", notes)
+        entries = [entry for entry in entries if not isinstance(entry[0], CompareAnswer)]
+    for entry, system, asked, copied_from in entries:
+        if threads.enabled:
             try:
                 kept = await threads.keep(
                     caller,
                     None,
                     system,
-                    messages,
-                    answer_message(answer.text, []),
-                    answer.model,
-                    copied_from=history.record.id if history is not None else None,
+                    asked,
+                    answer_message(entry.text or "", []),
+                    entry.model,
+                    copied_from=copied_from,
                 )
             except Exception as exc:  # the answers are paid for: they come back all the same
                 why = f"no thread could keep it (the store failed: {type(exc).__name__})"
             else:
-                answer.thread_id = kept.thread_id
-                if len(answer.text) > share:
-                    answer.text_chars = len(answer.text)
-                    answer.text = beginning_of(answer.text, share)
-                    answer.answer_uri = turn_uri(kept.thread_id, kept.answer_turn)
+                entry.thread_id = kept.thread_id
+                text = entry.text or ""
+                if len(text) > share:
+                    entry.text_chars, entry.text = len(text), beginning_of(text, share)
+                    entry.answer_uri = turn_uri(kept.thread_id, kept.answer_turn)
                 continue
-        if len(answer.text) > share:
+        _whole_notes([entry], share, why, notes)
+
+
+def _whole_notes(
+    entries: Sequence[CompareAnswer | Synthesis], share: int, why: str, notes: list[str]
+) -> None:
+    """A note for each entry past its share of NAIVE_MAX_RESULT_CHARS that comes whole, and why."""
+    for entry in entries:
+        if entry.text is not None and len(entry.text) > share:
+            who = entry.model_asked if isinstance(entry, CompareAnswer) else f"judge {entry.model}"
             notes.append(
-                f"{answer.model_asked}: its answer is longer than its share ({share} characters) of "
-                f"NAIVE_MAX_RESULT_CHARS and comes whole: {why}"
+                f"{who}: its text is longer than its share ({share} characters) of NAIVE_MAX_RESULT_CHARS "
+                f"and comes whole: {why}"
             )
 
 
