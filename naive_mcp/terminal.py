@@ -71,18 +71,7 @@ def chat(argv: list[str]) -> int:
         model = args.model
         if args.fallback and model is None:
             model = services.settings.default_model  # the chain starts at the default model
-        raw = more | _given(
-            prompt=prompt,
-            system=args.system,
-            model=model,
-            models=args.fallback,
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
-            reasoning={"effort": args.reasoning_effort} if args.reasoning_effort else None,
-            user_id=args.user_id,
-            project_id=args.project_id,
-            thread_id=args.thread,
-        )
+        raw = more | _conversation(args, prompt) | _given(model=model, models=args.fallback)
         if args.json:
             return await _print_result(services, CHAT, raw, as_json=True)
         echo = _Echo(sys.stdout, services.redact)
@@ -123,18 +112,7 @@ def compare(argv: list[str]) -> int:
     _conversation_options(parser, more="messages, top_p, seed, provider, extra")
     args = _parse(parser, argv)
     more, prompt = _more_and_prompt(parser, args)
-    raw = more | _given(
-        prompt=prompt,
-        system=args.system,
-        models=args.model,
-        judge=args.judge,
-        temperature=args.temperature,
-        max_tokens=args.max_tokens,
-        reasoning={"effort": args.reasoning_effort} if args.reasoning_effort else None,
-        user_id=args.user_id,
-        project_id=args.project_id,
-        thread_id=args.thread,
-    )
+    raw = more | _conversation(args, prompt) | _given(models=args.model, judge=args.judge)
 
     async def work(services: Services) -> int:
         if args.json:
@@ -352,6 +330,20 @@ def _conversation_options(parser: argparse.ArgumentParser, *, more: str) -> None
         "--arguments",
         metavar="JSON",
         help=f"more of the tool's arguments, as a JSON object: {more}; validated as the tool validates them",
+    )
+
+
+def _conversation(args: argparse.Namespace, prompt: str) -> dict[str, Any]:
+    """The tool arguments `_conversation_options` gave (those given)."""
+    return _given(
+        prompt=prompt,
+        system=args.system,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        reasoning={"effort": args.reasoning_effort} if args.reasoning_effort else None,
+        user_id=args.user_id,
+        project_id=args.project_id,
+        thread_id=args.thread,
     )
 
 

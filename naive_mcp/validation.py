@@ -87,6 +87,13 @@ def matching(pattern: str, meaning: str, **field: Any) -> Any:
 # --- parsing --------------------------------------------------------------------------------------
 
 
+def each_once(values: list[str], noun: str) -> None:
+    """Raise, naming them, if `values` (a list argument of `noun`s) hold one twice."""
+    twice = sorted({value for value in values if values.count(value) > 1})
+    if twice:
+        raise ValueError(f"gives {noun} {', '.join(map(repr, twice))} more than once: give each once")
+
+
 def parse_arguments(model: type[ModelT], raw: Mapping[str, Any], *, tool: str, where: str = "") -> ModelT:
     """Validate raw tool arguments, or raise an `ArgumentError` that names each bad field.
 

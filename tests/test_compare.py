@@ -327,7 +327,7 @@ MODELS = ["openai/gpt-5.2", "google/gemini-2.5-flash"]
         (
             {"prompt": "hi", "models": ["openai/gpt-5.2", "openai/gpt-5.2"]},
             "models",
-            "gives 'openai/gpt-5.2' more than once: give each model once",
+            "gives model 'openai/gpt-5.2' more than once: give each once",
         ),
         (
             {"prompt": "hi", "models": MODELS, "judge": "gpt"},

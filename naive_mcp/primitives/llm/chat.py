@@ -32,7 +32,7 @@ from naive_mcp.redaction import REDACTED, Redactor
 from naive_mcp.registry import CallContext, ImageBlock, LinkBlock, Method, MethodResult
 from naive_mcp.streaming import ChatStream
 from naive_mcp.threads import THREAD_ID_PATTERN, Kept, ThreadFilledMeanwhile, answer_message, turn_uri
-from naive_mcp.validation import Arguments, matching
+from naive_mcp.validation import Arguments, each_once, matching
 from naive_mcp.wire import ChatCompletion, Logprobs, TokenLogprob
 
 logger = logging.getLogger(__name__)
@@ -468,10 +468,7 @@ class ChatArguments(GenerationArguments, _Conversation):
     @field_validator("plugins")
     @classmethod
     def _each_plugin_once(cls, plugins: list[Plugin] | None) -> list[Plugin] | None:
-        ids = [plugin.id for plugin in plugins or []]
-        twice = sorted({plugin for plugin in ids if ids.count(plugin) > 1})
-        if twice:
-            raise ValueError(f"gives plugin {', '.join(map(repr, twice))} more than once: give each once")
+        each_once([plugin.id for plugin in plugins or []], "plugin")
         return plugins
 
     @field_validator("modalities")

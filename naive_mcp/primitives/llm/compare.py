@@ -41,6 +41,7 @@ from naive_mcp.primitives.llm.fields import ModelId, format_credits, format_usd,
 from naive_mcp.registry import CallContext, Method, MethodResult
 from naive_mcp.streaming import ChatStream
 from naive_mcp.threads import History, answer_message, turn_uri
+from naive_mcp.validation import each_once
 
 # --- arguments ---------------------------------------------------------------------------------
 
@@ -96,9 +97,7 @@ class CompareArguments(_Conversation):
     @field_validator("models")
     @classmethod
     def _each_model_once(cls, models: list[str]) -> list[str]:
-        twice = sorted({model for model in models if models.count(model) > 1})
-        if twice:
-            raise ValueError(f"gives {', '.join(map(repr, twice))} more than once: give each model once")
+        each_once(models, "model")
         return models
 
     @field_validator("extra")
