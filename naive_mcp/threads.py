@@ -167,7 +167,7 @@ class Threads:
         turns = history.turns if history is not None else []
         if not turns or context_length is None:
             return Fitted([*head, *(turn.message for turn in turns), *messages])
-        output = max_output if max_output is not None else min(_FIT_OUTPUT_TOKENS, context_length // 4)
+        output = _output_room(context_length, max_output)
         room = context_length - output - sum(map(_tokens, [*head, *messages]))
         room -= sum(_tokens(turn.message) for turn in turns if turn.role in _PINNED)
         keep = [turn.role in _PINNED for turn in turns]
@@ -236,6 +236,19 @@ class Threads:
 
     async def turn(self, scope: UsageScope, thread_id: str, number: int) -> Turn | None:
         return await (await self._store()).turn(thread_id, scope, number)
+
+
+def chars_that_fit(context_length: int, max_output: int | None = None) -> int:
+    """How many characters of prompt leave room for the answer in `context_length` tokens, counted
+    as `Threads.fit` counts a thread's turns."""
+    return max(
+        0, math.floor((context_length - _output_room(context_length, max_output)) / _FIT_TOKENS_PER_CHAR)
+    )
+
+
+def _output_room(context_length: int, max_output: int | None) -> int:
+    """The tokens left for the answer: `max_output` (max_tokens), else 4,096 or a quarter of the context."""
+    return max_output if max_output is not None else min(_FIT_OUTPUT_TOKENS, context_length // 4)
 
 
 def new_thread_id() -> str:

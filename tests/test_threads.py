@@ -637,3 +637,24 @@ async def test_a_long_synthesis_comes_as_its_share_and_a_link(sandbox: RunningSa
         whole = (await client.read_resource(synthesis["answer_uri"])).contents[0]
     assert isinstance(whole, TextResourceContents) and len(whole.text) == synthesis["text_chars"]
     assert len(json.dumps(result.structured_content)) < 3_000 + 2_500, "the result stays near its limit"
+
+
+async def test_the_judges_prompt_is_cut_to_fit_a_small_judges_context(
+    client: Client, sandbox: RunningSandbox, api_key: str
+) -> None:
+    question = "judge me " * 150  # ~1,350 characters, each answer as long: past a 1,000-token judge
+    result = await client.call_tool(
+        "naive_llm_compare",
+        {
+            "prompt": question,
+            "models": ["openai/gpt-5.2", "openai/gpt-5-mini"],
+            "judge": "sandbox/small-context",
+        },
+    )
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    synthesis = result.structured_content["synthesis"]
+    assert "error" not in synthesis, synthesis.get("error")
+    judged = chats(sandbox, api_key)[-1]
+    assert judged["model"] == "sandbox/small-context"
+    assert judged["messages"][-1]["content"].count("[… cut to fit the judge's context") == 2

@@ -40,7 +40,7 @@ from naive_mcp.primitives.llm.chat import (
 from naive_mcp.primitives.llm.fields import ModelId, format_credits, format_usd, spending_annotations
 from naive_mcp.registry import CallContext, Method, MethodResult
 from naive_mcp.streaming import ChatStream
-from naive_mcp.threads import History, answer_message, turn_uri
+from naive_mcp.threads import History, answer_message, chars_that_fit, turn_uri
 from naive_mcp.validation import each_once
 
 # --- arguments ---------------------------------------------------------------------------------
@@ -59,6 +59,8 @@ JUDGE_SYSTEM = (
     "Write a short synthesis for the person who asked: what the answers agree on, where they differ "
     "or are wrong, and the best answer. Cite the answers by number in brackets, e.g. [1], [2]."
 )
+# However little room the judge's context leaves, each answer shows it at least this much.
+_LEAST_JUDGED_CHARS = 200
 # A compare call's arguments that a member's chat body takes as they are.
 _SHARED = ("max_tokens", "temperature", "top_p", "seed", "reasoning", "provider", "extra")
 
@@ -114,12 +116,27 @@ class CompareArguments(_Conversation):
             {**given, "model": model, "user_id": self.user_id, "project_id": self.project_id}
         )
 
-    def judging(self, answers: Sequence[CompareAnswer]) -> ChatArguments:
-        """The judge's chat: the question and the numbered answers, to be synthesised."""
-        parts = [f"The question:\n{self._question()}", "The answers:"]
+    def judging(self, answers: Sequence[CompareAnswer], fits: int | None = None) -> ChatArguments:
+        """The judge's chat: the question and the numbered answers, to be synthesised; when they
+        are more than `fits` characters (what the judge's context holds), each answer is cut to
+        an equal share of what is left, and says so."""
+        question = self._question()
+        texts = [answer.text or "" for answer in answers if answer.error is None]
+        share = None
+        if fits is not None and texts:
+            room = fits - len(JUDGE_SYSTEM) - len(question) - 100 * (len(answers) + 1)
+            if sum(map(len, texts)) > room:
+                share = max(room // len(texts), _LEAST_JUDGED_CHARS)
+        parts = [f"The question:\n{question}", "The answers:"]
         for number, answer in enumerate(answers, 1):
             if answer.error is None:
-                parts.append(f"[{number}] ({answer.model or answer.model_asked}):\n{answer.text or ''}")
+                text = answer.text or ""
+                if share is not None and len(text) > share:
+                    text = (
+                        beginning_of(text, share)
+                        + f" [… cut to fit the judge's context: {len(text)} characters]"
+                    )
+                parts.append(f"[{number}] ({answer.model or answer.model_asked}):\n{text}")
             else:
                 parts.append(f"[{number}] ({answer.model_asked}) failed: {answer.error_kind}")
         return ChatArguments.model_validate(
@@ -367,7 +384,8 @@ async def compare(call: CallContext, arguments: CompareArguments) -> CompareResu
     if arguments.judge is not None:
         board.judge = _Member(arguments.judge)
         call.progress.update(board.describe)
-        judging = arguments.judging(answers)
+        context = await context_of(call, caller, [arguments.judge])
+        judging = arguments.judging(answers, chars_that_fit(context) if context is not None else None)
         judged = judging.new_messages()
         synthesis = await _judge(call, caller, judging.request_body(default), board, left, notes)
     # After the judge, who read the answers whole.
