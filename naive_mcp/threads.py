@@ -94,8 +94,6 @@ class Threads:
             max_turns=settings.thread_max_turns,
             max_chars=settings.thread_max_chars,
         )
-        self._max_turns = settings.thread_max_turns
-        self._max_chars = settings.thread_max_chars
         self._ttl_words = _duration(settings.thread_ttl)
 
     async def history(self, caller: Caller, thread_id: str, adding: Sequence[dict[str, Any]]) -> History:
@@ -117,17 +115,11 @@ class Threads:
                 kind="thread_not_found",
             )
         record, turns = found
-        chars = sum(len(json.dumps(message, ensure_ascii=False)) for message in adding)
-        if record.turns + len(adding) + 1 > self._max_turns:
+        past = self._past_bounds(record.turns, record.chars, adding)
+        if past is not None:
             raise ArgumentError(
-                f"thread_id: thread {thread_id} holds {record.turns} turns, and this call would take it past "
-                f"{self._max_turns}, the most a thread holds here (NAIVE_THREAD_MAX_TURNS).",
-                kind="thread_full",
-            )
-        if record.chars + chars > self._max_chars:
-            raise ArgumentError(
-                f"thread_id: thread {thread_id} holds {record.chars} characters, and this call would take it "
-                f"past {self._max_chars}, the most a thread holds here (NAIVE_THREAD_MAX_CHARS).",
+                f"thread_id: thread {thread_id} holds {record.turns} turns and {record.chars} characters, "
+                f"and this call would take it past {past}, the most a thread holds here.",
                 kind="thread_full",
             )
         return History(record, turns)
@@ -136,17 +128,17 @@ class Threads:
         """Why a new thread could not keep a call's `system` and `messages` (past what a thread
         holds, as a continued one is refused: `history`), or None when it can. The call is still
         answered: it just starts no thread."""
-        if len(messages) + 1 > self._max_turns:
-            return (
-                f"its messages are past NAIVE_THREAD_MAX_TURNS ({len(messages)} and the answer; a thread "
-                f"holds {self._max_turns})"
-            )
-        chars = len(system or "") + sum(len(json.dumps(message, ensure_ascii=False)) for message in messages)
-        if chars > self._max_chars:
-            return (
-                f"its messages are past NAIVE_THREAD_MAX_CHARS ({chars} characters; a thread holds "
-                f"{self._max_chars})"
-            )
+        past = self._past_bounds(0, len(system or ""), messages)
+        return None if past is None else f"its messages (and its answer) would be past {past}"
+
+    def _past_bounds(self, turns: int, chars: int, adding: Sequence[dict[str, Any]]) -> str | None:
+        """Which bound a thread of `turns` and `chars` would pass with `adding` and an answer (its
+        characters aside: an answer may take a thread past them), as its setting; None if none."""
+        limits = self._limits
+        if turns + len(adding) + 1 > limits.max_turns:
+            return f"{limits.max_turns} turns (NAIVE_THREAD_MAX_TURNS)"
+        if chars + sum(len(json.dumps(message, ensure_ascii=False)) for message in adding) > limits.max_chars:
+            return f"{limits.max_chars} characters (NAIVE_THREAD_MAX_CHARS)"
         return None
 
     @staticmethod

@@ -262,7 +262,11 @@ async def test_a_full_thread_is_refused_before_anything_is_sent(
         thread_of(await client.call_tool("naive_llm_chat", {"prompt": "two", "thread_id": thread_id}))
         full = await client.call_tool("naive_llm_chat", {"prompt": "three", "thread_id": thread_id})
     assert full.is_error
-    assert "holds 4 turns, and this call would take it past 4" in text_of(full)
+    assert "holds 4 turns and " in text_of(full)
+    assert (
+        "this call would take it past 4 turns (NAIVE_THREAD_MAX_TURNS), the most a thread holds"
+        in text_of(full)
+    )
     assert "NAIVE_THREAD_MAX_TURNS" in text_of(
         full
     ) and "Leave out thread_id to start a new thread" in text_of(full)
@@ -563,8 +567,11 @@ async def test_a_turn_that_is_not_there_is_not_found(client: Client, number: str
 @pytest.mark.parametrize(
     ("arguments", "setting"),
     [
-        ({"messages": [{"role": "user", "content": f"m{n}"} for n in range(9)]}, "NAIVE_THREAD_MAX_TURNS"),
-        ({"prompt": "y" * 5_000}, "NAIVE_THREAD_MAX_CHARS"),
+        (
+            {"messages": [{"role": "user", "content": f"m{n}"} for n in range(9)]},
+            "4 turns (NAIVE_THREAD_MAX_TURNS)",
+        ),
+        ({"prompt": "y" * 5_000}, "2000 characters (NAIVE_THREAD_MAX_CHARS)"),
     ],
     ids=["turns", "chars"],
 )
@@ -580,7 +587,9 @@ async def test_a_call_too_big_for_a_thread_is_answered_and_kept_in_none(
         listing = await read_json(client, "naive://threads")
     assert not chat.is_error and not compared.is_error
     assert chat.structured_content is not None and "thread_id" not in chat.structured_content
-    assert f"this answer is in no thread: its messages are past {setting}" in text_of(chat, -1)
+    assert f"this answer is in no thread: its messages (and its answer) would be past {setting}" in text_of(
+        chat, -1
+    )
     assert compared.structured_content is not None
     assert all("thread_id" not in answer for answer in compared.structured_content["answers"])
     assert setting in text_of(compared, -1)

@@ -20,6 +20,7 @@ from naive_mcp.backend import Route
 from naive_mcp.caller import Caller, TenantId
 from naive_mcp.errors import ConfigurationError, NaiveError, UpstreamError
 from naive_mcp.estimate import context_length, model_chain
+from naive_mcp.guard import Spend
 from naive_mcp.primitives.llm.fields import (
     ModelId,
     ProviderSlug,
@@ -791,6 +792,13 @@ async def generate(
             _blame_the_default(error, arguments, body["model"])
             raise
         spend.answered(completion)
+    return answered(call, caller, spend, completion)
+
+
+def answered(call: CallContext, caller: Caller, spend: Spend, completion: ChatCompletion) -> ChatResult:
+    """The result of an admitted call's answer: its images shown within NAIVE_MAX_IMAGE_BYTES,
+    nothing of the caller's key in it, with what the spend guard noted."""
+    services = call.services
     return ChatResult.from_completion(
         completion,
         notes=spend.notes,

@@ -32,6 +32,7 @@ from naive_mcp.primitives.llm.chat import (
     Reasoning,
     _Conversation,
     _published,
+    answered,
     beginning_of,
     checked_extra,
     context_of,
@@ -553,12 +554,7 @@ async def _generate(
 
     completion = await services.client.generate("chat", body, caller, on_chunk=on_chunk)
     spend.answered(completion)
-    return ChatResult.from_completion(
-        completion,
-        notes=spend.notes,
-        max_image_bytes=services.settings.max_image_bytes,
-        redact=services.redact.including(caller.api_key),
-    )
+    return answered(call, caller, spend, completion)
 
 
 def _error(call: CallContext, caller: Caller, error: NaiveError) -> tuple[str, str]:
