@@ -14,11 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
-import anyio
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import CliApp, SettingsError
 
-from naive_mcp import __version__
+from naive_mcp import __version__, event_loop
 from naive_mcp.backend import STYLE_PATHS, ApiStyle
 from naive_mcp.errors import ConfigurationError
 from naive_mcp.logs import configure_logging
@@ -177,18 +176,18 @@ def sandboxed(settings: Settings) -> Iterator[Settings]:
 def _serve(settings: Settings) -> None:
     if settings.api_key is None and not settings.client_keys:
         logger.warning("NAIVE_API_KEY is not set: tools are listed, but calls will ask for a key")
-    if settings.transport == "stdio":
-        from naive_mcp.server import create_server, freeze_startup_objects
-        from naive_mcp.stdio import serve_stdio
-
-        server = create_server(settings, progress_needs_token=True)
-        logger.info("naive-mcp serving on stdio; upstream %s", settings.shown_base_url)
-        freeze_startup_objects()
-        anyio.run(serve_stdio, server, settings.max_stdio_line_bytes)
-        return
-    from naive_mcp.remote import serve_http
-
     try:
-        anyio.run(serve_http, settings)
+        if settings.transport == "stdio":
+            from naive_mcp.server import create_server, freeze_startup_objects
+            from naive_mcp.stdio import serve_stdio
+
+            server = create_server(settings, progress_needs_token=True)
+            logger.info("naive-mcp serving on stdio; upstream %s", settings.shown_base_url)
+            freeze_startup_objects()
+            event_loop.run(settings.event_loop, serve_stdio, server, settings.max_stdio_line_bytes)
+            return
+        from naive_mcp.remote import serve_http
+
+        event_loop.run(settings.event_loop, serve_http, settings)
     except ConfigurationError as error:
         refuse(error.message)

@@ -21,6 +21,7 @@ from naive_mcp.access import TokenGrant
 from naive_mcp.backend import OPENROUTER_BASE_URL, Backend, openrouter_base
 from naive_mcp.caller import TenantId
 from naive_mcp.errors import NaiveError
+from naive_mcp.event_loop import EventLoop
 from naive_mcp.store.location import StoreLocation
 from naive_mcp.validation import plain_message
 
@@ -411,6 +412,11 @@ class Settings(BaseSettings):
     sandbox: bool = Field(
         default=False,
         description="Serve the built-in sandbox upstream on loopback and use it: no key, no network.",
+    )
+    event_loop: EventLoop = Field(
+        default="auto",
+        description="The event loop serving runs on: uvloop when installed (auto; the `fast` extra), "
+        "or asyncio; `uvloop` refuses to start without it.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level (logs go to stderr)."

@@ -1,27 +1,40 @@
-"""Serving on stdio: the MCP SDK's stdio transport, reading stdin one bounded line at a time.
+"""Serving on stdio: the MCP SDK's stdio transport, handed streams that run on the event loop,
+and reading stdin one bounded line at a time.
 
-The SDK reads each message with `readline()`, which holds a line whole, however long: a 200 MB
-line without a newline kept 328 MB resident. Here a line is read with at most
-NAIVE_MAX_STDIO_LINE_BYTES held; the rest of a longer one is read and dropped, one line says so
-on stderr (stdout is the protocol's), and the client gets a JSON-RPC "Invalid Request" error that
-names the limit — for its request's id when the line begins as the SDKs write a request
-(`{"jsonrpc":"2.0","id":…,"method":…`), so that its call fails at once instead of waiting;
-otherwise with id null, as JSON-RPC 2.0 asks when the id cannot be read.
+The SDK's own streams read stdin and write stdout through anyio's worker threads, a hop to a
+thread and back for every message each way. When stdin and stdout are pipes or sockets (as every
+MCP client spawns a server) they are read and written here by the event loop itself (asyncio's
+pipe transports: one `os.read` per chunk that arrived, one `os.write` per message); otherwise (a
+terminal, a file) through a worker thread, as the SDK does. Either way:
 
-stdin is read in place from `sys.stdin.buffer` (as the SDK does when it cannot divert fd 0):
-naive-mcp starts no child process and reads stdin nowhere else. The SDK still diverts fd 1 to
-stderr while serving, so stray output cannot corrupt the protocol.
+- stdout is the protocol's: while serving, fd 1 points at stderr (as the SDK's own transport
+  does), so stray output from anywhere cannot corrupt the protocol; the wire is written through a
+  private duplicate, and fd 1 is restored on exit.
+- stdin is read in place (naive-mcp starts no child process and reads stdin nowhere else), at
+  most NAIVE_MAX_STDIO_LINE_BYTES of a line held: the SDK reads each message with `readline()`,
+  which holds a line whole, however long (a 200 MB line without a newline kept 328 MB resident).
+  The rest of a longer line is read and dropped, one line says so on stderr, and the client gets
+  a JSON-RPC "Invalid Request" error that names the limit — for its request's id when the line
+  begins as the SDKs write a request (`{"jsonrpc":"2.0","id":…,"method":…`), so that its call
+  fails at once instead of waiting; otherwise with id null, as JSON-RPC 2.0 asks when the id
+  cannot be read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import io
 import json
 import logging
+import os
 import re
+import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -32,7 +45,7 @@ from mcp_types import INVALID_REQUEST, ErrorData, JSONRPCError
 
 logger = logging.getLogger(__name__)
 
-# How much of a line is read at a time.
+# How much is read at a time.
 _PIECE_BYTES = 64 * 1024
 # Where a request's id is looked for: the line's beginning, as the SDKs write it.
 _HEAD_BYTES = 1024
@@ -40,6 +53,8 @@ _REQUEST_ID = re.compile(
     rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?\d{1,15}|"(?:[^"\\]|\\.){0,200}")\s*,'
     rb'\s*"method"\s*:'
 )
+
+Chunks = Callable[[], Awaitable[bytes]]  # the next bytes of stdin that arrived; b"" at its end
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,50 +65,89 @@ class OverlongLine:
     request_id: int | str | None
 
 
-class BoundedLines:
-    """The lines of `binary`, decoded as the SDK decodes stdin (UTF-8, errors replaced), none
-    longer than `limit` bytes besides its newline. A longer line is dropped, logged and sent to
-    `overlong`; reading goes on with the next line."""
+class LineSplitter:
+    """Lines out of the chunks of a byte stream, none held longer than `limit` bytes besides its
+    newline: a longer one becomes an `OverlongLine` (its size, newline included, and the id its
+    head names), its bytes dropped as they come."""
 
-    def __init__(self, binary: BinaryIO, limit: int, overlong: ObjectSendStream[OverlongLine]) -> None:
-        self._binary = binary
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._line = bytearray()  # the beginning of a line whose newline has not come yet
+        self._dropping: tuple[bytes, int] | None = None  # an overlong line's head and size so far
+
+    def feed(self, chunk: bytes) -> Iterator[bytes | OverlongLine]:
+        """The lines (newline included) and dropped lines that `chunk` completes."""
+        start, size = 0, len(chunk)
+        while start < size:
+            end = chunk.find(b"\n", start)
+            stop = size if end < 0 else end + 1
+            if self._dropping is None and len(self._line) + (stop - start) - (end >= 0) > self._limit:
+                head = bytes(self._line[:_HEAD_BYTES]) + chunk[start : start + _HEAD_BYTES]
+                self._dropping = (head[:_HEAD_BYTES], len(self._line))
+                self._line = bytearray()
+            if self._dropping is not None:
+                head, dropped = self._dropping
+                self._dropping = (head, dropped + stop - start)
+                if end >= 0:
+                    yield self._dropped()
+            elif end < 0:
+                self._line += chunk[start:]
+            elif self._line:
+                self._line += chunk[start:stop]
+                yield bytes(self._line)
+                self._line = bytearray()
+            elif start == 0 and stop == size:
+                yield chunk  # the usual chunk: one whole message, nothing copied
+            else:
+                yield chunk[start:stop]
+            start = stop
+
+    def end(self) -> Iterator[bytes | OverlongLine]:
+        """What is left when the stream ends: a last line without its newline."""
+        if self._dropping is not None:
+            yield self._dropped()
+        elif self._line:
+            yield bytes(self._line)
+            self._line = bytearray()
+
+    def _dropped(self) -> OverlongLine:
+        assert self._dropping is not None
+        head, size = self._dropping
+        self._dropping = None
+        return OverlongLine(size, _request_id(head))
+
+
+class BoundedLines:
+    """The lines of stdin (`chunks`), decoded as the SDK decodes stdin (UTF-8, errors replaced),
+    none longer than `limit` bytes besides its newline. A longer line is dropped, logged and sent
+    to `overlong`; reading goes on with the next line."""
+
+    def __init__(self, chunks: Chunks, limit: int, overlong: ObjectSendStream[OverlongLine]) -> None:
+        self._chunks = chunks
         self._limit = limit
         self._overlong = overlong
 
     async def __aiter__(self) -> AsyncIterator[str]:
+        splitter = LineSplitter(self._limit)
         while True:
-            line, dropped = await anyio.to_thread.run_sync(self._read_line)
-            if dropped is not None:
-                logger.warning(
-                    "stdio: dropped a message of %d bytes (request id %s): longer than "
-                    "NAIVE_MAX_STDIO_LINE_BYTES (%d); the client was sent a JSON-RPC error",
-                    dropped.size,
-                    "unknown" if dropped.request_id is None else json.dumps(dropped.request_id),
-                    self._limit,
-                )
-                await self._overlong.send(dropped)
-                continue
-            if not line:
+            chunk = await self._chunks()
+            for line in splitter.feed(chunk) if chunk else splitter.end():
+                if isinstance(line, OverlongLine):
+                    await self._dropped(line)
+                else:
+                    yield line.decode("utf-8", "replace")
+            if not chunk:
                 return
-            yield line.decode("utf-8", "replace")
 
-    def _read_line(self) -> tuple[bytearray, OverlongLine | None]:
-        """One line (empty at the end of input), or the description of one that was too long.
-        Read a piece at a time into one buffer: `readline(limit)` would hold its pieces and
-        their join at once, twice the limit."""
-        line = bytearray()
-        while len(line) <= self._limit:
-            piece = self._binary.readline(min(_PIECE_BYTES, self._limit + 1 - len(line)))
-            line += piece
-            if not piece or piece.endswith(b"\n"):
-                return line, None
-        head, size = bytes(line[:_HEAD_BYTES]), len(line)
-        del line
-        while True:
-            rest = self._binary.readline(_PIECE_BYTES)
-            size += len(rest)
-            if not rest or rest.endswith(b"\n"):
-                return bytearray(), OverlongLine(size, _request_id(head))
+    async def _dropped(self, line: OverlongLine) -> None:
+        logger.warning(
+            "stdio: dropped a message of %d bytes (request id %s): longer than "
+            "NAIVE_MAX_STDIO_LINE_BYTES (%d); the client was sent a JSON-RPC error",
+            line.size,
+            "unknown" if line.request_id is None else json.dumps(line.request_id),
+            self._limit,
+        )
+        await self._overlong.send(line)
 
 
 def _request_id(head: bytes) -> int | str | None:
@@ -123,19 +177,129 @@ def overlong_error(line: OverlongLine, limit: int) -> JSONRPCError:
     )
 
 
+# --- the streams ---------------------------------------------------------------------------------
+
+
+class TextOut(Protocol):
+    """What the SDK's stdio transport does with its stdout: write a message's line, then flush."""
+
+    async def write(self, text: str) -> object: ...
+    async def flush(self) -> object: ...
+
+
+class PipeOut:
+    """A pipe or socket written by the event loop: the line goes to the transport at once (one
+    `os.write` when the pipe has room, as it does while the client reads), and `flush` waits only
+    while the client is not keeping up. A client that has gone away is written nothing."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    async def write(self, text: str) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(text.encode("utf-8"))
+
+    async def flush(self) -> None:
+        with suppress(ConnectionError):  # the client is gone; its stdin ends the server
+            await self._writer.drain()
+
+
+def _is_pipe(fd: int) -> bool:
+    """Whether `fd` is a pipe or a socket: what the event loop may read and write without
+    blocking. A terminal is not (making it non-blocking would leave the user's shell so), nor a
+    file (always "ready", and asyncio refuses it)."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+@contextmanager
+def _stdout_diverted() -> Iterator[int]:
+    """A private duplicate of fd 1 (the wire), fd 1 pointing at stderr meanwhile; restored on
+    exit. The SDK's transport does the same when it is not handed a stdout."""
+    sys.stdout.flush()
+    wire = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.dup2(2, 1)
+    try:
+        yield wire
+    finally:
+        sys.stdout.flush()
+        os.dup2(wire, 1)
+        os.close(wire)
+
+
+@contextmanager
+def _kept_blocking(*fds: int) -> Iterator[None]:
+    """Put `fds` back in blocking mode on exit: asyncio's pipe transports make them non-blocking,
+    and the file descriptions may outlive this process (a parent's, a shell's)."""
+    try:
+        yield
+    finally:
+        for fd in fds:
+            with suppress(OSError):
+                os.set_blocking(fd, True)
+
+
+@asynccontextmanager
+async def _streams(stdin: io.BufferedReader[Any]) -> AsyncIterator[tuple[Chunks, TextOut]]:
+    """stdin's chunks and stdout for the SDK's transport: on the event loop for pipes and
+    sockets, through a worker thread otherwise."""
+    async with AsyncExitStack() as stack:
+        wire = stack.enter_context(_stdout_diverted())
+        out_file = stack.enter_context(os.fdopen(wire, "wb", buffering=0, closefd=False))
+        in_fd = stdin.fileno()
+        loop = asyncio.get_running_loop()
+        chunks: Chunks
+        stdout: TextOut
+        if _is_pipe(in_fd) and _is_pipe(wire):
+            stack.enter_context(_kept_blocking(in_fd, wire))
+            reader = asyncio.StreamReader(limit=_PIECE_BYTES)
+            in_file = stack.enter_context(os.fdopen(in_fd, "rb", buffering=0, closefd=False))
+            read_transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), in_file
+            )
+            stack.callback(read_transport.close)
+            write_transport, write_protocol = await loop.connect_write_pipe(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), out_file
+            )
+            stack.callback(write_transport.close)
+            chunks = lambda: reader.read(_PIECE_BYTES)  # noqa: E731
+            stdout = PipeOut(asyncio.StreamWriter(write_transport, write_protocol, None, loop))
+        else:
+            chunks = lambda: anyio.to_thread.run_sync(stdin.read1, _PIECE_BYTES)  # noqa: E731
+            stdout = ThreadOut(out_file)
+        yield chunks, stdout
+
+
+class ThreadOut:
+    """The wire written through a worker thread (a terminal, a file): each line in one write."""
+
+    def __init__(self, binary: BinaryIO) -> None:
+        self._binary = binary
+
+    async def write(self, text: str) -> None:
+        await anyio.to_thread.run_sync(self._binary.write, text.encode("utf-8"))
+
+    async def flush(self) -> None:
+        """Nothing to do: the wire is unbuffered."""
+
+
 async def serve_stdio(server: MCPServer[Any], max_line_bytes: int) -> None:
     """Serve `server` on stdin and stdout until stdin ends."""
     overlong_send, overlong_receive = anyio.create_memory_object_stream[OverlongLine](16)
-    lines = BoundedLines(sys.stdin.buffer, max_line_bytes, overlong_send)
-    # The SDK's MCPServer.run_stdio_async, with our stdin; the SDK only iterates its stdin
-    # (`async for line in stdin`), and its own in-memory client reaches the low-level server
-    # the same way (test_memory_bounds.py pins both).
+    # The SDK's MCPServer.run_stdio_async, with our streams; the SDK only iterates its stdin
+    # (`async for line in stdin`) and calls its stdout's `write` and `flush`, and its own
+    # in-memory client reaches the low-level server the same way (test_memory_bounds.py pins all).
     lowlevel = server._lowlevel_server
-    stdin = cast("anyio.AsyncFile[str]", lines)
-    async with stdio_server(stdin=stdin) as (read_stream, write_stream), anyio.create_task_group() as tasks:
-        tasks.start_soon(_answer_overlong, overlong_receive, write_stream, max_line_bytes)
-        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
-        tasks.cancel_scope.cancel()
+    async with _streams(cast("io.BufferedReader[Any]", sys.stdin.buffer)) as (chunks, out):
+        stdin = cast("anyio.AsyncFile[str]", BoundedLines(chunks, max_line_bytes, overlong_send))
+        stdout = cast("anyio.AsyncFile[str]", out)
+        async with (
+            stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream),
+            anyio.create_task_group() as tasks,
+        ):
+            tasks.start_soon(_answer_overlong, overlong_receive, write_stream, max_line_bytes)
+            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+            tasks.cancel_scope.cancel()
 
 
 async def _answer_overlong(

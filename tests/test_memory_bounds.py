@@ -226,10 +226,13 @@ async def test_an_overlong_stdio_line_is_dropped_answered_and_the_server_goes_on
 
 
 def test_the_sdk_internals_serve_stdio_relies_on() -> None:
-    """serve_stdio hands the SDK's stdio_server its own stdin and runs the low-level server, as
+    """serve_stdio hands the SDK's stdio_server its own stdin and stdout and runs the low-level server, as
     MCPServer.run_stdio_async does: fail loudly if either changes shape."""
     assert "stdin" in inspect.signature(stdio_server).parameters
-    assert "async for line in stdin" in inspect.getsource(stdio_server)
+    source = inspect.getsource(stdio_server)
+    assert "async for line in stdin" in source
+    assert "stdout" in inspect.signature(stdio_server).parameters
+    assert "await stdout.write(" in source and "await stdout.flush()" in source
     server = create_server(Settings())
     assert hasattr(server._lowlevel_server, "run")
     assert hasattr(server._lowlevel_server, "create_initialization_options")
