@@ -16,6 +16,7 @@ import anyio
 
 from bench import clients, load, overhead, sizes, startup, store, streaming
 from bench.report import render
+from bench.upstream import sandbox_process
 
 RESULTS = Path(__file__).with_name("results.md")
 SECTIONS = ("overhead", "streaming", "sizes", "startup", "load", "burst", "store")
@@ -116,12 +117,16 @@ def _streaming(runs: int) -> str:
 
 
 def _startup(runs: int) -> str:
+    with sandbox_process() as upstream:
+        figures = startup.measure(runs, upstream)
     return render(
-        "Cold start and idle memory",
-        startup.measure(runs),
+        "Cold start, idle memory and the first call",
+        figures,
         notes=[
             "Spawn to the first tools/list answer over stdio; RSS read then. Floor: "
-            "bench/bare_server.py, spawned in turn with naive-mcp; the ratio is taken run by run."
+            "bench/bare_server.py, spawned in turn with naive-mcp; the ratio is taken run by run.",
+            "First call: a fresh naive-mcp (its store the run's scratch SQLite file) against the "
+            "sandbox in a process of its own; the pause runs from the tools/list answer to the call.",
         ],
     )
 

@@ -122,6 +122,11 @@ class NaiveClient:
             self._own_http = make_http_client(self._settings)
         return self._own_http
 
+    def warm(self) -> None:
+        """Make the HTTP client now (on a worker thread: it loads the CA bundle and the HTTP
+        stack), not on the first call."""
+        self._http  # noqa: B018
+
     async def aclose(self) -> None:
         """Close the HTTP client this client made, if it made one; no call may follow."""
         self._closed = True

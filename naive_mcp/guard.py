@@ -308,10 +308,19 @@ class SpendGuard:
                     await self._store.drop_lease(self.owner)
                     await self._store.aclose()
 
+    @property
+    def store_is_open(self) -> bool:
+        """Whether the store is open now (without asking for it, as `store()` does)."""
+        return self._store is not None
+
+    def open_store(self) -> None:
+        """Open the store now (the warm-up is over), not when a call first needs it."""
+        self._wanted.set()
+
     async def _keep(self) -> None:
-        # Opened when a call first needs it, or shortly after start: not before the server's
-        # first answers (loading SQLAlchemy costs start-up time and memory a server that only
-        # lists its tools has no use for), but soon enough to settle what a dead process left.
+        # Opened when the warm-up is over (`open_store`), when a call first needs it, or shortly
+        # after start: not before the server's first answers (loading SQLAlchemy costs start-up
+        # time), but soon enough to settle what a dead process left.
         with anyio.move_on_after(_OPEN_AFTER_SECONDS):
             await self._wanted.wait()
         try:

@@ -3,9 +3,10 @@ the threads."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import httpx2
@@ -22,6 +23,9 @@ from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
 from naive_mcp.store import EVERYTHING, StoreLocation, UsageScope
 from naive_mcp.threads import Threads
+from naive_mcp.wire import build_wire_models
+
+logger = logging.getLogger(__name__)
 
 
 class CallsInFlight:
@@ -63,6 +67,9 @@ class Services:
     threads: Threads
     # Over JSON-RPC a client that wants progress sends a token; in process a callback is unseen.
     progress_needs_token: bool = False
+    # Set once the warm-up `running` starts is over (`warmed`); calls wait for it, not run beside it.
+    _warm: anyio.Event = field(default_factory=anyio.Event)
+    _started_warming: bool = False
 
     @classmethod
     def create(
@@ -101,13 +108,45 @@ class Services:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """While the server serves: the store open, this process's lease held; afterwards the
-        upstream client closed."""
+        """While the server serves: warmed up at once, the store open, this process's lease held;
+        afterwards the upstream client closed."""
         try:
-            async with self.guard.running():
+            async with self.guard.running(), anyio.create_task_group() as tasks:
+                tasks.start_soon(self._warm_up)
                 yield
         finally:
+            self._warm.set()
             await self.client.aclose()
+
+    async def warmed(self) -> None:
+        """Wait for the warm-up, if one is under way: a call that ran beside it would share the
+        CPU with it and take longer than waiting (bench/history.md). Without `running` (services
+        a test or the bench runs by hand), there is none to wait for."""
+        if self._warming:
+            await self._warm.wait()
+
+    @property
+    def _warming(self) -> bool:
+        return self._started_warming and not self._warm.is_set()
+
+    async def _warm_up(self) -> None:
+        """What the first call would otherwise pay (~150 ms: SQLAlchemy and the HTTP stack
+        imported, the CA bundle loaded, the wire models built), paid as serving begins, on a
+        worker thread; then the store opened. Never fatal: whatever failed, the first call pays."""
+        object.__setattr__(self, "_started_warming", True)
+        try:
+            await anyio.to_thread.run_sync(self._warm_in_thread)
+        except Exception as exc:
+            logger.debug("warm-up: %s (the first call does it instead)", type(exc).__name__)
+        finally:
+            self.guard.open_store()
+            self._warm.set()
+
+    def _warm_in_thread(self) -> None:
+        import naive_mcp.store.store  # noqa: F401  (SQLAlchemy: the store opens right after)
+
+        build_wire_models()
+        self.client.warm()
 
     def caller(self, grant: Grant, user_id: str | None, project_id: str | None) -> Caller:
         """Who a call goes upstream as: the grant's key or the server's, and for each tenant field

@@ -17,6 +17,15 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
+def build_wire_models() -> None:
+    """Build every wire model now (the warm-up does, on a worker thread), not on the first answer."""
+    pending = list(_Wire.__subclasses__())
+    while pending:
+        model = pending.pop()
+        pending.extend(model.__subclasses__())
+        model.model_rebuild(force=True)
+
+
 class FunctionCall(_Wire):
     name: str = ""
     arguments: str = ""
