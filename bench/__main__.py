@@ -49,7 +49,7 @@ def main() -> None:
             args.in_flight,
             args.burst,
             3,
-            1000,
+            10_000,
             20,
         )
     chosen = set(args.only or SECTIONS)

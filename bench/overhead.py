@@ -4,7 +4,7 @@ see the same machine. Two floors are measured alongside: the bare MCPServer's ow
 and a relay — a bare MCPServer whose one tool makes that same direct request — so that what the
 SDK adds and what naive-mcp adds on top can be told apart.
 
-Also here: the resident memory of the in-memory server and client before and after 1,000 calls.
+Also here: the resident memory of the in-memory server and client before and after 10,000 calls.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ MODEL = "openai/gpt-5-mini"
 PROMPT = "benchmark"
 IN_MEMORY_TARGET_MS = 1.0
 STDIO_TARGET_MS = 2.0
+STDIO_RATIO_TARGET = 1.0  # what naive-mcp adds over stdio, against the bare SDK's whole trivial call
 MEMORY_GROWTH_TARGET_MB = 5.0
 
 Call = Callable[[], Awaitable[object]]
@@ -85,6 +87,12 @@ async def measure(runs: int, memory_calls: int) -> list[Figure]:
         Figure("added by MCP and naive-mcp, stdio", added("stdio"), STDIO_TARGET_MS),
         Figure("floor: bare MCPServer trivial call, in memory", times["bare in memory"], None),
         Figure("floor: bare MCPServer trivial call, stdio", times["bare stdio"], None),
+        Figure(
+            "stdio: added by naive-mcp / the bare trivial call (medians)",
+            [statistics.median(added("stdio")) / statistics.median(times["bare stdio"])],
+            STDIO_RATIO_TARGET,
+            unit="x",
+        ),
         Figure(
             f"memory growth after {memory_calls} in-memory chat calls",
             [growth],
