@@ -23,7 +23,6 @@ terminal, a file) through a worker thread, as the SDK does. Either way:
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import io
 import json
 import logging
@@ -207,7 +206,9 @@ class PipeOut:
 def _is_pipe(fd: int) -> bool:
     """Whether `fd` is a pipe or a socket: what the event loop may read and write without
     blocking. A terminal is not (making it non-blocking would leave the user's shell so), nor a
-    file (always "ready", and asyncio refuses it)."""
+    file (always "ready", and asyncio refuses it). On Windows, nothing is: served by a thread."""
+    if sys.platform == "win32":
+        return False
     mode = os.fstat(fd).st_mode
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
@@ -217,7 +218,7 @@ def _stdout_diverted() -> Iterator[int]:
     """A private duplicate of fd 1 (the wire), fd 1 pointing at stderr meanwhile; restored on
     exit. The SDK's transport does the same when it is not handed a stdout."""
     sys.stdout.flush()
-    wire = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    wire = _duplicate_above_standard(1)
     os.dup2(2, 1)
     try:
         yield wire
@@ -225,6 +226,19 @@ def _stdout_diverted() -> Iterator[int]:
         sys.stdout.flush()
         os.dup2(wire, 1)
         os.close(wire)
+
+
+def _duplicate_above_standard(fd: int) -> int:
+    """A duplicate of `fd` (not inherited by children) that is none of 0, 1, 2, whichever of
+    those happen to be closed."""
+    lower: list[int] = []
+    try:
+        while (duplicate := os.dup(fd)) <= 2:
+            lower.append(duplicate)
+        return duplicate
+    finally:
+        for spare in lower:
+            os.close(spare)
 
 
 @contextmanager
