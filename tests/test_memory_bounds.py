@@ -197,6 +197,10 @@ async def test_an_overlong_stdio_line_is_dropped_answered_and_the_server_goes_on
     with raw_stdio(tmp_path, upstream_env(sandbox, api_key)) as server:
         await server.initialize()
         assert "result" in await server.request("tools/list")
+        # A call first: it waits for the warm-up (the store and the HTTP stack loaded), whose
+        # memory is not the lines' to answer for.
+        called = await server.request("tools/call", {"name": "naive_llm_chat", "arguments": {"prompt": "hi"}})
+        assert called["result"]["isError"] is False, called
         before = server.memory()
 
         # A request as the SDKs write it: its id is read, so the call fails at once.
