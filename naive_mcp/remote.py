@@ -64,9 +64,17 @@ _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 
-async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = None) -> None:
+async def serve_http(
+    settings: Settings,
+    *,
+    cancel_relay: CancelRelay | None = None,
+    sockets: list[socket.socket] | None = None,
+    serving: Callable[[uvicorn.Server], None] | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM. `cancel_relay`: what replicas share to pass stateless cancels
-    on to one another (default: the store, which every replica on it shares)."""
+    on to one another (default: the store, which every replica on it shares). A worker of
+    `--workers` (`workers.py`) passes `sockets`, its share of the one listening socket, to serve
+    on instead of binding its own, and `serving`, told of the uvicorn server once it is made."""
     check_exposure(settings)
     async with make_http_client(settings) as http:
         services = Services.create(settings, http, progress_needs_token=True)
@@ -115,7 +123,10 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
             session_limits.max_requests_per_client,
         )
         async with services.running():
-            await _Server(config, services.calls, settings.shutdown_grace).serve()
+            server = _Server(config, services.calls, settings.shutdown_grace)
+            if serving is not None:
+                serving(server)
+            await server.serve(sockets)
             await log_usage(services)
     logger.info("naive-mcp stopped")
 
