@@ -337,6 +337,26 @@ async def test_a_worker_killed_with_sigkill_is_replaced_and_service_goes_on(
 
 @pytest.mark.slow
 @pytest.mark.anyio
+async def test_sighup_replaces_every_worker_one_by_one_and_service_goes_on(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path
+) -> None:
+    with http_server(
+        tmp_path, store_env(sandbox, api_key, tmp_path), "--stateless", "--workers", "2"
+    ) as server:
+        first = await serving_workers(server)
+        server.process.send_signal(signal.SIGHUP)
+        now = await serving_workers(server, not_these=frozenset(first))
+        await until(lambda: all(gone(pid) for pid in first), "the old workers gone")
+        async with one_connection_on_each(server, now) as held:
+            results = [await answer(connection, {"prompt": "after"}) for connection in held.values()]
+        logs = server.logs()
+    assert all(not result["isError"] for result in results)
+    for pid in first:
+        assert f"[{pid}] naive_mcp.remote: naive-mcp stopped" in logs, "an old worker drained and stopped"
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
 async def test_workers_stop_when_their_supervisor_is_killed(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
