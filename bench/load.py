@@ -19,6 +19,7 @@ opened and warmed by a call for it (idle connections would be closed by the serv
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import statistics
 import subprocess
@@ -100,7 +101,7 @@ class Block:
 
 def run(calls: int, in_flight: int, rounds: int) -> tuple[list[Figure], list[str]]:
     """Sustained load, stateful and stateless, naive-mcp and the floor, `rounds` rounds."""
-    per_block = max(1, calls // (in_flight * rounds))
+    per_block = max(1, math.ceil(calls / (in_flight * rounds)))  # each connection's calls in a block
     with (
         sandbox_process() as upstream,
         _servers(

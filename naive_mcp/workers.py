@@ -55,7 +55,8 @@ class _Worker(Process):
         self._settings = settings
         self._serving: uvicorn.Server | None = None
         self._not_yet: uvicorn.Server | None = None
-        super().__init__(config, sockets)  # pickles this object for the worker process: keep it small
+        # `start()` pickles this object, settings and all, for the worker process (spawned, not forked).
+        super().__init__(config, sockets)
 
     @property
     def server(self) -> uvicorn.Server:
