@@ -25,7 +25,9 @@ SECTIONS = ("overhead", "streaming", "sizes", "startup", "load", "burst", "store
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--runs", type=int, default=30, help="runs of each latency figure (default 30)")
-    parser.add_argument("--calls", type=int, default=1000, help="chat calls in the load run (default 1000)")
+    parser.add_argument(
+        "--calls", type=int, default=1000, help="chat calls on each server in the load run (default 1000)"
+    )
     parser.add_argument(
         "--in-flight", type=int, default=50, help="calls in flight in the load run (default 50)"
     )
@@ -41,9 +43,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.smoke:
-        runs, calls, in_flight, burst, rounds, memory_calls, block = 1, 20, 5, 10, 1, 20, 5
+        runs, calls, in_flight, burst, rounds, memory_calls, block, workers_calls = 1, 20, 5, 10, 1, 20, 5, 2
     else:
-        runs, calls, in_flight, burst, rounds, memory_calls, block = (
+        runs, calls, in_flight, burst, rounds, memory_calls, block, workers_calls = (
             args.runs,
             args.calls,
             args.in_flight,
@@ -51,6 +53,7 @@ def main() -> None:
             3,
             10_000,
             20,
+            5,
         )
     chosen = set(args.only or SECTIONS)
     # force: importing a bare MCPServer (bench/bare_server.py) already set the root logger to INFO,
@@ -71,10 +74,11 @@ def main() -> None:
     if "startup" in chosen:
         sections.append(_startup(runs))
     if "load" in chosen:
-        loaded = load.run(calls, in_flight)
-        sections.append(render("Load over streamable HTTP", loaded.figures(in_flight), notes=loaded.notes()))
+        figures, notes = load.run(calls, in_flight, rounds)
+        sections.append(render("Load over streamable HTTP", figures, notes=notes))
     if "burst" in chosen:
-        sections.append(_burst(burst, rounds))
+        figures, notes = load.burst(burst, rounds, workers_calls)
+        sections.append(render("Burst and workers over streamable HTTP", figures, notes=notes))
     if "store" in chosen:
         figures, notes = anyio.run(store.measure, runs * 10, runs, block)
         sections.append(render("State store", figures, notes=notes))
@@ -127,19 +131,6 @@ def _startup(runs: int) -> str:
             "bench/bare_server.py, spawned in turn with naive-mcp; the ratio is taken run by run.",
             "First call: a fresh naive-mcp (its store the run's scratch SQLite file) against the "
             "sandbox in a process of its own; the pause runs from the tools/list answer to the call.",
-        ],
-    )
-
-
-def _burst(burst: int, rounds: int) -> str:
-    return render(
-        "Burst over streamable HTTP",
-        load.burst(burst, rounds),
-        notes=[
-            f"{burst} MCP clients (the Python SDK's), connected and warmed by a call, call at once; the "
-            f"upstream takes {load.BURST_LATENCY * 1000:.0f} ms to answer; {rounds} rounds.",
-            "Floor: the same clients against bench/bare_http_server.py, whose one tool waits "
-            f"{load.BURST_LATENCY * 1000:.0f} ms, measured right after naive-mcp (not run by run).",
         ],
     )
 

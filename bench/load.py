@@ -1,236 +1,458 @@
-"""Load over streamable HTTP against the sandbox on loopback, each in a process of its own.
+"""Load over streamable HTTP against the sandbox on loopback, each server in a process of its
+own, driven by the light load generator (bench/loadgen.py: raw HTTP/1.1 on kept-alive
+connections), so that the figures are the servers' and not their clients'.
 
-- Sustained: `in_flight` MCP clients each make their share of `calls` chat calls back to back.
-  Counted: errors, per-call latency, and the server's resident memory (VmRSS) after warm-up,
-  halfway and at the end — it must stay flat.
-- Burst: `burst` clients, each with its session open and warm, call at the same moment, with the
-  upstream taking 200 ms to answer; the clock runs until the last answer. The same burst against
-  a bare MCPServer whose one tool waits the same 200 ms is the SDK's floor, measured alongside.
+The floor is bench/bare_http_server.py, a bare MCPServer whose one tool answers at once (or
+after the upstream's latency). Every server under a figure runs at once, and each round measures
+them in turn, so that a ratio is taken round by round on the same machine. Server CPU time is
+read from /proc (the server's process and its workers); each block of calls runs on connections
+opened and warmed by a call for it (idle connections would be closed by the servers meanwhile).
+
+- Sustained (`run`): `in_flight` connections call back to back, stateful and stateless, naive-mcp
+  and the floor. Counted: latency, errors, the server's CPU per call, its resident memory.
+- Burst (`burst`): `calls` connections, each with its session open and warm, call at the same
+  moment, with the upstream taking 200 ms to answer; the clock runs to the last answer.
+- Workers (`burst` too): the same connections calling back to back, at the same upstream latency,
+  against `naive-mcp --stateless` with one worker and with two: calls/s.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import statistics
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
-import anyio
-import httpx2
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-
-from bench import clients
+from bench import clients, loadgen
 from bench.report import Figure
-from bench.upstream import free_port, rss_mb, sandbox_process, wait_until_healthy
+from bench.upstream import (
+    connection_holders,
+    cpu_seconds,
+    free_port,
+    machine_cpu,
+    process_tree,
+    rss_mb,
+    sandbox_process,
+    sandbox_server,
+    wait_until_healthy,
+)
 
 MEMORY_GROWTH_TARGET_MB = 5.0
-BURST_LATENCY = 0.2  # seconds the upstream takes to answer, in the burst
+BURST_LATENCY = 0.2  # seconds the upstream takes to answer, in the burst and the workers' run
 BURST_TARGET_MS = 1.5 * BURST_LATENCY * 1000
+CPU_RATIO_TARGET = 2.0  # naive-mcp's server CPU per chat call / the floor's per trivial call
+STATELESS_EXTRA_TARGET_MS = 0.0  # stateless no dearer than stateful
+SETTLE_SECONDS = 0.5  # between warming a block's connections and measuring it
+CHAT = loadgen.Call("naive_llm_chat", {"prompt": "load"})
+TRIVIAL = loadgen.Call("wait", {"text": "load"})
+_BARE = str(Path(__file__).with_name("bare_http_server.py"))
+_T = TypeVar("_T")
 
 
 @dataclass
-class LoadRun:
+class Server:
+    """A server under load: where it listens, its process, the call a block makes on it."""
+
+    name: str
+    url: str
+    pid: int
+    call: loadgen.Call
+    stateful: bool
+
+    @property
+    def endpoint(self) -> loadgen.Endpoint:
+        return loadgen.Endpoint.of(self.url)
+
+    def pool(self, size: int) -> loadgen.Pool:
+        return loadgen.Pool(self.endpoint, self.call, self.stateful, size)
+
+
+@dataclass
+class Block:
+    """One block of calls on one server: what it cost the server."""
+
     calls: int
     errors: int
     seconds: float
-    latencies_ms: list[float]
-    rss_mb: list[float]  # after warm-up, halfway, at the end
+    server_cpu_seconds: float
+    client_cpu_seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    spread: list[int] = field(default_factory=list)  # connections each worker held, most first
+    upstream_cpu_seconds: float = 0.0  # the sandbox's, when counted
+    machine_busy: float = 0.0  # share of all the machine's cores busy over the block (anyone's work)
 
-    def figures(self, in_flight: int) -> list[Figure]:
-        growth = self.rss_mb[-1] - self.rss_mb[0]
-        return [
+    @property
+    def cpu_ms_per_call(self) -> float:
+        return self.server_cpu_seconds * 1000 / self.calls
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.calls / self.seconds
+
+
+def run(calls: int, in_flight: int, rounds: int) -> tuple[list[Figure], list[str]]:
+    """Sustained load, stateful and stateless, naive-mcp and the floor, `rounds` rounds."""
+    per_block = max(1, math.ceil(calls / (in_flight * rounds)))  # each connection's calls in a block
+    with (
+        sandbox_process() as upstream,
+        _servers(
+            _naive_mcp(upstream, stateful=True),
+            _bare(0.0, stateful=True),
+            _naive_mcp(upstream, stateful=False),
+            _bare(0.0, stateful=False),
+        ) as started,
+    ):
+        servers = {"stateful": (started[0], started[1]), "stateless": (started[2], started[3])}
+        naive_stateful = servers["stateful"][0]
+        blocks: dict[str, list[Block]] = {}
+        rss: list[float] = []
+        for turn in range(rounds):
+            for pair in servers.values():
+                for server in pair:
+                    halfway = turn == rounds // 2 and server is naive_stateful
+
+                    def note_rss(pid: int = server.pid) -> None:
+                        rss.append(rss_mb(pid))
+
+                    if turn == 0 and server is naive_stateful:
+                        _drive(_block(server, in_flight, 2, None))  # warm-up: imports, pools, sessions
+                        note_rss()
+                    block = _drive(_block(server, in_flight, per_block, note_rss if halfway else None))
+                    blocks.setdefault(server.name, []).append(block)
+        rss.append(rss_mb(naive_stateful.pid))
+    return _load_figures(blocks, rss, in_flight, per_block * in_flight, rounds)
+
+
+def _load_figures(
+    blocks: dict[str, list[Block]], rss: list[float], in_flight: int, calls: int, rounds: int
+) -> tuple[list[Figure], list[str]]:
+    naive_s, bare_s = blocks["naive-mcp stateful"], blocks["bare stateful"]
+    naive_l, bare_l = blocks["naive-mcp stateless"], blocks["bare stateless"]
+    figures = [
+        Figure(
+            f"chat over streamable HTTP, stateful, {in_flight} in flight",
+            [ms for block in naive_s for ms in block.latencies_ms],
+            None,
+        ),
+        Figure(
+            f"chat over streamable HTTP, stateless, {in_flight} in flight",
+            [ms for block in naive_l for ms in block.latencies_ms],
+            None,
+        ),
+        Figure(
+            "errors in the load runs",
+            [float(sum(b.errors for blocks_ in blocks.values() for b in blocks_))],
+            0.0,
+            unit="calls",
+        ),
+        Figure("server memory growth after warm-up", [rss[-1] - rss[0]], MEMORY_GROWTH_TARGET_MB, unit="MB"),
+    ]
+    for mode, naive, bare in (("stateful", naive_s, bare_s), ("stateless", naive_l, bare_l)):
+        figures += [
+            Figure(f"server CPU per chat call, {mode}, naive-mcp", [b.cpu_ms_per_call for b in naive], None),
             Figure(
-                f"chat over streamable HTTP, {self.calls} calls, {in_flight} in flight",
-                self.latencies_ms,
+                f"server CPU per trivial call, {mode}, bare MCPServer",
+                [b.cpu_ms_per_call for b in bare],
                 None,
             ),
-            Figure("errors in the load run", [float(self.errors)], 0.0, unit="calls"),
-            Figure("server memory growth after warm-up", [growth], MEMORY_GROWTH_TARGET_MB, unit="MB"),
+            Figure(
+                f"server CPU per call, {mode}, naive-mcp / bare, round by round",
+                [n.cpu_ms_per_call / b.cpu_ms_per_call for n, b in zip(naive, bare, strict=True)],
+                CPU_RATIO_TARGET,
+                unit="x",
+            ),
         ]
+    figures.append(
+        Figure(
+            "server CPU per chat call, stateless minus stateful, round by round",
+            [lo.cpu_ms_per_call - st.cpu_ms_per_call for lo, st in zip(naive_l, naive_s, strict=True)],
+            STATELESS_EXTRA_TARGET_MS,
+        )
+    )
+    rates = "; ".join(
+        f"{name} {statistics.median(b.calls_per_second for b in runs):.0f}" for name, runs in blocks.items()
+    )
+    client = statistics.median(
+        b.client_cpu_seconds * 1000 / b.calls for runs in blocks.values() for b in runs
+    )
+    rss_text = ", ".join(f"{value:.1f}" for value in rss)
+    notes = [
+        f"{rounds} rounds; in each, a block of {calls} calls on {in_flight} connections per server, the "
+        "servers in turn: naive-mcp and bench/bare_http_server.py (the floor: one tool that answers "
+        "at once), stateful and stateless. The sandbox upstream answers at once.",
+        f"calls/s, median block: {rates}.",
+        f"The load generator's own CPU: {client:.2f} ms a call (it shares the machine's cores with "
+        "the servers and the sandbox).",
+        f"naive-mcp stateful: server RSS after warm-up, halfway, at the end: {rss_text} MB.",
+    ]
+    return figures, notes
 
-    def notes(self) -> list[str]:
-        rss = ", ".join(f"{value:.1f}" for value in self.rss_mb)
-        return [
-            f"Load: {self.calls} calls in {self.seconds:.1f} s ({self.calls / self.seconds:.0f} calls/s), "
-            f"{self.errors} errors; server RSS after warm-up, halfway, at the end: {rss} MB."
-        ]
+
+def burst(calls: int, rounds: int, workers_calls: int) -> tuple[list[Figure], list[str]]:
+    """`rounds` bursts of `calls` simultaneous chat calls on naive-mcp and the floor (stateful),
+    then calls/s at one and two workers (stateless), the upstream answering in BURST_LATENCY."""
+    with (
+        sandbox_server(latency=BURST_LATENCY) as (upstream, sandbox_pid),
+        _servers(
+            _naive_mcp(upstream, stateful=True),
+            _bare(BURST_LATENCY, stateful=True),
+            _naive_mcp(upstream, stateful=False, workers=1),
+            _naive_mcp(upstream, stateful=False, workers=2),
+        ) as (naive, bare, one, two),
+    ):
+        _drive(_every_worker_answers(two, 2))
+        bursts: dict[str, list[tuple[loadgen.Burst, float]]] = {naive.name: [], bare.name: []}
+        rates: dict[int, list[Block]] = {1: [], 2: []}
+        for _ in range(rounds):
+            for server in (naive, bare):
+                bursts[server.name].append(_drive(_burst(server, calls)))
+            for count, server in ((1, one), (2, two)):
+                rates[count].append(
+                    _drive(_block(server, calls, workers_calls, None, upstream_pid=sandbox_pid))
+                )
+    return _burst_figures(bursts[naive.name], bursts[bare.name], rates, calls, rounds, workers_calls)
 
 
-def run(calls: int, in_flight: int) -> LoadRun:
-    with sandbox_process() as upstream, _naive_mcp(upstream) as (url, pid):
-        return anyio.run(_load, url, calls, in_flight, pid)
-
-
-def burst(calls: int, rounds: int) -> list[Figure]:
-    """`rounds` bursts of `calls` simultaneous chat calls, naive-mcp then the bare floor."""
-    with sandbox_process(latency=BURST_LATENCY) as upstream, _naive_mcp(upstream) as (url, pid):
-        naive = anyio.run(_bursts, url, pid, "naive_llm_chat", "prompt", calls, rounds)
-    bare_server = str(Path(__file__).with_name("bare_http_server.py"))
-    with _http_server(lambda port: [sys.executable, bare_server, port, str(BURST_LATENCY)], {}) as (url, pid):
-        bare = anyio.run(_bursts, url, pid, "wait", "text", calls, rounds)
-    naive_totals = [burst.total_ms for burst in naive]
-    bare_totals = [burst.total_ms for burst in bare]
-    return [
+def _burst_figures(
+    naive: list[tuple[loadgen.Burst, float]],
+    bare: list[tuple[loadgen.Burst, float]],
+    rates: dict[int, list[Block]],
+    calls: int,
+    rounds: int,
+    workers_calls: int,
+) -> tuple[list[Figure], list[str]]:
+    figures = [
         Figure(
             f"{calls} simultaneous chat calls, until the last answer, naive-mcp",
-            naive_totals,
+            [b.total_ms for b, _ in naive],
             BURST_TARGET_MS,
         ),
         Figure(
             f"{calls} simultaneous calls, until the last answer, bare MCPServer (floor)",
-            bare_totals,
+            [b.total_ms for b, _ in bare],
             BURST_TARGET_MS,
         ),
         Figure(
-            "burst, naive-mcp / bare",
-            [statistics.median(naive_totals) / statistics.median(bare_totals)],
+            "burst, naive-mcp / bare, round by round",
+            [n.total_ms / b.total_ms for (n, _), (b, _) in zip(naive, bare, strict=True)],
             None,
             unit="x",
         ),
-        Figure("server CPU time per call in the burst, naive-mcp", [b.cpu_ms_per_call for b in naive], None),
+        Figure("server CPU time per call in the burst, naive-mcp", [cpu for _, cpu in naive], None),
+        Figure("server CPU time per call in the burst, bare MCPServer", [cpu for _, cpu in bare], None),
         Figure(
-            "server CPU time per call in the burst, bare MCPServer", [b.cpu_ms_per_call for b in bare], None
+            "errors in the bursts and the workers' runs",
+            [
+                float(
+                    sum(b.errors for b, _ in naive + bare)
+                    + sum(r.errors for rs in rates.values() for r in rs)
+                )
+            ],
+            0.0,
+            unit="calls",
         ),
-        Figure("errors in the bursts", [float(sum(burst.errors for burst in naive))], 0.0, unit="calls"),
     ]
+    for count in (1, 2):
+        figures.append(
+            Figure(
+                f"chat calls/s, stateless, {count} worker{'s' if count > 1 else ''}",
+                [r.calls_per_second for r in rates[count]],
+                None,
+                unit="calls/s",
+            )
+        )
+    figures.append(
+        Figure(
+            "chat calls/s, 2 workers / 1, round by round",
+            [
+                two.calls_per_second / one.calls_per_second
+                for one, two in zip(rates[1], rates[2], strict=True)
+            ],
+            None,
+            unit="x",
+        )
+    )
+    spread = ", ".join("/".join(map(str, r.spread)) for r in rates[2])
+    cpu = {count: statistics.median(r.cpu_ms_per_call for r in rates[count]) for count in (1, 2)}
+    upstream = statistics.median(r.upstream_cpu_seconds * 1000 / r.calls for rs in rates.values() for r in rs)
+    busy = {count: statistics.median(r.machine_busy for r in rates[count]) * 100 for count in (1, 2)}
+    notes = [
+        f"Burst: {calls} connections (bench/loadgen.py), each with its session open and warmed by a "
+        f"call, call at once; the upstream takes {BURST_LATENCY * 1000:.0f} ms to answer; {rounds} "
+        "rounds, naive-mcp and the floor (bench/bare_http_server.py, whose one tool waits as long) "
+        "in turn.",
+        f"Workers: `naive-mcp --stateless --workers N` on the run's SQLite file; {calls} connections "
+        f"make {workers_calls} calls each back to back, same upstream latency; server CPU per call "
+        f"(all its processes) {cpu[1]:.2f} ms at 1 worker, {cpu[2]:.2f} ms at 2; connections each "
+        f"worker held, per round: {spread}. The {os.cpu_count()} cores are shared with the sandbox "
+        f"(its CPU per call: {upstream:.2f} ms), the load generator and whatever else the machine "
+        f"runs: all its cores were {busy[1]:.0f}% busy at 1 worker, {busy[2]:.0f}% at 2.",
+    ]
+    return figures, notes
+
+
+def _drive(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run `work` on a fresh event loop: uvloop when installed, so that the generator costs less."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(work)
+
+
+async def _block(
+    server: Server,
+    connections: int,
+    calls_each: int,
+    on_halfway: Callable[[], None] | None,
+    *,
+    upstream_pid: int | None = None,
+) -> Block:
+    pool = server.pool(connections)
+    await pool.open()
+    try:
+        await loadgen.sustained(pool, 1)  # warm: every connection has made a call
+        held = _spread(server, pool) if upstream_pid is not None else []
+        await asyncio.sleep(SETTLE_SECONDS)
+        cpu, upstream_cpu, machine = cpu_seconds(server.pid), _cpu_of(upstream_pid), machine_cpu()
+        run = await loadgen.sustained(pool, calls_each, on_halfway)
+        server_cpu, upstream_cpu = cpu_seconds(server.pid) - cpu, _cpu_of(upstream_pid) - upstream_cpu
+        busy, total = (after - before for after, before in zip(machine_cpu(), machine, strict=True))
+    finally:
+        await pool.close()
+    return Block(
+        run.calls,
+        run.errors,
+        run.seconds,
+        server_cpu,
+        run.client_cpu_seconds,
+        run.latencies_ms,
+        held,
+        upstream_cpu,
+        busy / total if total else 0.0,
+    )
+
+
+def _cpu_of(pid: int | None) -> float:
+    return cpu_seconds(pid) if pid is not None else 0.0
+
+
+async def _burst(server: Server, calls: int) -> tuple[loadgen.Burst, float]:
+    """One burst on fresh, warm connections; and the server's CPU per call over it (ms)."""
+    pool = server.pool(calls)
+    await pool.open()
+    try:
+        await loadgen.sustained(pool, 1)
+        await asyncio.sleep(SETTLE_SECONDS)  # let the warm-up's stragglers settle
+        cpu = cpu_seconds(server.pid)
+        result = await loadgen.burst(pool)
+        return result, (cpu_seconds(server.pid) - cpu) * 1000 / calls
+    finally:
+        await pool.close()
+
+
+def _spread(server: Server, pool: loadgen.Pool) -> list[int]:
+    holders = connection_holders(
+        pool.endpoint.port, [c.local_port for c in pool.connections], process_tree(server.pid)
+    )
+    return sorted(Counter(holders.values()).values(), reverse=True)
+
+
+async def _every_worker_answers(server: Server, workers: int, probes: int = 500) -> None:
+    """Wait until each of the server's `workers` has answered a request: a connection is
+    accepted by whichever worker is ready, and a pool opened before the last worker is would
+    put all its connections on the others."""
+    answered: set[int] = set()
+    health = loadgen.Endpoint(server.endpoint.host, server.endpoint.port, "/health")
+    for _ in range(probes):
+        connection = await loadgen.Connection.open(health, TRIVIAL, stateful=False)
+        try:
+            response = await connection.exchange(connection.build("GET"))
+            holders = connection_holders(health.port, [connection.local_port], process_tree(server.pid))
+        finally:
+            await connection.close()
+        if response.status == 200:
+            answered.update(holders.values())
+        if len(answered) >= workers:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{server.name}: only {len(answered)} of {workers} workers answered {probes} requests")
 
 
 @dataclass(frozen=True)
-class Burst:
-    total_ms: float  # from the go to the last answer
-    errors: int
-    cpu_ms_per_call: float  # the server process's CPU time (user + system) over the burst, per call
+class _Spec:
+    """A server to start: its name, its command (given the port), its environment, its call."""
+
+    name: str
+    argv: Callable[[str], list[str]]
+    env: dict[str, str]
+    call: loadgen.Call
+    stateful: bool
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def _naive_mcp(upstream: str) -> Iterator[tuple[str, int]]:
+def _naive_mcp(upstream: str, *, stateful: bool, workers: int | None = None) -> _Spec:
     env = {
         "NAIVE_BASE_URL": upstream,
         "NAIVE_API_KEY": f"nv_sk_test_load_{uuid.uuid4().hex}",
         "NAIVE_DEFAULT_MODEL": "openai/gpt-5-mini",
-        # The run's scratch SQLite file, the default engine: a single HTTP server's load pays
-        # what its store costs (one writer at a time), and never writes to the user's own store.
+        # The run's scratch SQLite file, the default engine: a server's load pays what its store
+        # costs (one writer at a time), and never writes to the user's own store.
         **clients.server_env(),
     }
-    command = str(Path(sys.executable).with_name("naive-mcp"))
-    with _http_server(
-        lambda port: [command, "--transport", "streamable-http", "--port", port], env
-    ) as served:
-        yield served
+    command = [str(Path(sys.executable).with_name("naive-mcp")), "--transport", "streamable-http"]
+    command += [] if stateful else ["--stateless"]
+    command += [] if workers is None else ["--workers", str(workers)]
+    name = f"naive-mcp {'stateful' if stateful else 'stateless'}"
+    name += "" if workers is None else f", {workers} worker{'s' if workers > 1 else ''}"
+    return _Spec(name, lambda port: [*command, "--port", port], env, CHAT, stateful)
+
+
+def _bare(latency: float, *, stateful: bool) -> _Spec:
+    mode = "stateful" if stateful else "stateless"
+    return _Spec(
+        f"bare {mode}", lambda port: [sys.executable, _BARE, port, str(latency), mode], {}, TRIVIAL, stateful
+    )
 
 
 @contextmanager
-def _http_server(command: Callable[[str], list[str]], env: dict[str, str]) -> Iterator[tuple[str, int]]:
-    """Run an MCP server on a free port (`command(port)`); yields its MCP endpoint and its pid."""
-    port = str(free_port())
-    argv = command(port)
-    environment = {"PATH": os.environ.get("PATH", ""), "NAIVE_LOG_LEVEL": "WARNING", **env}
-    server = subprocess.Popen(
-        argv, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", server)
-        yield f"http://127.0.0.1:{port}/mcp", server.pid
-    finally:
-        server.terminate()
-        server.wait(30)
+def _servers(*specs: _Spec) -> Iterator[list[Server]]:
+    """Start every server at once, each on a free port, and wait until each answers /health;
+    stop them all (SIGTERM: one with workers stops them too) at the end."""
+    with ExitStack() as stack:
+        started = []
+        for spec in specs:
+            port = str(free_port())
+            environment = {"PATH": os.environ.get("PATH", ""), "NAIVE_LOG_LEVEL": "WARNING", **spec.env}
+            process = subprocess.Popen(
+                spec.argv(port),
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            stack.callback(_stop, process)
+            started.append((spec, port, process))
+        for _, port, process in started:
+            wait_until_healthy(f"http://127.0.0.1:{port}", process)
+        yield [
+            Server(spec.name, f"http://127.0.0.1:{port}/mcp", process.pid, spec.call, spec.stateful)
+            for spec, port, process in started
+        ]
 
 
-async def _bursts(url: str, pid: int, tool: str, argument: str, calls: int, rounds: int) -> list[Burst]:
-    """One `Burst` per round."""
-    results: list[Burst] = []
-    ready = 0
-    all_ready = anyio.Event()
-    go = [anyio.Event() for _ in range(rounds)]
-    finished: list[float] = []
-    errors = 0
-    round_done = [anyio.Event() for _ in range(rounds)]
-
-    async def client(index: int) -> None:
-        nonlocal ready, errors
-        async with (
-            httpx2.AsyncClient(timeout=httpx2.Timeout(60)) as http,
-            Client(streamable_http_client(url, http_client=http)) as session,
-        ):
-            await session.list_tools()
-            await session.call_tool(tool, {argument: "warm"})
-            ready += 1
-            if ready == calls:
-                all_ready.set()
-            for turn in range(rounds):
-                await go[turn].wait()
-                result = await session.call_tool(tool, {argument: f"burst {index}.{turn}"})
-                errors += result.is_error
-                finished.append(time.perf_counter())
-                if len(finished) == calls:
-                    round_done[turn].set()
-
-    async with anyio.create_task_group() as group:
-        for index in range(calls):
-            group.start_soon(client, index)
-        await all_ready.wait()
-        for turn in range(rounds):
-            await anyio.sleep(0.5)  # let the warm-up's stragglers settle
-            finished.clear()
-            errors = 0
-            cpu_before = _cpu_seconds(pid)
-            started = time.perf_counter()
-            go[turn].set()
-            await round_done[turn].wait()
-            cpu_ms = (_cpu_seconds(pid) - cpu_before) * 1000
-            results.append(Burst((max(finished) - started) * 1000, errors, cpu_ms / calls))
-    return results
-
-
-async def _load(url: str, calls: int, in_flight: int, pid: int) -> LoadRun:
-    latencies: list[float] = []
-    errors = 0
-    rss: list[float] = []
-    done = 0
-    measuring = False
-    per_client = max(1, calls // in_flight)
-
-    async def client(index: int, count: int) -> None:
-        nonlocal errors, done
-        async with (
-            httpx2.AsyncClient(timeout=httpx2.Timeout(60)) as http,
-            Client(streamable_http_client(url, http_client=http)) as session,
-        ):
-            await session.list_tools()
-            for turn in range(count):
-                started = time.perf_counter()
-                result = await session.call_tool("naive_llm_chat", {"prompt": f"load {index}.{turn}"})
-                latencies.append((time.perf_counter() - started) * 1000)
-                errors += result.is_error
-                done += 1
-                if measuring and done == calls // 2:
-                    rss.append(rss_mb(pid))
-
-    # Warm-up at full concurrency: imports, the connection pool, as many sessions as the run has.
-    async with anyio.create_task_group() as group:
-        for index in range(in_flight):
-            group.start_soon(client, -index - 1, 2)
-    latencies.clear()
-    errors = 0
-    done = 0
-    rss.append(rss_mb(pid))
-    measuring = True
-    started = time.perf_counter()
-    async with anyio.create_task_group() as group:
-        for index in range(in_flight):
-            group.start_soon(client, index, per_client)
-    seconds = time.perf_counter() - started
-    rss.append(rss_mb(pid))
-    return LoadRun(per_client * in_flight, errors, seconds, latencies, rss)
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(30)

@@ -1,13 +1,15 @@
 """The sandbox upstream in a process of its own, so that its work never shares the GIL (or the
-profile) with what a benchmark measures."""
+profile) with what a benchmark measures; and what the bench reads of a server process from
+Linux's /proc: its memory, its CPU with its workers', which worker holds a connection."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +21,13 @@ STARTUP_SECONDS = 20
 @contextmanager
 def sandbox_process(latency: float = 0.0, port: int | None = None) -> Iterator[str]:
     """`python -m naive_mcp.sandbox` on `port` (else a free loopback port); yields its base URL."""
+    with sandbox_server(latency, port) as (url, _):
+        yield url
+
+
+@contextmanager
+def sandbox_server(latency: float = 0.0, port: int | None = None) -> Iterator[tuple[str, int]]:
+    """As `sandbox_process`; yields its base URL and its pid (whose CPU a figure may count)."""
     port = port or free_port()
     command = [sys.executable, "-m", "naive_mcp.sandbox", "--port", str(port), "--latency", str(latency)]
     process = subprocess.Popen(
@@ -27,7 +36,7 @@ def sandbox_process(latency: float = 0.0, port: int | None = None) -> Iterator[s
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(url, process)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(30)
@@ -59,3 +68,73 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (a server's workers), from Linux's /proc."""
+    tree = [pid]
+    for parent in tree:  # grows as it goes: children, then theirs
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                tree += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of `pid` and of its live descendants, in seconds."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[int, int]:
+    """The machine's CPU time so far, all cores, in clock ticks: (busy, total), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def connection_holders(server_port: int, client_ports: Iterable[int], pids: Iterable[int]) -> dict[int, int]:
+    """Which of `pids` holds the server's end of each loopback connection to `server_port` from
+    `client_ports`: {client port: pid}. A process answers the requests of the connections it
+    holds, so this says which worker served them (Linux's /proc/net/tcp and /proc/PID/fd)."""
+    wanted = set(client_ports)
+    inodes: dict[str, int] = {}  # socket inode: client port
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                remote_port = int(remote.rsplit(":", 1)[1], 16)
+                if (
+                    state == "01"
+                    and int(local.rsplit(":", 1)[1], 16) == server_port
+                    and remote_port in wanted
+                ):
+                    inodes[f"socket:[{inode}]"] = remote_port  # 01: ESTABLISHED
+    holders: dict[int, int] = {}
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target in inodes:
+                holders[inodes[target]] = pid
+    return holders

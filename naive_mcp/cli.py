@@ -115,7 +115,7 @@ def commands_help() -> str:
 
 def serve(args: list[str]) -> int:
     settings = read_settings(args)
-    configure_logging(settings.log_level, Redactor(settings.secrets()))
+    configure_logging(settings.log_level, Redactor(settings.secrets()), process_ids=settings.workers > 1)
     with sandboxed(settings) as effective:
         _serve(effective)
     return 0
@@ -154,6 +154,11 @@ def sandboxed(settings: Settings) -> Iterator[Settings]:
     if not settings.sandbox:
         yield settings
         return
+    if settings.workers > 1 and not settings.store:
+        refuse(
+            f"NAIVE_WORKERS: {settings.workers} workers need a store they share, and --sandbox keeps its "
+            "state in each process's memory unless one is named: set NAIVE_STORE (a file path)"
+        )
     from naive_mcp.sandbox import serve_in_thread
 
     with serve_in_thread() as sandbox:
@@ -185,6 +190,11 @@ def _serve(settings: Settings) -> None:
             logger.info("naive-mcp serving on stdio; upstream %s", settings.shown_base_url)
             freeze_startup_objects()
             event_loop.run(settings.event_loop, serve_stdio, server, settings.max_stdio_line_bytes)
+            return
+        if settings.workers > 1:
+            from naive_mcp.workers import serve_workers
+
+            serve_workers(settings)
             return
         from naive_mcp.remote import serve_http
 

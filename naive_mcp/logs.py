@@ -10,10 +10,13 @@ from collections.abc import Callable
 from naive_mcp.redaction import RedactingFilter, Redactor
 
 
-def configure_logging(level: str, redact: Redactor) -> None:
-    """Send every log line to stderr (stdout is the protocol on stdio), redacted."""
+def configure_logging(level: str, redact: Redactor, *, process_ids: bool = False) -> None:
+    """Send every log line to stderr (stdout is the protocol on stdio), redacted. `process_ids`:
+    each line says which process wrote it (`--workers`: the supervisor's and its workers' lines
+    share one stderr)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    process = " [%(process)d]" if process_ids else ""
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s{process} %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter(redact))
     root = logging.getLogger()
     for existing in list(root.handlers):

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import socket
@@ -41,7 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from naive_mcp.cancels import DEFAULT_POLL_INTERVAL, CancelRelay, DroppedCallCancels, StatelessCancels
 from naive_mcp.client import UPSTREAM_MAX_CONNECTIONS, make_http_client
 from naive_mcp.connections import ConnectionLimits
-from naive_mcp.errors import ConfigurationError
+from naive_mcp.exposure import check_exposure, is_loopback, is_wildcard, url_host
 from naive_mcp.guard import SpendGuard
 from naive_mcp.keycheck import KeyCheckUnavailable, KeyRefused
 from naive_mcp.request_ids import RequestIdCheck
@@ -65,9 +64,17 @@ _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 
-async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = None) -> None:
+async def serve_http(
+    settings: Settings,
+    *,
+    cancel_relay: CancelRelay | None = None,
+    sockets: list[socket.socket] | None = None,
+    serving: Callable[[uvicorn.Server], None] | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM. `cancel_relay`: what replicas share to pass stateless cancels
-    on to one another (default: the store, which every replica on it shares)."""
+    on to one another (default: the store, which every replica on it shares). A worker of
+    `--workers` (`workers.py`) passes `sockets`, its share of the one listening socket, to serve
+    on instead of binding its own, and `serving`, told of the uvicorn server once it is made."""
     check_exposure(settings)
     async with make_http_client(settings) as http:
         services = Services.create(settings, http, progress_needs_token=True)
@@ -102,7 +109,7 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
         logger.info(
             "naive-mcp serving %s on http://%s:%d%s%s; upstream %s",
             settings.transport,
-            _url_host(settings.host),
+            url_host(settings.host),
             settings.port,
             settings.endpoint_path,
             " (stateless)" if settings.stateless and settings.transport == "streamable-http" else "",
@@ -116,7 +123,10 @@ async def serve_http(settings: Settings, *, cancel_relay: CancelRelay | None = N
             session_limits.max_requests_per_client,
         )
         async with services.running():
-            await _Server(config, services.calls, settings.shutdown_grace).serve()
+            server = _Server(config, services.calls, settings.shutdown_grace)
+            if serving is not None:
+                serving(server)
+            await server.serve(sockets)
             await log_usage(services)
     logger.info("naive-mcp stopped")
 
@@ -218,25 +228,6 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def check_exposure(settings: Settings) -> None:
-    """Refuse to listen beyond loopback without authentication, or without knowing its names.
-    Client keys count as authentication: a key opens nothing until the upstream has accepted it."""
-    if is_loopback(settings.host):
-        return
-    if not settings.auth_tokens and not settings.client_keys:
-        raise ConfigurationError(
-            f"refusing to listen on {settings.host} without authentication: anyone who can reach it could "
-            "spend the server's credits. Set NAIVE_AUTH_TOKENS, or NAIVE_CLIENT_KEYS=true (each client "
-            "then sends its own Naive key, checked with the upstream), or listen on 127.0.0.1 (behind a "
-            "reverse proxy)."
-        )
-    if _is_wildcard(settings.host) and not settings.allowed_hosts:
-        raise ConfigurationError(
-            f"listening on {settings.host} needs NAIVE_ALLOWED_HOSTS: the host names clients use to reach "
-            "this server (DNS-rebinding protection rejects any other Host header)."
-        )
-
-
 def build_app(
     server: MCPServer[Services],
     settings: Settings,
@@ -320,30 +311,13 @@ async def _health(request: Request) -> Response:
 def transport_security(settings: Settings) -> TransportSecuritySettings:
     """DNS-rebinding protection, always on: loopback names, the bind address, and what the operator adds."""
     hosts = [*_LOOPBACK_HOSTS, *settings.allowed_hosts]
-    if not is_loopback(settings.host) and not _is_wildcard(settings.host):
-        hosts.append(f"{_url_host(settings.host)}:*")
+    if not is_loopback(settings.host) and not is_wildcard(settings.host):
+        hosts.append(f"{url_host(settings.host)}:*")
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=hosts,
         allowed_origins=[*_LOOPBACK_ORIGINS, *settings.allowed_origins],
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_wildcard(host: str) -> bool:
-    return host in ("0.0.0.0", "::", "")
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def answer_unchecked_keys(app: Starlette) -> Starlette:

@@ -32,6 +32,11 @@ SANDBOX_API_KEY = "nv_sk_test_sandbox"
 SANDBOX_OPENROUTER_KEY = "sk-or-v1-sandbox"
 SANDBOX_DEFAULT_MODEL = "anthropic/claude-sonnet-4.6"
 
+# Each worker is a whole server process (~100 MB, its own upstream and store connections); past
+# the machine's cores another adds memory and contention, not speed, and a typo's 1000 would
+# start a thousand servers.
+MAX_WORKERS = 64
+
 # A list setting, read as JSON or as a comma-separated list (pydantic-settings would only take JSON).
 ListSetting = Annotated[list[str], NoDecode]
 
@@ -292,6 +297,13 @@ class Settings(BaseSettings):
     stateless: bool = Field(
         default=False, description="streamable-http: keep no session between requests (for load balancers)."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="HTTP: processes serving at once on one listening socket, sharing the store, so "
+        f"that calls/s grows with cores (at most {MAX_WORKERS}). More than 1 only for stateless "
+        "streamable-http on a shared store (a SQLite file or PostgreSQL).",
+    )
     # Environment only, like the key: these are secrets.
     auth_tokens: CliSuppress[Annotated[dict[str, TokenGrant], NoDecode]] = Field(
         default_factory=dict,
@@ -469,6 +481,45 @@ class Settings(BaseSettings):
             StoreLocation.parse(value)
         except NaiveError as error:
             raise ValueError(error.message) from None
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_share_what_they_serve(cls, value: int, info: ValidationInfo) -> int:
+        """More than one worker only where nothing lives in one process: every call's state in a
+        shared store, no session (the kernel gives each connection to any worker)."""
+        if value > MAX_WORKERS:
+            raise ValueError(
+                f"at most {MAX_WORKERS}: each worker is a whole server process, with its own connections "
+                "to the upstream and the store; more workers than the machine's cores add memory, not speed"
+            )
+        if value == 1:
+            return value
+        transport = info.data.get("transport")
+        if transport == "stdio":
+            raise ValueError(
+                f"{value} workers serve HTTP, and stdio is one client's pipe to one process: set "
+                "NAIVE_TRANSPORT=streamable-http with NAIVE_STATELESS=true (--stateless)"
+            )
+        if transport == "sse":
+            raise ValueError(
+                f"{value} workers need stateless streamable-http: a legacy SSE session lives in one process, "
+                "and the kernel hands each connection to any worker. Serve NAIVE_TRANSPORT=streamable-http "
+                "with --stateless (NAIVE_STATELESS=true), or keep sessions with replicas of one worker each "
+                "behind haproxy (deploy/haproxy.cfg)"
+            )
+        if transport == "streamable-http" and not info.data.get("stateless"):
+            raise ValueError(
+                f"{value} workers need stateless streamable-http: a stateful session lives in one process, "
+                "and the kernel hands each connection to any worker. Add --stateless (NAIVE_STATELESS=true), "
+                "or keep sessions with replicas of one worker each behind haproxy (deploy/haproxy.cfg)"
+            )
+        if (info.data.get("store") or "").strip() == "memory":
+            raise ValueError(
+                f"{value} workers need a store they share, and NAIVE_STORE=memory is each process's own: a "
+                "cap would hold per worker, not in all. Leave NAIVE_STORE unset (a SQLite file), name a "
+                "file, or use postgresql://…"
+            )
         return value
 
     @field_validator("log_level", mode="before")
