@@ -16,6 +16,7 @@ hold already settled elsewhere is left alone) and moves its credits from reserve
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
@@ -99,8 +100,11 @@ class Store:
         if self._quick is not None and not self._limiter.borrowed_tokens:
             try:
                 return fn(self._quick, *args)
-            except OperationalError as exc:
-                if "locked" not in str(exc.orig) and "busy" not in str(exc.orig):
+            except (OperationalError, sqlite3.OperationalError) as exc:
+                # sqlite3's own from BEGIN IMMEDIATE and the statements run on the cursor
+                # (statements.Cursor), SQLAlchemy's wrapping it from anything else.
+                reason = str(getattr(exc, "orig", exc))
+                if "locked" not in reason and "busy" not in reason:
                     raise
                 # Another process holds the lock: nothing was done; wait for it off the loop.
         return await anyio.to_thread.run_sync(fn, self._engine, *args, limiter=self._limiter)
