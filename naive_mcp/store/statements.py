@@ -228,7 +228,8 @@ def row_values(rows: Sequence[tuple[str, str]]) -> dict[str, str]:
 def _these_rows(count: int) -> Any:
     """The cap rows bound by `row_values`, as `(scope = ? AND period = ?) OR …`: SQLite searches
     the primary key for each pair this way, and scans the whole table for `(scope, period) IN
-    (VALUES …)` (what an expanding tuple IN compiles to); PostgreSQL plans both the same."""
+    (VALUES …)` (what an expanding tuple IN compiles to); PostgreSQL searches its primary key
+    for either (EXPLAIN: a BitmapOr)."""
     return or_(
         *(
             and_(
