@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from mcp import Client
 from mcp.types import CallToolResult
@@ -157,6 +158,33 @@ async def test_a_generation_made_through_one_process_is_waited_for_through_anoth
         usage_first, usage_second = await usage_of(first), await usage_of(second)
     assert not stats.is_error, text_of(stats)
     assert usage_first == usage_second and usage_first["total"]["calls"] == 1
+
+
+async def test_a_call_waits_for_another_processes_write_lock_instead_of_failing(tmp_path: Path) -> None:
+    """A call's transaction first tries the file on the event loop, without waiting for its lock;
+    taken by another process, it waits for it on the worker thread, and nothing was done twice."""
+    path = tmp_path / "shared.sqlite3"
+    store = await Store.open(StoreLocation.parse(str(path)))
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        (call,) = _calls(1)
+        held: list[list[float]] = []
+        other.execute("BEGIN IMMEDIATE")  # another process, writing
+        async with anyio.create_task_group() as group:
+
+            async def reserve() -> None:
+                held.append(await store.reserve([call], "owner", [("total", "all")], lambda _i, _f: 1.0))
+
+            group.start_soon(reserve)
+            await anyio.lowlevel.checkpoint()  # its attempt on the loop ran: it found the lock taken
+            assert not held
+            other.execute("COMMIT")
+        assert held == [[1.0]]
+        assert await store.settle(call, CallResult("answered", 0.5, credits_reported=True))
+        assert other.execute("SELECT spent, reserved FROM caps").fetchall() == [(0.5, 0.0)]
+    finally:
+        other.close()
+        await store.aclose()
 
 
 @pytest.mark.slow

@@ -74,7 +74,11 @@ def _sqlite_transactions(engine: Engine, *, wal: bool, busy_seconds: float = _SQ
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # On the DBAPI connection: through exec_driver_sql it cost ~9 µs more, on each of a
+        # call's three transactions. (A lock it cannot get raises sqlite3's OperationalError.)
+        dbapi = connection.connection.dbapi_connection
+        assert dbapi is not None, "a connection beginning a transaction has its DBAPI connection"
+        dbapi.cursor().execute("BEGIN IMMEDIATE")
 
 
 # Alembic keeps its context in module globals: two stores migrating at once in one process

@@ -16,6 +16,7 @@ hold already settled elsewhere is left alone) and moves its credits from reserve
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
@@ -45,7 +46,7 @@ from naive_mcp.store.records import (
     UsageScope,
 )
 from naive_mcp.store.scopes import within
-from naive_mcp.store.statements import RATE, Statements
+from naive_mcp.store.statements import RATE, Cursor, Statements, row_values
 
 _T = TypeVar("_T")
 # Cancels announced for a call on another replica are kept this long (seconds).
@@ -62,7 +63,7 @@ class Store:
         # of in SQLite's busy handler, which sleeps in steps. PostgreSQL gets the pool's worth.
         self._limiter = CapacityLimiter(1 if location.kind != "postgresql" else engine.pool.size())  # type: ignore[attr-defined]
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._q = Statements.for_dialect(engine.dialect.name)
+        self._q = Statements(engine.dialect.name)
 
     @classmethod
     async def open(cls, location: StoreLocation) -> Store:
@@ -99,8 +100,11 @@ class Store:
         if self._quick is not None and not self._limiter.borrowed_tokens:
             try:
                 return fn(self._quick, *args)
-            except OperationalError as exc:
-                if "locked" not in str(exc.orig) and "busy" not in str(exc.orig):
+            except (OperationalError, sqlite3.OperationalError) as exc:
+                # sqlite3's own from BEGIN IMMEDIATE and the statements run on the cursor
+                # (statements.Cursor), SQLAlchemy's wrapping it from anything else.
+                reason = str(getattr(exc, "orig", exc))
+                if "locked" not in reason and "busy" not in reason:
                     raise
                 # Another process holds the lock: nothing was done; wait for it off the loop.
         return await anyio.to_thread.run_sync(fn, self._engine, *args, limiter=self._limiter)
@@ -131,20 +135,19 @@ class Store:
     ) -> list[float]:
         q = self._q
         with engine.begin() as db:
+            cursor = Cursor(db)
+            these = row_values(rows)
+            locked = []
             if rows:
-                db.execute(
-                    q.add_rows,
-                    [
-                        {"scope": scope, "period": period, "spent": 0.0, "reserved": 0.0}
-                        for scope, period in rows
-                    ],
-                )
-            locked = db.execute(q.lock_rows, {"rows": rows}).all() if rows else []
+                cursor.run(q.add_rows(len(rows)), these)
+                locked = cursor.all(q.lock_rows(len(rows)), these)
+            read = cursor.first(q.figures, {"key": calls[0].key_digest})  # one caller: one key
+            assert read is not None, "a SELECT of scalar subqueries has one row"
+            balance, rate_credits, rate_usd = read
             figures = Figures(
-                rows={(row.scope, row.period): (row.spent, row.reserved) for row in locked},
-                # One caller's calls: one key, one balance.
-                balance=db.execute(q.balance, {"key": calls[0].key_digest}).scalar(),
-                rate=_rate(db, q),
+                rows={(scope, period): (spent, reserved) for scope, period, spent, reserved in locked},
+                balance=balance,
+                rate=_rate_of(rate_credits, rate_usd),
             )
             held: list[float] = []
             for index in range(len(calls)):
@@ -153,8 +156,8 @@ class Store:
                 figures = figures.raised(credits)
             total = sum(held)
             if total and rows:  # the rows are locked already, above
-                db.execute(q.raise_rows, {"rows": rows, "add_reserved": total, "add_spent": 0.0})
-            db.execute(
+                cursor.run(q.raise_rows(len(rows)), {**these, "add_reserved": total, "add_spent": 0.0})
+            cursor.many(
                 q.add_hold,
                 [
                     {
@@ -184,9 +187,8 @@ class Store:
 
     def _note(self, engine: Engine, call_id: str, generation_id: str | None, ending: Outcome | None) -> None:
         with engine.begin() as db:
-            db.execute(
-                self._q.note,
-                {"hold_id": call_id, "note_generation_id": generation_id, "note_ending": ending},
+            Cursor(db).run(
+                self._q.note, {"hold_id": call_id, "note_generation_id": generation_id, "note_ending": ending}
             )
 
     async def settle(
@@ -212,27 +214,31 @@ class Store:
         now = time.time()
         q = self._q
         with engine.begin() as db:
-            hold = db.execute(q.take_hold, {"hold_id": call.call_id}).first()
+            cursor = Cursor(db)
+            hold = cursor.first(q.take_hold, {"hold_id": call.call_id})
             if hold is None:
                 return False
-            rows = [(scope, period) for scope, period in json.loads(hold.rows)]
+            held, held_rows = hold
+            rows = [(scope, period) for scope, period in json.loads(held_rows)]
             spent = result.credits or 0.0
-            if rows and (spent or hold.credits):
-                # Locked in (scope, period) order first: one multi-row UPDATE alone would lock
-                # them in whatever order it meets them, and deadlock against a reserve.
-                db.execute(q.lock_rows, {"rows": rows}).all()
-                db.execute(q.raise_rows, {"rows": rows, "add_reserved": -hold.credits, "add_spent": spent})
-            db.execute(q.add_ledger_row, _ledger_values(call, result, now))
+            if rows and (spent or held):
+                these = row_values(rows)
+                if q.locks_rows:
+                    # Locked in (scope, period) order first: one multi-row UPDATE alone would lock
+                    # them in whatever order it meets them, and deadlock against a reserve.
+                    cursor.all(q.lock_rows(len(rows)), these)
+                cursor.run(q.raise_rows(len(rows)), {**these, "add_reserved": -held, "add_spent": spent})
+            cursor.run(q.add_ledger_row, _ledger_values(call, result, now))
             if balance is not None:
-                db.execute(
+                cursor.run(
                     q.set_balance,
                     {"key_digest": call.key_digest, "credits_remaining": balance, "seen_at": now},
                 )
             elif spent:  # no balance came with it (cut off, cancelled): the last one less what it cost
-                db.execute(q.spend_balance, {"key": call.key_digest, "spent": spent, "seen_at": now})
+                cursor.run(q.spend_balance, {"key": call.key_digest, "spent": spent, "seen_at": now})
             if rate_sample is not None:
                 credits, usd = rate_sample
-                db.execute(q.add_rate_sample, {"name": RATE, "credits": credits, "usd": usd})
+                cursor.run(q.add_rate_sample, {"name": RATE, "credits": credits, "usd": usd})
             return True
 
     async def record(self, call: CallRecord, result: CallResult) -> None:
@@ -241,14 +247,15 @@ class Store:
 
     def _record(self, call: CallRecord, result: CallResult) -> None:
         with self._engine.begin() as db:
-            db.execute(self._q.add_ledger_row, _ledger_values(call, result, time.time()))
+            Cursor(db).run(self._q.add_ledger_row, _ledger_values(call, result, time.time()))
 
     async def rate(self) -> float | None:
         return await self._run(self._read_rate)
 
     def _read_rate(self) -> float | None:
         with self._engine.connect() as db:
-            return _rate(db, self._q)
+            found = Cursor(db).first(self._q.rate)
+        return None if found is None else _rate_of(*found)
 
     async def balance(self, key_digest: str) -> tuple[float, float] | None:
         """The credits a key had when last reported, and when (epoch seconds); None before any."""
@@ -261,7 +268,7 @@ class Store:
 
     def _write_balance(self, engine: Engine, key_digest: str, remaining: float) -> None:
         with engine.begin() as db:
-            db.execute(
+            Cursor(db).run(
                 self._q.set_balance,
                 {"key_digest": key_digest, "credits_remaining": remaining, "seen_at": time.time()},
             )
@@ -530,9 +537,9 @@ class Store:
             return {row.key: row.created_at for row in found}
 
 
-def _rate(db: Connection, q: Statements) -> float | None:
-    row = db.execute(q.rate).first()
-    return row.credits / row.usd if row is not None and row.usd > 0 and row.credits > 0 else None
+def _rate_of(credits: float | None, usd: float | None) -> float | None:
+    """Credits per USD from the rate's sums; None before the first sample."""
+    return credits / usd if credits is not None and usd is not None and usd > 0 and credits > 0 else None
 
 
 def _ledger_values(call: CallRecord, result: CallResult, now: float) -> dict[str, Any]:
