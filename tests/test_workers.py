@@ -15,8 +15,8 @@ import re
 import resource
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -253,14 +253,19 @@ def store_env(sandbox: RunningSandbox, api_key: str, tmp_path: Path) -> dict[str
     return {**upstream_env(sandbox, api_key), "NAIVE_STORE": str(tmp_path / "store.sqlite3")}
 
 
+@contextmanager
+def two_workers(tmp_path: Path, env: dict[str, str]) -> Iterator[HttpServer]:
+    """`naive-mcp --stateless --workers 2` against the sandbox, on a SQLite file."""
+    with http_server(tmp_path, env, "--stateless", "--workers", "2") as server:
+        yield server
+
+
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_both_workers_answer_calls_and_sigterm_stops_every_one(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
-    with http_server(
-        tmp_path, store_env(sandbox, api_key, tmp_path), "--stateless", "--workers", "2"
-    ) as server:
+    with two_workers(tmp_path, store_env(sandbox, api_key, tmp_path)) as server:
         workers = await serving_workers(server)
         async with one_connection_on_each(server, workers) as held:
             results = {
@@ -296,7 +301,7 @@ async def test_a_credit_cap_set_on_the_server_holds_across_its_workers(
         "NAIVE_CREDITS_PER_USD": str(SANDBOX_CREDITS_PER_USD),
     }
     arguments = {"prompt": "hi", "model": "openai/gpt-5-mini", "max_tokens": 50}
-    with http_server(tmp_path, env, "--stateless", "--workers", "2") as server:
+    with two_workers(tmp_path, env) as server:
         workers = await serving_workers(server)
         async with one_connection_on_each(server, workers) as held:
             spending, other = (held[pid] for pid in sorted(workers))
@@ -319,9 +324,7 @@ async def test_a_credit_cap_set_on_the_server_holds_across_its_workers(
 async def test_a_worker_killed_with_sigkill_is_replaced_and_service_goes_on(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
-    with http_server(
-        tmp_path, store_env(sandbox, api_key, tmp_path), "--stateless", "--workers", "2"
-    ) as server:
+    with two_workers(tmp_path, store_env(sandbox, api_key, tmp_path)) as server:
         first = await serving_workers(server)
         killed = min(first)
         os.kill(killed, signal.SIGKILL)
@@ -340,9 +343,7 @@ async def test_a_worker_killed_with_sigkill_is_replaced_and_service_goes_on(
 async def test_sighup_replaces_every_worker_one_by_one_and_service_goes_on(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
-    with http_server(
-        tmp_path, store_env(sandbox, api_key, tmp_path), "--stateless", "--workers", "2"
-    ) as server:
+    with two_workers(tmp_path, store_env(sandbox, api_key, tmp_path)) as server:
         first = await serving_workers(server)
         server.process.send_signal(signal.SIGHUP)
         now = await serving_workers(server, not_these=frozenset(first))
@@ -360,9 +361,7 @@ async def test_sighup_replaces_every_worker_one_by_one_and_service_goes_on(
 async def test_workers_stop_when_their_supervisor_is_killed(
     sandbox: RunningSandbox, api_key: str, tmp_path: Path
 ) -> None:
-    with http_server(
-        tmp_path, store_env(sandbox, api_key, tmp_path), "--stateless", "--workers", "2"
-    ) as server:
+    with two_workers(tmp_path, store_env(sandbox, api_key, tmp_path)) as server:
         workers = await serving_workers(server)
         server.process.kill()  # SIGKILL: no chance to stop them
         await until(lambda: all(gone(pid) for pid in workers), "every worker gone")
