@@ -4,7 +4,7 @@ the threads."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
@@ -26,6 +26,30 @@ from naive_mcp.threads import Threads
 from naive_mcp.wire import build_wire_models
 
 logger = logging.getLogger(__name__)
+
+
+class WarmUp:
+    """Work the first call would otherwise pay, done on a worker thread as serving begins, and
+    the wait for it: a call that ran beside it would share the CPU with it and take longer than
+    waiting (bench/history.md). Never fatal: whatever failed, the first call pays."""
+
+    def __init__(self) -> None:
+        self._done: anyio.Event | None = None  # None: none started (services run by hand)
+
+    async def wait(self) -> None:
+        """Until the warm-up is over, if one is under way."""
+        if self._done is not None:
+            await self._done.wait()
+
+    async def run(self, work: Callable[[], None], then: Callable[[], None]) -> None:
+        self._done = done = anyio.Event()
+        try:
+            await anyio.to_thread.run_sync(work)
+        except Exception as exc:
+            logger.debug("warm-up: %s (the first call does it instead)", type(exc).__name__)
+        finally:
+            then()
+            done.set()
 
 
 class CallsInFlight:
@@ -67,9 +91,8 @@ class Services:
     threads: Threads
     # Over JSON-RPC a client that wants progress sends a token; in process a callback is unseen.
     progress_needs_token: bool = False
-    # Set once the warm-up `running` starts is over (`warmed`); calls wait for it, not run beside it.
-    _warm: anyio.Event = field(default_factory=anyio.Event)
-    _started_warming: bool = False
+    # Calls wait for the warm-up `running` starts, rather than run beside it.
+    warm_up: WarmUp = field(default_factory=WarmUp)
 
     @classmethod
     def create(
@@ -112,37 +135,14 @@ class Services:
         afterwards the upstream client closed."""
         try:
             async with self.guard.running(), anyio.create_task_group() as tasks:
-                tasks.start_soon(self._warm_up)
+                tasks.start_soon(self.warm_up.run, self._warm_in_thread, self.guard.open_store)
                 yield
         finally:
-            self._warm.set()
             await self.client.aclose()
 
-    async def warmed(self) -> None:
-        """Wait for the warm-up, if one is under way: a call that ran beside it would share the
-        CPU with it and take longer than waiting (bench/history.md). Without `running` (services
-        a test or the bench runs by hand), there is none to wait for."""
-        if self._warming:
-            await self._warm.wait()
-
-    @property
-    def _warming(self) -> bool:
-        return self._started_warming and not self._warm.is_set()
-
-    async def _warm_up(self) -> None:
-        """What the first call would otherwise pay (~150 ms: SQLAlchemy and the HTTP stack
-        imported, the CA bundle loaded, the wire models built), paid as serving begins, on a
-        worker thread; then the store opened. Never fatal: whatever failed, the first call pays."""
-        object.__setattr__(self, "_started_warming", True)
-        try:
-            await anyio.to_thread.run_sync(self._warm_in_thread)
-        except Exception as exc:
-            logger.debug("warm-up: %s (the first call does it instead)", type(exc).__name__)
-        finally:
-            self.guard.open_store()
-            self._warm.set()
-
     def _warm_in_thread(self) -> None:
+        """What the first call would otherwise pay (~200 ms: SQLAlchemy and the HTTP stack
+        imported, the CA bundle loaded, the wire models built); the store opens right after."""
         import naive_mcp.store.store  # noqa: F401  (SQLAlchemy: the store opens right after)
 
         build_wire_models()

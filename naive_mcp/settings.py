@@ -501,18 +501,14 @@ class Settings(BaseSettings):
                 f"{value} workers serve HTTP, and stdio is one client's pipe to one process: set "
                 "NAIVE_TRANSPORT=streamable-http with NAIVE_STATELESS=true (--stateless)"
             )
-        if transport == "sse":
+        if transport == "sse" or (transport == "streamable-http" and not info.data.get("stateless")):
+            session = "a legacy SSE session" if transport == "sse" else "a stateful session"
+            fix = "Serve NAIVE_TRANSPORT=streamable-http with" if transport == "sse" else "Add"
             raise ValueError(
-                f"{value} workers need stateless streamable-http: a legacy SSE session lives in one process, "
-                "and the kernel hands each connection to any worker. Serve NAIVE_TRANSPORT=streamable-http "
-                "with --stateless (NAIVE_STATELESS=true), or keep sessions with replicas of one worker each "
-                "behind haproxy (deploy/haproxy.cfg)"
-            )
-        if transport == "streamable-http" and not info.data.get("stateless"):
-            raise ValueError(
-                f"{value} workers need stateless streamable-http: a stateful session lives in one process, "
-                "and the kernel hands each connection to any worker. Add --stateless (NAIVE_STATELESS=true), "
-                "or keep sessions with replicas of one worker each behind haproxy (deploy/haproxy.cfg)"
+                f"{value} workers need stateless streamable-http: {session} lives in one process, "
+                f"and the kernel hands each connection to any worker. {fix} --stateless "
+                "(NAIVE_STATELESS=true), or keep sessions with replicas of one worker each behind "
+                "haproxy (deploy/haproxy.cfg)"
             )
         if (info.data.get("store") or "").strip() == "memory":
             raise ValueError(

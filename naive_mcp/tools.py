@@ -69,7 +69,7 @@ class RegistryTool(Tool):
         with services.calls.track():
             async with reporter.running(enabled=_progress_wanted(services, context)):
                 try:
-                    await services.warmed()
+                    await services.warm_up.wait()
                     grant = services.access.grant(get_access_token())
                     result = await self.invoke(CallContext(services, reporter, grant), arguments)
                 except NaiveError as error:

@@ -31,7 +31,7 @@ async def test_serving_opens_the_store_and_makes_the_http_client_before_any_call
     services = Services.create(settings)
     async with services.running():
         with anyio.fail_after(SESSION_TIMEOUT):
-            await services.warmed()
+            await services.warm_up.wait()
             while not services.guard.store_is_open:  # noqa: ASYNC110 (a condition, no event)
                 await anyio.sleep(0.01)
         assert services.client._own_http is not None
