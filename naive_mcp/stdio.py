@@ -18,6 +18,10 @@ terminal, a file) through a worker thread, as the SDK does. Either way:
   begins as the SDKs write a request (`{"jsonrpc":"2.0","id":…,"method":…`), so that its call
   fails at once instead of waiting; otherwise with id null, as JSON-RPC 2.0 asks when the id
   cannot be read.
+- when stdin ends, a client on pipes has left (MCP's stdio shutdown), and what it asked and is not
+  yet answered is cancelled, as the SDK does. From a file or a terminal (`naive-mcp < requests >
+  answers`), where someone reads the answers later, stdin's end waits for the answer to every
+  request read first (`Unanswered`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import os
 import re
 import stat
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
@@ -116,15 +121,73 @@ class LineSplitter:
         return OverlongLine(size, _request_id(head))
 
 
+class Unanswered:
+    """The requests read and not answered yet, by id: what the end of a file or a terminal's
+    input waits for. Each line is parsed here once more, off the pipes' path."""
+
+    def __init__(self) -> None:
+        self._waiting: Counter[int | str] = Counter()
+        self._none = anyio.Event()
+        self._none.set()
+
+    def asked(self, line: str) -> None:
+        message = _parsed(line)
+        if "method" not in message:
+            return
+        if "id" in message:
+            self._add(message["id"], 1)
+        elif message["method"] == "notifications/cancelled":  # the SDK answers no cancelled request
+            params = message.get("params")
+            self._add(params.get("requestId") if isinstance(params, dict) else None, -1)
+
+    def answered(self, text: str) -> None:
+        message = _parsed(text)
+        if "method" not in message and "id" in message:
+            self._add(message["id"], -1)
+
+    async def wait(self) -> None:
+        await self._none.wait()
+
+    def _add(self, request_id: object, count: int) -> None:
+        if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+            return
+        if count < 0 and request_id not in self._waiting:
+            return
+        self._waiting[request_id] += count
+        if self._waiting[request_id] <= 0:
+            del self._waiting[request_id]
+        if self._waiting:
+            if self._none.is_set():
+                self._none = anyio.Event()
+        else:
+            self._none.set()
+
+
+def _parsed(text: str) -> dict[str, Any]:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}
+
+
 class BoundedLines:
     """The lines of stdin (`chunks`), decoded as the SDK decodes stdin (UTF-8, errors replaced),
     none longer than `limit` bytes besides its newline. A longer line is dropped, logged and sent
-    to `overlong`; reading goes on with the next line."""
+    to `overlong`; reading goes on with the next line. With `unanswered`, each line is noted
+    there, and the end of stdin waits for every request's answer."""
 
-    def __init__(self, chunks: Chunks, limit: int, overlong: ObjectSendStream[OverlongLine]) -> None:
+    def __init__(
+        self,
+        chunks: Chunks,
+        limit: int,
+        overlong: ObjectSendStream[OverlongLine],
+        unanswered: Unanswered | None = None,
+    ) -> None:
         self._chunks = chunks
         self._limit = limit
         self._overlong = overlong
+        self._unanswered = unanswered
 
     async def __aiter__(self) -> AsyncIterator[str]:
         splitter = LineSplitter(self._limit)
@@ -134,8 +197,13 @@ class BoundedLines:
                 if isinstance(line, OverlongLine):
                     await self._dropped(line)
                 else:
-                    yield line.decode("utf-8", "replace")
+                    text = line.decode("utf-8", "replace")
+                    if self._unanswered is not None:
+                        self._unanswered.asked(text)
+                    yield text
             if not chunk:
+                if self._unanswered is not None:
+                    await self._unanswered.wait()
                 return
 
     async def _dropped(self, line: OverlongLine) -> None:
@@ -254,9 +322,12 @@ def _kept_blocking(*fds: int) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def _streams(stdin: io.BufferedReader[Any]) -> AsyncIterator[tuple[Chunks, TextOut]]:
+async def _streams(
+    stdin: io.BufferedReader[Any],
+) -> AsyncIterator[tuple[Chunks, TextOut, Unanswered | None]]:
     """stdin's chunks and stdout for the SDK's transport: on the event loop for pipes and
-    sockets, through a worker thread otherwise."""
+    sockets (a client's), through a worker thread otherwise, with the requests not answered yet
+    counted so that the end of stdin waits for them."""
     async with AsyncExitStack() as stack:
         wire = stack.enter_context(_stdout_diverted())
         out_file = stack.enter_context(os.fdopen(wire, "wb", buffering=0, closefd=False))
@@ -264,6 +335,7 @@ async def _streams(stdin: io.BufferedReader[Any]) -> AsyncIterator[tuple[Chunks,
         loop = asyncio.get_running_loop()
         chunks: Chunks
         stdout: TextOut
+        unanswered: Unanswered | None = None
         if _is_pipe(in_fd) and _is_pipe(wire):
             stack.enter_context(_kept_blocking(in_fd, wire))
             reader = asyncio.StreamReader(limit=_PIECE_BYTES)
@@ -280,18 +352,22 @@ async def _streams(stdin: io.BufferedReader[Any]) -> AsyncIterator[tuple[Chunks,
             stdout = PipeOut(asyncio.StreamWriter(write_transport, write_protocol, None, loop))
         else:
             chunks = lambda: anyio.to_thread.run_sync(stdin.read1, _PIECE_BYTES)  # noqa: E731
-            stdout = ThreadOut(out_file)
-        yield chunks, stdout
+            unanswered = Unanswered()
+            stdout = ThreadOut(out_file, unanswered)
+        yield chunks, stdout, unanswered
 
 
 class ThreadOut:
-    """The wire written through a worker thread (a terminal, a file): each line in one write."""
+    """The wire written through a worker thread (a terminal, a file): each line in one write,
+    and each answer noted in `unanswered` once written."""
 
-    def __init__(self, binary: BinaryIO) -> None:
+    def __init__(self, binary: BinaryIO, unanswered: Unanswered) -> None:
         self._binary = binary
+        self._unanswered = unanswered
 
     async def write(self, text: str) -> None:
         await anyio.to_thread.run_sync(self._binary.write, text.encode("utf-8"))
+        self._unanswered.answered(text)
 
     async def flush(self) -> None:
         """Nothing to do: the wire is unbuffered."""
@@ -304,8 +380,9 @@ async def serve_stdio(server: MCPServer[Any], max_line_bytes: int) -> None:
     # (`async for line in stdin`) and calls its stdout's `write` and `flush`, and its own
     # in-memory client reaches the low-level server the same way (test_memory_bounds.py pins all).
     lowlevel = server._lowlevel_server
-    async with _streams(cast("io.BufferedReader[Any]", sys.stdin.buffer)) as (chunks, out):
-        stdin = cast("anyio.AsyncFile[str]", BoundedLines(chunks, max_line_bytes, overlong_send))
+    async with _streams(cast("io.BufferedReader[Any]", sys.stdin.buffer)) as (chunks, out, unanswered):
+        lines = BoundedLines(chunks, max_line_bytes, overlong_send, unanswered)
+        stdin = cast("anyio.AsyncFile[str]", lines)
         stdout = cast("anyio.AsyncFile[str]", out)
         async with (
             stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream),

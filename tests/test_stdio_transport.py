@@ -20,7 +20,7 @@ from mcp.types import LATEST_PROTOCOL_VERSION, TextContent
 
 from naive_mcp import cli, event_loop
 from naive_mcp.errors import ConfigurationError
-from naive_mcp.stdio import LineSplitter, OverlongLine
+from naive_mcp.stdio import LineSplitter, OverlongLine, Unanswered
 from tests.conftest import NAIVE_MCP, SESSION_TIMEOUT, TOOL_NAMES
 
 # --- lines out of chunks -----------------------------------------------------------------------
@@ -85,12 +85,26 @@ def env(**extra: str) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "NAIVE_STORE": "memory", "NAIVE_LOG_LEVEL": "WARNING", **extra}
 
 
+def chat(request_id: int, model: str) -> dict[str, object]:
+    arguments = {"prompt": "hello", "model": model}
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": "naive_llm_chat", "arguments": arguments},
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_a_file_for_stdin_and_stdout_is_served_through_a_thread(tmp_path: Path, loop: str) -> None:
-    """Not a pipe (a file, as `naive-mcp < requests > answers` makes): served all the same."""
+def test_a_file_for_stdin_and_stdout_is_served_through_a_thread_and_answered_whole(
+    tmp_path: Path, loop: str
+) -> None:
+    """Not a pipe (a file, as `naive-mcp < requests > answers` makes): served all the same, and
+    the end of the file waits for every request's answer, a chat call's included."""
     requests = tmp_path / "requests.jsonl"
-    requests.write_text("".join(json.dumps(message) + "\n" for message in (INITIALIZE, INITIALIZED, LIST)))
+    messages = (INITIALIZE, INITIALIZED, LIST, chat(3, "google/gemini-2.5-flash"))
+    requests.write_text("".join(json.dumps(message) + "\n" for message in messages))
     answers = tmp_path / "answers.jsonl"
     with requests.open("rb") as stdin, answers.open("wb") as stdout:
         completed = subprocess.run(
@@ -98,13 +112,72 @@ def test_a_file_for_stdin_and_stdout_is_served_through_a_thread(tmp_path: Path, 
             stdin=stdin,
             stdout=stdout,
             stderr=subprocess.PIPE,
-            env=env(NAIVE_EVENT_LOOP=loop),
+            env=env(NAIVE_EVENT_LOOP=loop, NAIVE_SANDBOX="true"),
             timeout=SESSION_TIMEOUT,
         )
     assert completed.returncode == 0, completed.stderr
-    replies = [json.loads(line) for line in answers.read_text().splitlines()]
-    assert [reply["id"] for reply in replies] == [1, 2]
-    assert {tool["name"] for tool in replies[1]["result"]["tools"]} == TOOL_NAMES
+    replies = {reply["id"]: reply for reply in map(json.loads, answers.read_text().splitlines())}
+    assert sorted(replies) == [1, 2, 3]
+    assert {tool["name"] for tool in replies[2]["result"]["tools"]} == TOOL_NAMES
+    assert replies[3]["result"]["isError"] is False, replies[3]
+    assert replies[3]["result"]["structuredContent"]["model"] == "google/gemini-2.5-flash"
+
+
+@pytest.mark.slow
+def test_a_client_that_closes_stdin_has_its_calls_cancelled_not_waited_for() -> None:
+    """On pipes (a client's), stdin's end is MCP's shutdown: a call under way (here one whose
+    upstream never answers) is cancelled, not waited for."""
+    process = subprocess.Popen(
+        [str(NAIVE_MCP)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env(NAIVE_SANDBOX="true"),
+    )
+    assert process.stdin is not None and process.stdout is not None
+    for message in (INITIALIZE, INITIALIZED, chat(2, "sandbox/fail-hang")):
+        process.stdin.write(json.dumps(message).encode() + b"\n")
+    process.stdin.flush()
+    assert json.loads(process.stdout.readline())["id"] == 1
+    process.stdin.close()
+    try:
+        assert process.wait(SESSION_TIMEOUT) == 0  # the upstream hangs for 300 s
+    finally:
+        process.kill()
+    last = json.loads(process.stdout.read())  # the SDK's word as it closes, where a pipe still takes it
+    process.stdout.close()
+    assert last["id"] == 2 and last["error"]["message"] == "Connection closed"
+
+
+def test_what_is_unanswered_is_counted_by_id() -> None:
+    unanswered = Unanswered()
+
+    def waiting() -> dict[int | str, int]:
+        return dict(unanswered._waiting)
+
+    for line in (
+        json.dumps(LIST),
+        json.dumps({**LIST, "id": "2"}),  # a string id is another id
+        json.dumps(LIST),  # the same id twice: two answers awaited
+        json.dumps(INITIALIZED),  # a notification: nothing to answer
+        json.dumps({**LIST, "id": True}),  # not an id JSON-RPC allows
+        json.dumps({**LIST, "id": [1]}),
+        "not json",
+        "[1, 2]",
+    ):
+        unanswered.asked(line)
+    assert waiting() == {2: 2, "2": 1}
+    unanswered.answered(json.dumps({"jsonrpc": "2.0", "id": 2, "result": {}}))
+    unanswered.answered(json.dumps({"jsonrpc": "2.0", "id": 9, "error": {}}))  # never asked
+    unanswered.answered(json.dumps({"jsonrpc": "2.0", "id": "2", "method": "ping"}))  # a request of ours
+    assert waiting() == {2: 1, "2": 1}
+    unanswered.asked(
+        json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "2"}})
+    )
+    unanswered.asked(json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": 5}))
+    assert waiting() == {2: 1} and not unanswered._none.is_set()
+    unanswered.answered(json.dumps({"jsonrpc": "2.0", "id": 2, "result": {}}))
+    assert waiting() == {} and unanswered._none.is_set()
 
 
 @pytest.mark.slow
