@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import threading
 import time
 import uuid
 from contextlib import suppress
@@ -25,7 +26,7 @@ from naive_mcp.settings import Settings
 from naive_mcp.store import CallRecord, CallResult, Figures, StoreLocation
 from naive_mcp.store.engine import SCHEMA_REVISION
 from naive_mcp.store.store import Store
-from tests.conftest import TOOL_NAMES, make_settings, naive_mcp, upstream_env
+from tests.conftest import SESSION_TIMEOUT, TOOL_NAMES, make_settings, naive_mcp, upstream_env
 from tests.helpers import text_of, usage_of
 from tests.remote import connect, http_server
 from tests.test_remote import sigterm_mid_call
@@ -158,6 +159,36 @@ async def test_a_generation_made_through_one_process_is_waited_for_through_anoth
         usage_first, usage_second = await usage_of(first), await usage_of(second)
     assert not stats.is_error, text_of(stats)
     assert usage_first == usage_second and usage_first["total"]["calls"] == 1
+
+
+async def test_a_calls_transactions_wait_their_turn_on_the_loop_and_run_there(tmp_path: Path) -> None:
+    """While another transaction of this process holds the SQLite file's turn, a call's own ones
+    wait for it on the event loop and then run there. Sent to a worker thread instead, each made
+    the next find the turn taken too, and under load every call paid the hop from then on."""
+    store = await Store.open(StoreLocation.parse(str(tmp_path / "store.sqlite3")))
+    holding, release = threading.Event(), threading.Event()
+    ran_on: list[int] = []
+
+    def hold() -> None:
+        holding.set()
+        release.wait(SESSION_TIMEOUT)
+
+    def quick(_: object) -> None:
+        ran_on.append(threading.get_ident())
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(store._run, hold)
+            await anyio.to_thread.run_sync(holding.wait, SESSION_TIMEOUT)
+            for _ in range(3):
+                tasks.start_soon(store._run_quick, quick)
+            await anyio.wait_all_tasks_blocked()
+            assert ran_on == []  # their turn has not come
+            release.set()
+    finally:
+        release.set()
+        await store.aclose()
+    assert ran_on == [threading.get_ident()] * 3
 
 
 async def test_a_call_waits_for_another_processes_write_lock_instead_of_failing(tmp_path: Path) -> None:
