@@ -26,7 +26,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from bench import clients, overhead
-from bench.upstream import sandbox_process
+from bench.upstream import direct_chat, sandbox_process
 
 
 async def _measure(url: str, variants: list[str], runs: int, rounds: int) -> dict[str, list[float]]:
@@ -69,7 +69,7 @@ async def _blocks(
             for variant in variants if round_ % 2 == 0 else variants[::-1]:
                 for _ in range(runs):
                     started = time.perf_counter()
-                    await overhead._direct(http, url, key)
+                    await direct_chat(http, url, key)
                     between = time.perf_counter()
                     await overhead._chat(served[variant])
                     ended = time.perf_counter()

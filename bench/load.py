@@ -2,8 +2,9 @@
 own, driven by the light load generator (bench/loadgen.py: raw HTTP/1.1 on kept-alive
 connections), so that the figures are the servers' and not their clients'.
 
-The floor is bench/bare_http_server.py, a bare MCPServer whose one tool answers at once (or
-after the upstream's latency). Every server under a figure runs at once, and each round measures
+The floors are bench/bare_http_server.py, a bare MCPServer: its `wait` tool answers at once (or
+after the upstream's latency), its `relay` tool makes the same chat request naive-mcp's call
+makes and nothing else. Every server under a figure runs at once, and each round measures
 them in turn, so that a ratio is taken round by round on the same machine. Server CPU time is
 read from /proc (the server's process and its workers); each block of calls runs on connections
 opened and warmed by a call for it (idle connections would be closed by the servers meanwhile).
@@ -54,7 +55,8 @@ STATELESS_EXTRA_TARGET_MS = 0.0  # stateless no dearer than stateful
 SETTLE_SECONDS = 0.5  # between warming a block's connections and measuring it
 CHAT = loadgen.Call("naive_llm_chat", {"prompt": "load"})
 TRIVIAL = loadgen.Call("wait", {"text": "load"})
-_BARE = str(Path(__file__).with_name("bare_http_server.py"))
+RELAY = loadgen.Call("relay", {"text": "load"})
+_ROOT = Path(__file__).parents[1]  # where `python -m bench.bare_http_server` runs from
 _T = TypeVar("_T")
 
 
@@ -107,11 +109,13 @@ def run(calls: int, in_flight: int, rounds: int) -> tuple[list[Figure], list[str
         _servers(
             _naive_mcp(upstream, stateful=True),
             _bare(0.0, stateful=True),
+            _relay(upstream, stateful=True),
             _naive_mcp(upstream, stateful=False),
             _bare(0.0, stateful=False),
+            _relay(upstream, stateful=False),
         ) as started,
     ):
-        servers = {"stateful": (started[0], started[1]), "stateless": (started[2], started[3])}
+        servers = {"stateful": started[:3], "stateless": started[3:]}
         naive_stateful = servers["stateful"][0]
         blocks: dict[str, list[Block]] = {}
         rss: list[float] = []
@@ -135,8 +139,12 @@ def run(calls: int, in_flight: int, rounds: int) -> tuple[list[Figure], list[str
 def _load_figures(
     blocks: dict[str, list[Block]], rss: list[float], in_flight: int, calls: int, rounds: int
 ) -> tuple[list[Figure], list[str]]:
-    naive_s, bare_s = blocks["naive-mcp stateful"], blocks["bare stateful"]
-    naive_l, bare_l = blocks["naive-mcp stateless"], blocks["bare stateless"]
+    naive_s, bare_s, relay_s = blocks["naive-mcp stateful"], blocks["bare stateful"], blocks["relay stateful"]
+    naive_l, bare_l, relay_l = (
+        blocks["naive-mcp stateless"],
+        blocks["bare stateless"],
+        blocks["relay stateless"],
+    )
     figures = [
         Figure(
             f"chat over streamable HTTP, stateful, {in_flight} in flight",
@@ -156,7 +164,10 @@ def _load_figures(
         ),
         Figure("server memory growth after warm-up", [rss[-1] - rss[0]], MEMORY_GROWTH_TARGET_MB, unit="MB"),
     ]
-    for mode, naive, bare in (("stateful", naive_s, bare_s), ("stateless", naive_l, bare_l)):
+    for mode, naive, bare, relay in (
+        ("stateful", naive_s, bare_s, relay_s),
+        ("stateless", naive_l, bare_l, relay_l),
+    ):
         figures += [
             Figure(f"server CPU per chat call, {mode}, naive-mcp", [b.cpu_ms_per_call for b in naive], None),
             Figure(
@@ -168,6 +179,17 @@ def _load_figures(
                 f"server CPU per call, {mode}, naive-mcp / bare, round by round",
                 [n.cpu_ms_per_call / b.cpu_ms_per_call for n, b in zip(naive, bare, strict=True)],
                 CPU_RATIO_TARGET,
+                unit="x",
+            ),
+            Figure(
+                f"server CPU per relayed chat request, {mode}, bare MCPServer",
+                [b.cpu_ms_per_call for b in relay],
+                None,
+            ),
+            Figure(
+                f"server CPU per call, {mode}, naive-mcp / relay, round by round",
+                [n.cpu_ms_per_call / r.cpu_ms_per_call for n, r in zip(naive, relay, strict=True)],
+                None,
                 unit="x",
             ),
         ]
@@ -187,8 +209,9 @@ def _load_figures(
     rss_text = ", ".join(f"{value:.1f}" for value in rss)
     notes = [
         f"{rounds} rounds; in each, a block of {calls} calls on {in_flight} connections per server, the "
-        "servers in turn: naive-mcp and bench/bare_http_server.py (the floor: one tool that answers "
-        "at once), stateful and stateless. The sandbox upstream answers at once.",
+        "servers in turn: naive-mcp and bench/bare_http_server.py's two floors (`wait`: one tool that "
+        "answers at once; `relay`: one tool that makes the same chat request, nothing else), stateful "
+        "and stateless. The sandbox upstream answers at once.",
         f"calls/s, median block: {rates}.",
         f"The load generator's own CPU: {client:.2f} ms a call (it shares the machine's cores with "
         "the servers and the sandbox).",
@@ -422,9 +445,16 @@ def _naive_mcp(upstream: str, *, stateful: bool, workers: int | None = None) -> 
 
 def _bare(latency: float, *, stateful: bool) -> _Spec:
     mode = "stateful" if stateful else "stateless"
-    return _Spec(
-        f"bare {mode}", lambda port: [sys.executable, _BARE, port, str(latency), mode], {}, TRIVIAL, stateful
-    )
+    argv = [sys.executable, "-m", "bench.bare_http_server"]
+    return _Spec(f"bare {mode}", lambda port: [*argv, port, str(latency), mode], {}, TRIVIAL, stateful)
+
+
+def _relay(upstream: str, *, stateful: bool) -> _Spec:
+    """The bare server's `relay` tool: the same chat request naive-mcp's call makes, nothing else."""
+    mode = "stateful" if stateful else "stateless"
+    argv = [sys.executable, "-m", "bench.bare_http_server"]
+    key = f"nv_sk_test_load_{uuid.uuid4().hex}"
+    return _Spec(f"relay {mode}", lambda port: [*argv, port, "0", mode, upstream, key], {}, RELAY, stateful)
 
 
 @contextmanager
@@ -439,6 +469,7 @@ def _servers(*specs: _Spec) -> Iterator[list[Server]]:
             process = subprocess.Popen(
                 spec.argv(port),
                 env=environment,
+                cwd=_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -10,7 +10,6 @@ Also here: the resident memory of the in-memory server and client before and aft
 from __future__ import annotations
 
 import gc
-import json
 import os
 import statistics
 import time
@@ -23,10 +22,8 @@ from mcp.server.mcpserver import MCPServer
 
 from bench import bare_server, clients
 from bench.report import Figure
-from bench.upstream import rss_mb, sandbox_process
+from bench.upstream import MODEL, PROMPT, direct_chat, rss_mb, sandbox_process
 
-MODEL = "openai/gpt-5-mini"
-PROMPT = "benchmark"
 IN_MEMORY_TARGET_MS = 1.0
 STDIO_TARGET_MS = 2.0
 STDIO_RATIO_TARGET = 1.0  # what naive-mcp adds over stdio, against the bare SDK's whole trivial call
@@ -48,7 +45,7 @@ async def measure(runs: int, memory_calls: int) -> list[Figure]:
             clients.stdio_bare() as bare_stdio,
         ):
             calls: dict[str, Call] = {
-                "direct": lambda: _direct(http, url, key),
+                "direct": lambda: direct_chat(http, url, key),
                 "in memory": lambda: _chat(in_memory),
                 "relay": lambda: relay.call_tool("relay", {"text": PROMPT}),
                 "stdio": lambda: _chat(stdio),
@@ -114,17 +111,6 @@ async def _chat(client: Client) -> None:
         raise RuntimeError(f"the benchmark call failed: {result.content}")
 
 
-async def _direct(http: httpx2.AsyncClient, url: str, key: str) -> None:
-    """What a program calling Naive itself would do: send the request, read the stream."""
-    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": True}
-    headers = {"Authorization": f"Bearer {key}"}
-    async with http.stream("POST", f"{url}/v1/llm/chat/completions", json=body, headers=headers) as response:
-        response.raise_for_status()
-        async for event in httpx2.EventSource(response):
-            if event.data != "[DONE]":
-                json.loads(event.data)
-
-
 async def _memory_growth(call: Call, calls: int) -> float:
     """MB of resident memory this process gained over `calls` calls, after a warm-up of 100."""
     for _ in range(100):
@@ -144,7 +130,7 @@ def _relay(http: httpx2.AsyncClient, url: str, key: str) -> MCPServer:
     @server.tool()
     async def relay(text: str) -> str:
         """Make the chat request directly."""
-        await _direct(http, url, key)
+        await direct_chat(http, url, key)
         return text
 
     return server

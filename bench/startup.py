@@ -20,16 +20,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import clients, overhead
+from bench import clients
 from bench.report import Figure
-from bench.upstream import rss_mb
+from bench.upstream import MODEL, PROMPT, rss_mb
 
 COLD_START_RATIO_TARGET = 1.0
 FIRST_CALL_TARGET_MS = 50.0
 FIRST_CALL_PAUSES = (0.0, 0.3, 1.0)  # seconds between the tools/list answer and the first call
 IDLE_MEMORY_RATIO_TARGET = 1.1
 NAIVE_MCP = str(Path(sys.executable).with_name("naive-mcp"))
-_CHAT = {"name": "naive_llm_chat", "arguments": {"prompt": overhead.PROMPT, "model": overhead.MODEL}}
+_CHAT = {"name": "naive_llm_chat", "arguments": {"prompt": PROMPT, "model": MODEL}}
 _INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,

@@ -4,6 +4,7 @@ Linux's /proc: its memory, its CPU with its workers', which worker holds a conne
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -138,3 +139,19 @@ def connection_holders(server_port: int, client_ports: Iterable[int], pids: Iter
             if target in inodes:
                 holders[inodes[target]] = pid
     return holders
+
+
+# The chat request every figure makes: one short prompt to a listed model.
+MODEL = "openai/gpt-5-mini"
+PROMPT = "benchmark"
+
+
+async def direct_chat(http: httpx2.AsyncClient, url: str, key: str) -> None:
+    """What a program calling Naive itself would do: send the chat request, read the stream."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": True}
+    headers = {"Authorization": f"Bearer {key}"}
+    async with http.stream("POST", f"{url}/v1/llm/chat/completions", json=body, headers=headers) as response:
+        response.raise_for_status()
+        async for event in httpx2.EventSource(response):
+            if event.data != "[DONE]":
+                json.loads(event.data)
