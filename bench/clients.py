@@ -25,9 +25,10 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from pydantic import SecretStr
 
-from bench import bare_server
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
+
+_ROOT = Path(__file__).parents[1]  # where `python -m bench.bare_server` runs from
 
 
 @functools.cache
@@ -67,9 +68,10 @@ async def stdio(url: str, key: str, store: str | None = None) -> AsyncIterator[C
 
 
 @asynccontextmanager
-async def stdio_bare() -> AsyncIterator[Client]:
-    """bench/bare_server.py as a subprocess on stdio."""
-    async with _stdio_client([sys.executable, bare_server.__file__], {}) as client:
+async def stdio_bare(url: str = "", key: str = "") -> AsyncIterator[Client]:
+    """bench/bare_server.py as a subprocess on stdio; its `relay` tool calls the upstream at `url`."""
+    env = {"BENCH_RELAY_URL": url, "BENCH_RELAY_KEY": key}
+    async with _stdio_client([sys.executable, "-m", "bench.bare_server"], env) as client:
         yield client
 
 
@@ -77,6 +79,6 @@ async def stdio_bare() -> AsyncIterator[Client]:
 async def _stdio_client(command: list[str], env: dict[str, str]) -> AsyncIterator[Client]:
     env = {"PATH": os.environ.get("PATH", ""), "NAIVE_LOG_LEVEL": "WARNING", **env}
     with open(os.devnull, "w") as quiet:  # noqa: ASYNC230 (opening /dev/null does not block)
-        params = StdioServerParameters(command=command[0], args=command[1:], env=env)
+        params = StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=_ROOT)
         async with Client(stdio_client(params, errlog=quiet)) as client:
             yield client

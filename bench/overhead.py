@@ -30,7 +30,12 @@ STDIO_RATIO_TARGET = 1.0  # what naive-mcp adds over stdio, against the bare SDK
 MEMORY_GROWTH_TARGET_MB = 5.0
 
 Call = Callable[[], Awaitable[object]]
-PAIRED = ("in memory", "relay", "stdio")  # calls measured against a direct request made just before
+PAIRED = (
+    "in memory",
+    "relay",
+    "stdio",
+    "relay stdio",
+)  # calls measured against a direct request made just before
 
 
 async def measure(runs: int, memory_calls: int) -> list[Figure]:
@@ -42,7 +47,7 @@ async def measure(runs: int, memory_calls: int) -> list[Figure]:
             clients.stdio(url, key) as stdio,
             Client(bare_server.server) as bare,
             Client(_relay(http, url, key)) as relay,
-            clients.stdio_bare() as bare_stdio,
+            clients.stdio_bare(url, key) as bare_stdio,
         ):
             calls: dict[str, Call] = {
                 "direct": lambda: direct_chat(http, url, key),
@@ -51,6 +56,7 @@ async def measure(runs: int, memory_calls: int) -> list[Figure]:
                 "stdio": lambda: _chat(stdio),
                 "bare in memory": lambda: bare.call_tool("echo", {"text": PROMPT}),
                 "bare stdio": lambda: bare_stdio.call_tool("echo", {"text": PROMPT}),
+                "relay stdio": lambda: bare_stdio.call_tool("relay", {"text": PROMPT}),
             }
             for call in calls.values():  # warm: imports, connection pools, caches
                 for _ in range(5):
@@ -88,6 +94,13 @@ async def measure(runs: int, memory_calls: int) -> list[Figure]:
             "stdio: added by naive-mcp / the bare trivial call (medians)",
             [statistics.median(added("stdio")) / statistics.median(times["bare stdio"])],
             STDIO_RATIO_TARGET,
+            unit="x",
+        ),
+        Figure("added by the SDK alone (relay - direct), stdio", added("relay stdio"), None),
+        Figure(
+            "stdio: added by naive-mcp / added by the SDK relaying the same request (medians)",
+            [statistics.median(added("stdio")) / statistics.median(added("relay stdio"))],
+            None,
             unit="x",
         ),
         Figure(
