@@ -23,12 +23,13 @@ read; a glob's walk stops at the file count, or after `MAX_WALKED_ENTRIES` direc
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pathspec
 from pydantic import BaseModel, Field
@@ -174,7 +175,7 @@ class _Ignores:
         """Whether git would ignore `path` (in `root`), by the .gitignore files of its directories
         from `root` down: the deepest that has a say decides. Its directories are not checked
         here: a walk prunes ignored ones, and `ignored_on_the_way` checks a named file's."""
-        if path.name == ".git":
+        if ".git" in path.relative_to(root).parts:
             return True
         decided: bool | None = None
         directory = path.parent
@@ -211,6 +212,7 @@ class _Reader:
     skipped: list[SkippedFile] = field(default_factory=list)
     seen: set[Path] = field(default_factory=set)
     total: int = 0
+    stopped: bool = False  # a walk stopped at MAX_WALKED_ENTRIES
 
     def skip(self, path: Path | str, reason: str) -> None:
         label = _label(path, self.roots) if isinstance(path, Path) else path
@@ -235,7 +237,8 @@ class _Reader:
             return
         self.seen.add(real)
         if self.ignores.ignored(lexical, root, is_dir=False):
-            self.skip(lexical, "ignored by .gitignore")
+            git = ".git" in lexical.relative_to(root).parts
+            self.skip(lexical, "in .git/, which is never read" if git else "ignored by .gitignore")
             return
         if self.full:
             self.skip(lexical, f"past the {self.limits.count}-file limit (NAIVE_MAX_FILES): not read")
@@ -286,13 +289,16 @@ class _Reader:
         except UnicodeDecodeError:
             return None, "binary (not UTF-8 text)"
 
-    def walk(self, base: Path, root: Path, pattern: pathspec.PathSpec[Any] | None) -> Iterator[Path]:
+    def walk(self, base: Path, root: Path, pattern: Sequence[str] | None) -> Iterator[Path]:
         """Files under `base` (directory symlinks not followed; ignored directories and `.git`
-        pruned) that `pattern` matches (relative to `base`), sorted; bounded in entries."""
+        pruned; no deeper than `pattern` can match) that `pattern` (its segments, relative to
+        `base`) matches, sorted; bounded in entries."""
+        deepest = None if pattern is None or "**" in pattern else len(pattern) - 1
         pending = [base]
         walked = 0
         while pending:
             directory = pending.pop()
+            depth = len(directory.relative_to(base).parts)
             try:
                 with os.scandir(directory) as listing:
                     entries = sorted(listing, key=lambda entry: entry.name)
@@ -303,6 +309,7 @@ class _Reader:
             for entry in entries:
                 walked += 1
                 if walked > MAX_WALKED_ENTRIES:
+                    self.stopped = True
                     self.skip(
                         base,
                         f"the walk stopped after {MAX_WALKED_ENTRIES} directory entries: name a narrower glob",  # noqa: E501
@@ -310,11 +317,11 @@ class _Reader:
                     return
                 path = Path(entry.path)
                 if entry.is_dir(follow_symlinks=False):
-                    if not self.ignores.ignored(path, root, is_dir=True):
+                    deeper = deepest is None or depth < deepest
+                    if deeper and not self.ignores.ignored(path, root, is_dir=True):
                         subdirs.append(path)
                     continue
-                relative = path.relative_to(base).as_posix()
-                if pattern is None or pattern.match_file(relative):
+                if pattern is None or glob_matches(pattern, path.relative_to(base).parts):
                     yield path
             pending.extend(reversed(subdirs))
 
@@ -361,16 +368,17 @@ def _one_entry(reader: _Reader, entry: str, roots: tuple[Path, ...]) -> None:
         ) from None
     if _within(real, [r.resolve() for r in roots]) is None:
         raise _refused("files", entry, "leads outside the allowed roots through a symlink: not read")
-    if reader.ignores.ignored_on_the_way(lexical, root) is not None:
-        reader.skip(lexical, "in a directory .gitignore ignores")
+    ignored_dir = reader.ignores.ignored_on_the_way(lexical, root)
+    if ignored_dir is not None:
+        git = ignored_dir.split("/")[-2] == ".git"
+        reader.skip(
+            lexical, "in .git/, which is never read" if git else f"in {ignored_dir}, which .gitignore ignores"
+        )
         return
     if magic is None and not real.is_dir():
         reader.take(lexical, root)
         return
-    pattern = None
-    if magic is not None:
-        rest = "/".join(parts[magic:])
-        pattern = pathspec.PathSpec.from_lines("gitwildmatch", ["/" + rest])
+    pattern = parts[magic:] if magic is not None else None
     matched = False
     for path in reader.walk(lexical, root, pattern):
         matched = True
@@ -380,8 +388,20 @@ def _one_entry(reader: _Reader, entry: str, roots: tuple[Path, ...]) -> None:
             )
             return
         reader.take(path, root)
-    if not matched:
+    if not matched and not reader.stopped:
         raise _refused("files", entry, "matches no file (ignored and .git files aside)")
+
+
+def glob_matches(pattern: Sequence[str], parts: Sequence[str]) -> bool:
+    """Whether path `parts` match glob `pattern`, segment by segment: `**` is any number of
+    directories (none too), `*`, `?` and `[…]` stay within one name (as in a shell, and as
+    Python 3.13's `PurePath.full_match`; a leading dot is matched like any other character)."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(glob_matches(rest, parts[index:]) for index in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], head) and glob_matches(rest, parts[1:])
 
 
 def output_target(entry: str, roots: FileRoots) -> Path:

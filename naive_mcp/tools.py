@@ -145,7 +145,11 @@ def _roots_for(context: Context[Any, Any], services: Services) -> Callable[[], A
             return settings_roots(configured, "http")
         session = request.session
         capabilities = session.client_capabilities
-        if capabilities is not None and capabilities.roots is not None:
+        # On 2026-07-28 (sessionless) no request reaches the client mid-call: roots are deprecated
+        # there (SEP-2577), and asking would take an InputRequiredResult round trip, which the
+        # SDK's own client refuses unless its caller opted in. NAIVE_FILE_ROOTS decides there.
+        offered = capabilities is not None and capabilities.roots is not None
+        if offered and session.can_send_request:
             listed = None
             with anyio.move_on_after(ROOTS_WAIT), warnings.catch_warnings():
                 # Roots are deprecated by the 2026-07-28 protocol (SEP-2577), but the clients of
