@@ -80,6 +80,15 @@ def chat(argv: list[str]) -> int:
         raw |= _given(output_file=args.output_file)
         if args.json:
             return await _print_result(services, CHAT, raw, as_json=True)
+        if args.output_file:  # the answer goes to the file: its beginning and where it is, here
+            written = await _call(services, CHAT, raw)
+            if isinstance(written, int):
+                return written
+            *blocks, summary = [block for block in written.content() if isinstance(block, str)]
+            sys.stdout.write("\n".join(blocks) + "\n")
+            sys.stdout.flush()
+            sys.stderr.write(summary + "\n")
+            return OK
         echo = _Echo(sys.stdout, services.redact)
         result = await _call(services, CHAT, raw, on_chunk=echo)
         if isinstance(result, int):

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from mcp import Client
 from mcp.client.context import ClientRequestContext
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ListRootsResult, Root, TextContent
 from pydantic import FileUrl
 
@@ -23,8 +28,9 @@ from naive_mcp.errors import ArgumentError
 from naive_mcp.sandbox import RunningSandbox
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import NAIVE_MCP, SESSION_TIMEOUT, make_settings, upstream_env
 from tests.helpers import text_of
+from tests.remote import HttpServer, http_server
 
 NOTHING_SENT = "Nothing was sent upstream and no credits were spent."
 SECRET = "the-secret-outside-the-root"
@@ -603,3 +609,97 @@ def test_file_roots_must_be_absolute() -> None:
     with pytest.raises(ValueError, match="is not an absolute path"):
         Settings(file_roots=["relative/dir"], store="memory")
     assert Settings(file_roots="/a,/b", store="memory").file_roots == ["/a", "/b"]
+
+
+# --- over HTTP ----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def over_http(server: HttpServer, *roots: Path) -> AsyncIterator[Client]:
+    """A 2025-era client over streamable HTTP that offers `roots` (a stateful session, so the
+    server could ask for them mid-call: it must not trust them)."""
+    async with (
+        httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=300)) as http,
+        Client(
+            streamable_http_client(server.url, http_client=http),
+            mode="legacy",
+            list_roots_callback=roots_callback(*roots),
+        ) as client,
+    ):
+        yield client
+
+
+@pytest.mark.slow
+async def test_over_http_files_are_off_without_the_setting_and_client_roots_do_not_turn_them_on(
+    sandbox: RunningSandbox, api_key: str, tree: Path, tmp_path: Path
+) -> None:
+    with http_server(tmp_path, upstream_env(sandbox, api_key)) as server:
+        async with over_http(server, tree) as client:
+            files = await client.call_tool(
+                "naive_llm_chat", {"prompt": "q", "files": [str(tree / "README.md")]}
+            )
+            output = await client.call_tool(
+                "naive_llm_chat", {"prompt": "q", "output_file": str(tree / "a.md")}
+            )
+
+    refused(files, "files: reading and writing files is off over HTTP", "NAIVE_FILE_ROOTS")
+    refused(output, "output_file: reading and writing files is off over HTTP")
+    assert chats(sandbox, api_key) == []
+    assert not (tree / "a.md").exists()
+
+
+@pytest.mark.slow
+async def test_over_http_the_operator_s_roots_are_the_only_roots(
+    sandbox: RunningSandbox, api_key: str, tree: Path, tmp_path: Path
+) -> None:
+    env = {**upstream_env(sandbox, api_key), "NAIVE_FILE_ROOTS": str(tree)}
+    outside = tmp_path / "outside"
+    with http_server(tmp_path, env) as server:
+        async with over_http(server, outside) as client:
+            read = await client.call_tool("naive_llm_chat", {"prompt": "q", "files": ["README.md"]})
+            theirs = await client.call_tool(
+                "naive_llm_chat", {"prompt": "q", "files": [str(outside / "secret.txt")]}
+            )
+
+    assert structured(read)["files"]["included"] == [{"path": "README.md", "bytes": 23}]
+    assert "A demo project." in sent_text(chats(sandbox, api_key)[0])
+    refused(theirs, "is outside the allowed roots", str(tree))
+    assert len(chats(sandbox, api_key)) == 1
+
+
+# --- the terminal -------------------------------------------------------------------------------
+
+
+def terminal(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(NAIVE_MCP), *args],
+        capture_output=True,
+        text=True,
+        timeout=SESSION_TIMEOUT,
+        cwd=cwd,
+        env={"PATH": os.environ["PATH"], **env},
+    )
+
+
+@pytest.mark.slow
+def test_the_terminal_reads_files_under_the_current_directory_and_writes_the_answer(
+    sandbox: RunningSandbox, api_key: str, tree: Path
+) -> None:
+    env = upstream_env(sandbox, api_key)
+    done = terminal(
+        tree, env, "chat", "-f", "README.md", "--file", "src/*.py", "-o", "out/answer.md", "Review"
+    )
+
+    assert done.returncode == 0, done.stderr
+    written = (tree / "out" / "answer.md").read_text()
+    assert done.stdout.startswith(written[:100])
+    assert f"is written to {tree / 'out' / 'answer.md'}" in done.stdout
+    assert "files 3 sent (65 bytes)" in done.stderr
+    assert "A demo project." in sent_text(chats(sandbox, api_key)[0])
+
+    refused_here = terminal(
+        tree, env, "compare", "-m", "a/b", "-m", "c/d", "-f", "../outside/secret.txt", "q"
+    )
+    assert refused_here.returncode == 2
+    assert "files: '../outside/secret.txt' leaves the allowed roots through `..`" in refused_here.stderr
+    assert len(chats(sandbox, api_key)) == 1
