@@ -213,6 +213,10 @@ class _Reader:
     seen: set[Path] = field(default_factory=set)
     total: int = 0
     stopped: bool = False  # a walk stopped at MAX_WALKED_ENTRIES
+    real_roots: list[Path] = field(default_factory=list)  # the roots, symlinks resolved
+
+    def __post_init__(self) -> None:
+        self.real_roots = [root.resolve() for root in self.roots]
 
     def skip(self, path: Path | str, reason: str) -> None:
         label = _label(path, self.roots) if isinstance(path, Path) else path
@@ -229,8 +233,7 @@ class _Reader:
         except (OSError, RuntimeError):
             self.skip(lexical, "could not be resolved (a broken symlink?)")
             return
-        real_root = _within(real, [r.resolve() for r in self.roots])
-        if real_root is None:
+        if _within(real, self.real_roots) is None:
             self.skip(lexical, "is a symlink that leads outside the allowed roots: not read")
             return
         if real in self.seen:
@@ -366,7 +369,7 @@ def _one_entry(reader: _Reader, entry: str, roots: tuple[Path, ...]) -> None:
         raise _refused(
             "files", entry, f"does not exist: check the path (relative paths start at {roots[0]})"
         ) from None
-    if _within(real, [r.resolve() for r in roots]) is None:
+    if _within(real, reader.real_roots) is None:
         raise _refused("files", entry, "leads outside the allowed roots through a symlink: not read")
     ignored_dir = reader.ignores.ignored_on_the_way(lexical, root)
     if ignored_dir is not None:
