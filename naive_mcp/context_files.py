@@ -138,8 +138,16 @@ def _within(path: Path, roots: Sequence[Path]) -> Path | None:
     return None
 
 
-def _outside(roots: Sequence[Path]) -> str:
-    return "is outside the allowed roots (" + ", ".join(str(root) for root in roots) + ")"
+_SOURCES: dict[RootsSource, str] = {
+    "client": "the client's MCP roots",
+    "settings": "NAIVE_FILE_ROOTS",
+    "terminal": "the current directory",
+}
+
+
+def _outside(roots: FileRoots) -> str:
+    listed = ", ".join(str(root) for root in roots.paths)
+    return f"is outside the allowed roots ({_SOURCES[roots.source]}: {listed})"
 
 
 def _lexical(entry: str, roots: Sequence[Path]) -> Path:
@@ -206,6 +214,7 @@ class _Ignores:
 class _Reader:
     roots: tuple[Path, ...]
     limits: FileLimits
+    given: FileRoots  # the roots and where they come from, for messages
     ignores: _Ignores = field(default_factory=_Ignores)
     texts: list[tuple[str, str]] = field(default_factory=list)
     included: list[IncludedFile] = field(default_factory=list)
@@ -333,7 +342,7 @@ def read_files(entries: Sequence[str], roots: FileRoots, limits: FileLimits) -> 
     """Read what `entries` name (paths and globs) under `roots`, within `limits` (blocking: run
     it in a worker thread). Refused by name (see the module's docstring) or read."""
     allowed = usable(roots, "files")
-    reader = _Reader(allowed, limits)
+    reader = _Reader(allowed, limits, roots)
     for entry in entries:
         _one_entry(reader, entry, allowed)
     if not reader.included:
@@ -360,15 +369,17 @@ def _one_entry(reader: _Reader, entry: str, roots: tuple[Path, ...]) -> None:
     lexical = _lexical(fixed, roots)
     root = _within(lexical, roots)
     if root is None:
-        how = "leaves the allowed roots through `..`" if ".." in parts else _outside(roots)
+        how = "leaves the allowed roots through `..`" if ".." in parts else _outside(reader.given)
         raise _refused("files", entry, f"{how}: name a path inside them (relative paths start at {roots[0]})")
     # A symlink on the way (a directory of the path) that leads out: refused, as the path itself is.
     try:
         real = lexical.resolve(strict=True)
-    except (OSError, RuntimeError):
+    except FileNotFoundError:
         raise _refused(
             "files", entry, f"does not exist: check the path (relative paths start at {roots[0]})"
         ) from None
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop, …
+        raise _refused("files", entry, f"cannot be used ({_reason(exc)})") from None
     if _within(real, reader.real_roots) is None:
         raise _refused("files", entry, "leads outside the allowed roots through a symlink: not read")
     ignored_dir = reader.ignores.ignored_on_the_way(lexical, root)
@@ -414,10 +425,22 @@ def output_target(entry: str, roots: FileRoots) -> Path:
     allowed = usable(roots, "output_file")
     lexical = _lexical(entry, allowed)
     if _within(lexical, allowed) is None:
-        how = "leaves the allowed roots through `..`" if ".." in Path(entry).parts else _outside(allowed)
+        how = "leaves the allowed roots through `..`" if ".." in Path(entry).parts else _outside(roots)
         raise _refused("output_file", entry, f"{how}: name a path inside them")
     if entry.endswith(("/", os.sep)) or lexical in allowed:
         raise _refused("output_file", entry, "names a directory: name a file in it, e.g. answer.md")
+    try:
+        _writable(entry, lexical, allowed)
+    except OSError as exc:  # a name too long, a symlink loop, …
+        raise _refused("output_file", entry, f"cannot be used ({_reason(exc)})") from None
+    return lexical
+
+
+def _reason(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
+
+
+def _writable(entry: str, lexical: Path, allowed: tuple[Path, ...]) -> None:
     existing = lexical.parent
     while not existing.exists():
         existing = existing.parent
@@ -431,7 +454,6 @@ def output_target(entry: str, roots: FileRoots) -> Path:
         raise _refused("output_file", entry, "exists and is not a regular file")
     if not existing.is_dir():
         raise _refused("output_file", entry, f"has a file where a directory goes ({existing})")
-    return lexical
 
 
 def write_output(target: Path, text: str) -> None:

@@ -378,7 +378,7 @@ async def test_the_client_s_mcp_roots_are_used_and_preferred_over_the_setting(
     assert structured(result)["files"]["included"] == [{"path": "README.md", "bytes": 23}]
     assert "A demo project." in sent_text(chats(sandbox, api_key)[0])
     # The client's roots replace the setting's: its directory is outside them now.
-    refused(outside, "is outside the allowed roots", str(tree))
+    refused(outside, f"is outside the allowed roots (the client's MCP roots: {tree})")
 
 
 async def test_a_client_that_offers_no_roots_falls_back_on_the_setting(
@@ -469,6 +469,17 @@ async def test_a_thread_keeps_the_files_as_they_were_sent(
     # The thread holds the text the model read then, not what the file holds now.
     assert "A demo project." in sent_text(later) and "Changed since" not in sent_text(later)
     assert [message["content"] for message in later["messages"][1:]][-2:][-1] == "And now?"
+
+
+async def test_files_past_what_a_thread_holds_are_answered_in_no_thread_saying_why(
+    sandbox: RunningSandbox, api_key: str, tree: Path
+) -> None:
+    (tree / "long.md").write_text("line\n" * 400)
+    result = await chat(settings_for(sandbox, api_key, tree, thread_max_chars=1000), files=["long.md"])
+
+    data = structured(result)
+    assert "thread_id" not in data
+    assert any("in no thread" in note and "NAIVE_THREAD_MAX_CHARS" in note for note in data["notes"])
 
 
 async def test_the_generic_tool_takes_files_as_the_typed_one_does(
@@ -588,6 +599,19 @@ async def test_bad_files_and_output_file_values_get_a_clear_error_unsent(
     assert chats(sandbox, api_key) == []
 
 
+async def test_a_name_too_long_for_the_disk_is_refused_by_name_not_a_crash(
+    sandbox: RunningSandbox, api_key: str, tree: Path
+) -> None:
+    long_name = "n" * 300  # within the argument's 4,096 characters, past a file system's 255 a name
+    settings = settings_for(sandbox, api_key, tree)
+
+    refused(
+        await chat(settings, files=[long_name]), f"files: {long_name!r} cannot be used (File name too long)"
+    )
+    refused(await chat(settings, output_file=f"{long_name}/a.md"), "output_file: ", "cannot be used")
+    assert chats(sandbox, api_key) == []
+
+
 async def test_compare_refuses_bad_files_and_takes_no_output_file(
     sandbox: RunningSandbox, api_key: str, tree: Path
 ) -> None:
@@ -663,7 +687,7 @@ async def test_over_http_the_operator_s_roots_are_the_only_roots(
 
     assert structured(read)["files"]["included"] == [{"path": "README.md", "bytes": 23}]
     assert "A demo project." in sent_text(chats(sandbox, api_key)[0])
-    refused(theirs, "is outside the allowed roots", str(tree))
+    refused(theirs, f"is outside the allowed roots (NAIVE_FILE_ROOTS: {tree})")
     assert len(chats(sandbox, api_key)) == 1
 
 

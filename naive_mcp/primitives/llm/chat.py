@@ -792,7 +792,8 @@ def with_files(messages: list[dict[str, Any]], read: ReadFiles | None) -> list[d
 async def _output_target(call: CallContext, output_file: str | None) -> Path | None:
     if output_file is None:
         return None
-    return output_target(output_file, await call.file_roots())
+    roots = await call.file_roots()
+    return await anyio.to_thread.run_sync(output_target, output_file, roots)
 
 
 async def _write_answer(call: CallContext, result: ChatResult, target: Path | None) -> None:
