@@ -133,6 +133,10 @@ _OWN_KINDS: dict[str, _Kind] = {
         "Leave out thread_id and send the whole conversation in `messages`; or ask the operator to set "
         "NAIVE_THREADS=true.",
     ),
+    "files_off": _Kind(False, "Send the text in `messages` instead, or set up file roots as said above."),
+    "file_refused": _Kind(
+        False, "Name files and globs inside the allowed roots (relative paths start at the first root)."
+    ),
     "all_models_failed": _Kind(False, "Each model's error above says what to do next."),
     "connection_error": _Kind(True, "Check NAIVE_BASE_URL and the network, then retry."),
     "timeout": _Kind(True, "Retry; for slow models raise NAIVE_READ_TIMEOUT."),

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from naive_mcp.access import Grant
 from naive_mcp.caller import Caller
+from naive_mcp.context_files import FileLimits, FileRoots, settings_roots
 from naive_mcp.errors import ArgumentError
 from naive_mcp.progress import ProgressReporter
 from naive_mcp.schema import input_schema, output_schema
@@ -69,6 +70,18 @@ class CallContext:
     progress: ProgressReporter
     grant: Grant
     on_chunk: Callable[[ChatStream], None] | None = None
+    # Where `files` and `output_file` may be, asked for only by a call that names one (from a
+    # client, that is a round trip): the MCP face's choice; without it, NAIVE_FILE_ROOTS.
+    roots: Callable[[], Awaitable[FileRoots]] | None = None
+
+    async def file_roots(self) -> FileRoots:
+        if self.roots is not None:
+            return await self.roots()
+        return settings_roots(self.services.settings.file_roots, "stdio")
+
+    def file_limits(self) -> FileLimits:
+        settings = self.services.settings
+        return FileLimits(settings.max_file_bytes, settings.max_files_bytes, settings.max_files)
 
     def caller(self, user_id: str | None, project_id: str | None) -> Caller:
         """Who this call goes upstream as (see `Services.caller`)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import PurePath
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -281,6 +282,32 @@ class Settings(BaseSettings):
         "(resource) to the whole of it, kept with its thread: about 10,000 tokens, under what Claude "
         "Code and other clients accept from a tool.",
     )
+    file_roots: ListSetting = Field(
+        default_factory=list,
+        examples=["/home/me/project"],
+        description="Directories chat and compare may read `files` from and write `output_file` to "
+        "(absolute paths, comma-separated or as JSON), when the client offers no MCP roots; over HTTP the "
+        "only roots (client roots are not trusted there), and files are off there without them.",
+    )
+    max_file_bytes: int = Field(
+        default=256 * 1024,
+        ge=1,
+        le=64 * 1024 * 1024,
+        description="files: largest file read, in bytes; a larger one is skipped (never cut) and the "
+        "result says so.",
+    )
+    max_files_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1,
+        le=256 * 1024 * 1024,
+        description="files: most bytes of files one call sends in all; a file past it is skipped.",
+    )
+    max_files: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="files: most files one call sends; a glob's walk stops there and says so.",
+    )
     transport: Literal["stdio", "streamable-http", "sse"] = Field(
         default="stdio", description="stdio (a client starts the server), streamable-http, or sse (legacy)."
     )
@@ -457,10 +484,22 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("allowed_models", "free_models", "allowed_hosts", "allowed_origins", mode="before")
+    @field_validator(
+        "allowed_models", "free_models", "allowed_hosts", "allowed_origins", "file_roots", mode="before"
+    )
     @classmethod
     def _comma_or_json_list(cls, value: object) -> object:
         return _list_setting(value)
+
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute_directories(cls, roots: list[str]) -> list[str]:
+        for root in roots:
+            if "\0" in root or not PurePath(root).is_absolute():
+                raise ValueError(
+                    f"{root!r} is not an absolute path: name each root whole, e.g. /home/me/project"
+                )
+        return roots
 
     @field_validator("auth_tokens", mode="before")
     @classmethod

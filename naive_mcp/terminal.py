@@ -18,12 +18,14 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 
 from naive_mcp.access import Grant
 from naive_mcp.cli import read_settings, refuse_secret_flags, sandboxed
+from naive_mcp.context_files import FileRoots, settings_roots
 from naive_mcp.errors import NaiveError
 from naive_mcp.logs import configure_logging
 from naive_mcp.primitives.llm import CHAT, COMPARE, GENERATION, MODELS
@@ -39,7 +41,7 @@ from naive_mcp.usage import usage_snapshot
 OK, FAILED, BAD_USAGE, INTERRUPTED = 0, 1, 2, 130
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 # Failures that are the command line's or the settings' own: nothing was sent upstream.
-_USAGE_KINDS = frozenset({"invalid_arguments", "no_api_key", "no_model"})
+_USAGE_KINDS = frozenset({"invalid_arguments", "no_api_key", "no_model", "file_refused", "files_off"})
 # What to do next, said to a person at a terminal rather than to an MCP client's model.
 _TERMINAL_STEPS = {
     "no_api_key": "export NAIVE_API_KEY=… (your Naive API key) and run the command again, or add "
@@ -63,6 +65,9 @@ def chat(argv: list[str]) -> int:
     parser.add_argument(
         "--fallback", action="append", metavar="MODEL", help="a model to fall back on; repeat for a chain"
     )
+    parser.add_argument(
+        "-o", "--output-file", metavar="PATH", help="write the answer to this file; print its beginning"
+    )
     _conversation_options(parser, more="tools, response_format, provider, …")
     args = _parse(parser, argv)
     more, prompt = _more_and_prompt(parser, args)
@@ -72,8 +77,18 @@ def chat(argv: list[str]) -> int:
         if args.fallback and model is None:
             model = services.settings.default_model  # the chain starts at the default model
         raw = more | _conversation(args, prompt) | _given(model=model, models=args.fallback)
+        raw |= _given(output_file=args.output_file)
         if args.json:
             return await _print_result(services, CHAT, raw, as_json=True)
+        if args.output_file:  # the answer goes to the file: its beginning and where it is, here
+            written = await _call(services, CHAT, raw)
+            if isinstance(written, int):
+                return written
+            *blocks, summary = [block for block in written.content() if isinstance(block, str)]
+            sys.stdout.write("\n".join(blocks) + "\n")
+            sys.stdout.flush()
+            sys.stderr.write(summary + "\n")
+            return OK
         echo = _Echo(sys.stdout, services.redact)
         result = await _call(services, CHAT, raw, on_chunk=echo)
         if isinstance(result, int):
@@ -208,7 +223,7 @@ async def _call(
     reporter = ProgressReporter(_no_progress, interval=1.0, heartbeat=1.0)
     try:
         async with reporter.running(enabled=False):
-            call = CallContext(services, reporter, Grant(), on_chunk)
+            call = CallContext(services, reporter, Grant(), on_chunk, roots=_terminal_roots(services))
             result: MethodResult = await method.invoke(call, raw)
             return result
     except NaiveError as error:
@@ -239,6 +254,18 @@ def _structured(result: MethodResult) -> dict[str, Any]:
             if image.block is not None:
                 described["data"] = image.block.data
     return structured
+
+
+def _terminal_roots(services: Services) -> Callable[[], Awaitable[FileRoots]]:
+    """At a terminal the files are the user's own: NAIVE_FILE_ROOTS if set, else the current directory."""
+
+    async def roots() -> FileRoots:
+        configured = services.settings.file_roots
+        if configured:
+            return settings_roots(configured, "terminal")
+        return FileRoots((Path.cwd(),), "terminal")
+
+    return roots
 
 
 async def _no_progress(progress: float, message: str) -> None:
@@ -327,6 +354,14 @@ def _conversation_options(parser: argparse.ArgumentParser, *, more: str) -> None
         "-t", "--thread", metavar="THREAD_ID", help="continue this thread (the summary line names each)"
     )
     parser.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        metavar="PATH_OR_GLOB",
+        help="a file (or glob, quoted: 'src/**/*.py') sent as context; repeat it. Under NAIVE_FILE_ROOTS, "
+        "else the current directory",
+    )
+    parser.add_argument(
         "--arguments",
         metavar="JSON",
         help=f"more of the tool's arguments, as a JSON object: {more}; validated as the tool validates them",
@@ -344,6 +379,7 @@ def _conversation(args: argparse.Namespace, prompt: str) -> dict[str, Any]:
         user_id=args.user_id,
         project_id=args.project_id,
         thread_id=args.thread,
+        files=args.file,
     )
 
 

@@ -10,18 +10,22 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from naive_mcp.context_files import FileRoots, roots_from_uris, settings_roots
 from naive_mcp.errors import IncompleteAnswer, NaiveError
 from naive_mcp.progress import ProgressReporter
 from naive_mcp.registry import (
@@ -44,6 +48,8 @@ SEARCH_TOOL = "naive_search_primitives"
 # text beside each link, which names its URI.
 RESOURCE_LINKS_SINCE = "2025-06-18"
 RUN_TOOL = "naive_run_primitive"
+# Seconds a client that offers roots has to list them; then NAIVE_FILE_ROOTS decides.
+ROOTS_WAIT = 10.0
 
 _Invoke = Callable[[CallContext, Mapping[str, Any]], Awaitable[MethodResult]]
 
@@ -71,7 +77,8 @@ class RegistryTool(Tool):
                 try:
                     await services.warm_up.wait()
                     grant = services.access.grant(get_access_token())
-                    result = await self.invoke(CallContext(services, reporter, grant), arguments)
+                    call = CallContext(services, reporter, grant, roots=_roots_for(context, services))
+                    result = await self.invoke(call, arguments)
                 except NaiveError as error:
                     failure = (error.kind, error.describe())
                     _release(error)
@@ -122,6 +129,42 @@ def _release(error: NaiveError) -> None:
     traceback.clear_frames(error.__traceback__)
     if isinstance(error, IncompleteAnswer):
         error.partial = ""
+
+
+def _roots_for(context: Context[Any, Any], services: Services) -> Callable[[], Awaitable[FileRoots]]:
+    """Where a call's `files` and `output_file` may be. Over HTTP, NAIVE_FILE_ROOTS or none: the
+    server's disk is not the client's, and a remote client's roots/list says nothing about what it
+    may read here. Otherwise (stdio, in process: the user's own client) the client's MCP roots
+    when it offers some (file:// URIs), else NAIVE_FILE_ROOTS. Asked for by the call that needs
+    them only: it is a round trip to the client."""
+    configured = services.settings.file_roots
+
+    async def roots() -> FileRoots:
+        request = context.request_context
+        if request.request is not None:  # a transport's HTTP request: served over HTTP
+            return settings_roots(configured, "http")
+        session = request.session
+        capabilities = session.client_capabilities
+        # On 2026-07-28 (sessionless) no request reaches the client mid-call: roots are deprecated
+        # there (SEP-2577), and asking would take an InputRequiredResult round trip, which the
+        # SDK's own client refuses unless its caller opted in. NAIVE_FILE_ROOTS decides there.
+        offered = capabilities is not None and capabilities.roots is not None
+        if offered and session.can_send_request:
+            listed = None
+            with anyio.move_on_after(ROOTS_WAIT), warnings.catch_warnings():
+                # Roots are deprecated by the 2026-07-28 protocol (SEP-2577), but the clients of
+                # 2025 that offer them are the ones that have them; a client on 2026 offers none.
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                try:
+                    listed = await session.list_roots()
+                except MCPError as error:
+                    logger.info("roots/list failed (%s): NAIVE_FILE_ROOTS instead", error)
+            paths = roots_from_uris([str(root.uri) for root in listed.roots]) if listed is not None else ()
+            if paths:
+                return FileRoots(paths, "client")
+        return settings_roots(configured, "stdio")
+
+    return roots
 
 
 def _progress_wanted(services: Services, context: Context[Any, Any]) -> bool:

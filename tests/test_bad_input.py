@@ -307,7 +307,7 @@ CASES = [
     # --- unknown names and wrong types ----------------------------------------------------------
     chat("temprature", "unknown argument; did you mean 'temperature'?", temprature=1),
     chat("maxtokens", "unknown argument; did you mean 'max_tokens'?", maxtokens=5),
-    chat("zzz", "unknown argument; allowed: messages, prompt, system, thread_id, model", zzz=1),
+    chat("zzz", "unknown argument; allowed: messages, prompt, system, thread_id, files", zzz=1),
     bad(
         CHAT, {"prompt": "hi", "max-tokens": 5}, "max-tokens", "unknown argument; did you mean 'max_tokens'?"
     ),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
+import anyio
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -18,6 +20,7 @@ from pydantic import (
 
 from naive_mcp.backend import Route
 from naive_mcp.caller import Caller, TenantId
+from naive_mcp.context_files import FilesUsed, ReadFiles, output_target, read_files, write_output
 from naive_mcp.errors import ConfigurationError, NaiveError, UpstreamError
 from naive_mcp.estimate import context_length, model_chain
 from naive_mcp.guard import Spend
@@ -41,8 +44,17 @@ logger = logging.getLogger(__name__)
 # --- arguments ---------------------------------------------------------------------------------
 
 _NAME = r"^[A-Za-z0-9_-]{1,64}$"
+# The paths and globs one call may name (each may match many files; NAIVE_MAX_FILES bounds those).
+MOST_FILE_ENTRIES = 64
+# A path or glob: no control characters (NUL ends a C string), at most a Linux path's length.
+_PATH = r"^[^\x00-\x1f]+$"
+FileEntry = Annotated[
+    str, matching(_PATH, "a path or glob without control characters, e.g. src/**/*.py", max_length=4096)
+]
 # The most of a model's reasoning the result's text shows (the structured result has all of it).
 REASONING_SHOWN_CHARS = 1000
+# What a result shows of an answer written to `output_file`: enough to see it is the right one.
+OUTPUT_HEAD_CHARS = 500
 
 
 def _published(kind: str, description: str | None = None, *, also_object: bool = False) -> WithJsonSchema:
@@ -399,6 +411,17 @@ class _Conversation(Arguments):
         matching(THREAD_ID_PATTERN, "a thread id from an earlier result, such as thr_...", default=None)
     )
 
+    files: Annotated[
+        list[FileEntry] | None,
+        _published("array", "paths/globs read as context"),
+    ] = Field(default=None, min_length=1, max_length=MOST_FILE_ENTRIES)
+
+    @field_validator("files")
+    @classmethod
+    def _each_entry_once(cls, files: list[str] | None) -> list[str] | None:
+        each_once(files or [], "path")
+        return files
+
     @model_validator(mode="after")
     def _one_conversation(self) -> Self:
         if (self.messages is None) == (self.prompt is None):
@@ -449,6 +472,9 @@ class ChatArguments(GenerationArguments, _Conversation):
         ),
     ] = Field(default=None, min_length=1, max_length=2)
     prediction: Annotated[Prediction | None, _published("object", "{type:content,content}")] = None
+    output_file: Annotated[str | None, _published("string")] = matching(
+        _PATH, "a file path without control characters, e.g. answer.md", default=None, max_length=4096
+    )
     user_id: TenantId | None = Field(default=None, description="Naive user to call for")
     project_id: TenantId | None = None
 
@@ -487,7 +513,7 @@ class ChatArguments(GenerationArguments, _Conversation):
         if messages is None:
             system = [{"role": "system", "content": self.system}] if self.system is not None else []
             messages = [*system, *self.new_messages()]
-        own = {"messages", "prompt", "system", "thread_id", "user_id", "project_id"}
+        own = {"messages", "prompt", "system", "thread_id", "files", "output_file", "user_id", "project_id"}
         return self.body_for(default_model, own, messages=messages)
 
 
@@ -508,6 +534,9 @@ class ChatUsage(BaseModel):
     cached_tokens: int | None = None
     cost: float | None = Field(default=None, description="USD, as OpenRouter reports it")
 
+
+# Published by shape (every client reads the outputSchema; the README lists the fields).
+_OBJECT = WithJsonSchema({"type": "object"}, mode="serialization")
 
 _LOGPROBS_SCHEMA = WithJsonSchema(
     {
@@ -546,6 +575,12 @@ class ChatResult(MethodResult):
     left_out_turns: int | None = None
     text_chars: int | None = None
     answer_uri: str | None = None
+    # What of `files` was sent and what was skipped, and why; where `output_file` wrote the answer.
+    files: Annotated[FilesUsed | None, _OBJECT] = None
+
+    @property
+    def output_file(self) -> str | None:
+        return self.files.output_file if self.files is not None else None
 
     @classmethod
     def from_completion(
@@ -606,9 +641,16 @@ class ChatResult(MethodResult):
             self.answer_uri = turn_uri(kept.thread_id, kept.answer_turn)
         return self
 
+    def written(self) -> None:
+        """The answer is in `output_file`: the result gives its beginning only."""
+        whole = len(self.text) if self.text_chars is None else self.text_chars
+        if len(self.text) > OUTPUT_HEAD_CHARS:
+            self.text = beginning_of(self.text, OUTPUT_HEAD_CHARS)
+        self.text_chars = whole
+
     def whole(self, max_chars: int, why: str) -> ChatResult:
         """This result, in no thread: a long answer comes back whole, saying why (`why`)."""
-        if len(self.text) > max_chars:
+        if len(self.text) > max_chars and self.output_file is None:
             self.notes.append(
                 f"the answer is longer than {max_chars} characters (NAIVE_MAX_RESULT_CHARS) and comes "
                 f"whole: {why}"
@@ -617,7 +659,12 @@ class ChatResult(MethodResult):
 
     def content(self) -> list[str | ImageBlock | LinkBlock]:
         blocks: list[str | ImageBlock | LinkBlock] = [self.text] if self.text else []
-        if self.answer_uri is not None and self.text_chars is not None:
+        if self.output_file is not None:
+            blocks.append(
+                f"[The whole answer, {self.text_chars} characters, is written to {self.output_file}"
+                + ("; above is its beginning.]" if len(self.text) < (self.text_chars or 0) else ".]")
+            )
+        elif self.answer_uri is not None and self.text_chars is not None:
             blocks.append(
                 f"[The answer goes on: above are its first {len(self.text)} of {self.text_chars} characters. "
                 f"The whole answer is the resource {self.answer_uri}: read it with resources/read, or "
@@ -688,6 +735,8 @@ class ChatResult(MethodResult):
             parts.append(f"id {self.id}")
         if self.thread_id:
             parts.append(f"thread_id {self.thread_id}")
+        if self.files is not None and (line := self.files.line()):
+            parts.append(line)
         parts += self.notes
         return "[" + " · ".join(parts) + "]"
 
@@ -720,12 +769,62 @@ def _no_secret_spelled(logprobs: Logprobs | None, redact: Redactor) -> Logprobs 
 # --- the method --------------------------------------------------------------------------------
 
 
+async def files_of(call: CallContext, files: list[str] | None) -> ReadFiles | None:
+    """The files a call names, read (in a worker thread: it is disk I/O, bounded) under the roots
+    the MCP face allows; refused by name before anything is sent."""
+    if files is None:
+        return None
+    roots = await call.file_roots()
+    return await anyio.to_thread.run_sync(read_files, files, roots, call.file_limits())
+
+
+def with_files(messages: list[dict[str, Any]], read: ReadFiles | None) -> list[dict[str, Any]]:
+    """The call's own messages with the files' one message first (after any system or developer
+    messages that lead them, which stay at the head of the conversation)."""
+    if read is None:
+        return messages
+    lead = 0
+    while lead < len(messages) and messages[lead].get("role") in ("system", "developer"):
+        lead += 1
+    return [*messages[:lead], read.message(), *messages[lead:]]
+
+
+async def _output_target(call: CallContext, output_file: str | None) -> Path | None:
+    if output_file is None:
+        return None
+    roots = await call.file_roots()
+    return await anyio.to_thread.run_sync(output_target, output_file, roots)
+
+
+async def _write_answer(call: CallContext, result: ChatResult, target: Path | None) -> None:
+    """The whole answer written to `target`; if that fails, the answer (paid for) comes back here."""
+    if target is None:
+        return
+    try:
+        await anyio.to_thread.run_sync(write_output, target, result.text)
+    except OSError as exc:
+        result.notes.append(
+            f"could not write output_file {target} ({exc.strerror or type(exc).__name__}): the answer is here"
+        )
+        return
+    result.files = (result.files or FilesUsed()).model_copy(update={"output_file": str(target)})
+
+
 async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
+    result = await _chat(call, arguments)
+    if result.output_file is not None:
+        result.written()
+    return result
+
+
+async def _chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     # Who calls first: with neither a key nor a model, the missing key is what to fix first.
     caller = call.caller(arguments.user_id, arguments.project_id)
     services = call.services
     threads = services.threads
-    messages = arguments.new_messages()
+    target = await _output_target(call, arguments.output_file)
+    read = await files_of(call, arguments.files)
+    messages = with_files(arguments.new_messages(), read)
     history = None
     if arguments.thread_id is not None:
         history = await threads.history(caller, arguments.thread_id, messages)
@@ -736,6 +835,8 @@ async def chat(call: CallContext, arguments: ChatArguments) -> ChatResult:
     fitted = threads.fit(history, arguments.system, messages, context, arguments.max_tokens)
     body["messages"] = fitted.messages
     result = await generate(call, caller, "chat", body, arguments)
+    result.files = read.used if read is not None else None
+    await _write_answer(call, result, target)
     if fitted.left_out:
         result.left_out_turns = fitted.left_out
         result.notes.append(

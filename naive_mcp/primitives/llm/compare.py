@@ -21,12 +21,14 @@ import anyio
 from pydantic import BaseModel, Field, WithJsonSchema, field_validator
 
 from naive_mcp.caller import Caller, TenantId
+from naive_mcp.context_files import FilesUsed
 from naive_mcp.errors import NaiveError
 from naive_mcp.estimate import output_tokens_at_least
 from naive_mcp.guard import Spend
 from naive_mcp.primitives.llm.chat import (
     ChatArguments,
     ChatResult,
+    FileEntry,
     Message,
     ProviderPreferences,
     Reasoning,
@@ -37,6 +39,8 @@ from naive_mcp.primitives.llm.chat import (
     checked_extra,
     context_of,
     field_names,
+    files_of,
+    with_files,
 )
 from naive_mcp.primitives.llm.fields import ModelId, format_credits, format_usd, spending_annotations
 from naive_mcp.registry import CallContext, Method, MethodResult
@@ -86,6 +90,7 @@ class CompareArguments(_Conversation):
             }
         ),
     ] = Field(min_length=2, max_length=MOST_MODELS)
+    files: Annotated[list[FileEntry] | None, _published("array")] = _as_chat("files")
     judge: ModelId | None = Field(default=None, description="model id: writes a synthesis citing [1], [2]…")
     max_tokens: int | None = _as_chat("max_tokens")
     temperature: float | None = _as_chat("temperature")
@@ -110,7 +115,8 @@ class CompareArguments(_Conversation):
 
     def member(self, model: str) -> ChatArguments:
         """The chat that asks `model` this conversation: what llm.chat would be called with."""
-        conversation = {name: getattr(self, name) for name in _Conversation.model_fields}
+        # The files are read once, for the whole set, and sent in each member's messages.
+        conversation = {name: getattr(self, name) for name in _Conversation.model_fields if name != "files"}
         shared = {name: getattr(self, name) for name in _SHARED}
         given = {name: value for name, value in {**conversation, **shared}.items() if value is not None}
         return ChatArguments.model_validate(
@@ -234,6 +240,7 @@ class CompareResult(MethodResult):
     synthesis: Annotated[Synthesis | None, _OBJECT_SCHEMA] = None
     totals: Annotated[CompareTotals, _OBJECT_SCHEMA]
     notes: list[str] = Field(default_factory=list)
+    files: Annotated[FilesUsed | None, _OBJECT_SCHEMA] = None
 
     def content(self) -> list[str]:
         blocks = [_answer_block(number, answer) for number, answer in enumerate(self.answers, 1)]
@@ -259,6 +266,8 @@ class CompareResult(MethodResult):
         parts.append(f"credits {used} used, {left} left")
         if self.synthesis is not None:
             parts.append("with a synthesis" if self.synthesis.error is None else "synthesis failed")
+        if self.files is not None and (line := self.files.line()):
+            parts.append(line)
         parts += self.notes
         return "[" + " · ".join(parts) + "]"
 
@@ -350,7 +359,8 @@ async def compare(call: CallContext, arguments: CompareArguments) -> CompareResu
     caller = call.caller(arguments.user_id, arguments.project_id)
     services = call.services
     default = services.settings.default_model
-    messages = arguments.new_messages()
+    read = await files_of(call, arguments.files)
+    messages = with_files(arguments.new_messages(), read)
     history = None
     if arguments.thread_id is not None:
         history = await services.threads.history(caller, arguments.thread_id, messages)
@@ -392,7 +402,8 @@ async def compare(call: CallContext, arguments: CompareArguments) -> CompareResu
     # After the judge, who read the answers whole.
     await _keep(call, caller, history, arguments, messages, answers, notes, (synthesis, judged))
     totals = _totals(answers, synthesis, left)
-    return CompareResult(answers=answers, synthesis=synthesis, totals=totals, notes=notes)
+    files = read.used if read is not None else None
+    return CompareResult(answers=answers, synthesis=synthesis, totals=totals, notes=notes, files=files)
 
 
 async def _keep(
