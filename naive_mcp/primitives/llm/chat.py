@@ -882,7 +882,7 @@ async def generate(
     async with services.guard.spending(caller, body) as spend:
 
         def on_chunk(stream: ChatStream) -> None:
-            call.progress.update(stream.progress_message)  # first: the client is waiting for it
+            call.progress.update(stream.progress_message, stream.answer_so_far)  # first: the client waits
             if call.on_chunk is not None:
                 call.on_chunk(stream)
             spend.saw(stream)  # may stop the call: its output passed what was reserved
