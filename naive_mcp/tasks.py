@@ -44,6 +44,7 @@ from mcp_types import (
     PaginatedRequestParams,
     Task,
 )
+from mcp_types.methods import serialize_server_result
 
 from naive_mcp.caller import Caller
 from naive_mcp.errors import NaiveError
@@ -210,7 +211,10 @@ async def _result(ctx: ServerRequestContext[Any, Any], params: GetTaskPayloadReq
         result: CallToolResult = await background.result(task_id, owner)
     except NaiveError as error:
         raise _not_found(error) from None
-    dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    # Shaped by the 2025-11-25 surface, as the plain call's answer is (no later revision's fields).
+    dumped = serialize_server_result(
+        "tools/call", TASKS_VERSION, result.model_dump(by_alias=True, mode="json")
+    )
     dumped["_meta"] = {**dumped.get("_meta", {}), RELATED_TASK: {"taskId": task_id}}
     return dumped
 

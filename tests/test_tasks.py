@@ -112,11 +112,18 @@ async def test_a_task_answers_at_once_and_its_result_is_the_plain_calls(
         mode="json", by_alias=True, exclude_none=True
     )
     assert result["_meta"][RELATED_TASK] == {"taskId": task["taskId"]}
-    assert result["content"][0] == plain["content"][0] == {
-        "type": "text",
-        "text": f"Sandbox reply from {DEFAULT_MODEL}: as a task",
-    }
-    assert result["isError"] is False and result["structuredContent"]["text"] == plain["structuredContent"]["text"]
+    assert (
+        result["content"][0]
+        == plain["content"][0]
+        == {
+            "type": "text",
+            "text": f"Sandbox reply from {DEFAULT_MODEL}: as a task",
+        }
+    )
+    assert (
+        result["isError"] is False
+        and result["structuredContent"]["text"] == plain["structuredContent"]["text"]
+    )
     done = await _raw(tasks_client, "tasks/get", {"taskId": task["taskId"]})
     assert done["status"] == "completed"
     listed = await _raw(tasks_client, "tasks/list")
