@@ -149,13 +149,37 @@ async def test_status_says_the_answer_so_far_and_cancel_stops_the_upstream_call(
         await anyio.to_thread.run_sync(record.stream_ended.wait)
     assert record.disconnected_at is not None, "the upstream saw the call go away"
     with anyio.fail_after(WAIT):  # settled from the generation's stats, which come a little later
-        while "cancelled" not in (settled := (await usage_of(tasks_client))["by_outcome"]):
+        while "cancelled" not in (settled := (await usage_of(tasks_client))["by_outcome"]):  # noqa: ASYNC110 - the ledger has no event
             await anyio.sleep(0.05)
     assert settled["cancelled"]["calls"] == 1 and settled["cancelled"]["completion_tokens"] > 0
     with pytest.raises(MCPError) as again:
         await _raw(tasks_client, "tasks/cancel", {"taskId": task_id})
     assert again.value.error.code == INVALID_PARAMS
     assert "already cancelled" in again.value.error.message
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"prompt": "x", "model": "sandbox/fail-insufficient-credits"}, "insufficient_credits (HTTP 402)"),
+        ({"prompt": "x", "temperature": 99}, "temperature"),
+    ],
+)
+async def test_a_call_that_fails_makes_a_failed_task_whose_result_is_the_plain_calls_error(
+    tasks_client: Client, client: Client, arguments: dict[str, Any], error: str
+) -> None:
+    created = await _raw(
+        tasks_client, "tools/call", {"name": "naive_llm_chat", "arguments": arguments, "task": {}}
+    )
+    result = await _raw(tasks_client, "tasks/result", {"taskId": created["task"]["taskId"]})
+    plain = await client.call_tool("naive_llm_chat", arguments)
+
+    assert (await _raw(tasks_client, "tasks/get", {"taskId": created["task"]["taskId"]}))[
+        "status"
+    ] == "failed"
+    assert result["isError"] is True and plain.is_error
+    assert error in result["content"][0]["text"]
+    assert result["content"][0]["text"] == plain.model_dump(mode="json")["content"][0]["text"]
 
 
 @pytest.mark.parametrize("method", ["tasks/get", "tasks/result", "tasks/cancel"])

@@ -75,12 +75,15 @@ def stdio_client(env: dict[str, str]) -> dict[str, Any]:
 
 
 def connect(transport: str, sandbox: RunningSandbox, api_key: str, home: Path) -> Iterator[dict[str, Any]]:
-    """The clients a plan connects, by name: `a` (alice) and, over HTTP, `b` (bob)."""
+    """The clients a plan connects, by name: `a` (alice) and, over HTTP, `b` (bob). `transport`:
+    stdio, streamable-http, or stateless (streamable HTTP without sessions)."""
     env = upstream_env(sandbox, api_key)
     if transport == "stdio":
         yield {"a": stdio_client(env)}
         return
     env["NAIVE_AUTH_TOKENS"] = json.dumps(TOKENS)
+    if transport == "stateless":
+        env["NAIVE_STATELESS"] = "true"
     with http_server(home, env, command=SERVER) as server:
         yield {
             "a": {"http": {"url": server.url, "bearer": ALICE}},
@@ -92,7 +95,7 @@ def think(prompt: str) -> dict[str, Any]:
     return {"tool": "naive_llm_chat", "arguments": {"prompt": prompt, "model": "sandbox/think"}}
 
 
-@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http", "stateless"])
 def test_a_chat_silent_past_the_clients_timeout_times_out_plain_and_completes_as_a_task(
     thinking: RunningSandbox, api_key: str, tmp_path: Path, transport: str
 ) -> None:
