@@ -47,6 +47,7 @@ from mcp_types import (
 from mcp_types.methods import serialize_server_result
 
 from naive_mcp.caller import Caller
+from naive_mcp.context_files import FileRoots
 from naive_mcp.errors import NaiveError
 from naive_mcp.progress import SendProgress
 from naive_mcp.services import Services
@@ -61,7 +62,11 @@ TASK_TOOLS: Final = frozenset({"naive_llm_chat", "naive_llm_compare"})
 TASKS_CAPABILITY: Final[dict[str, Any]] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
 TASKS_PAGE: Final = 50
 RESULT_WAIT: Final = 30.0  # seconds per wait inside one tasks/result
-MAX_TASK_ID: Final = 200  # longer is no id this server made
+MAX_TASK_ID: Final = 200
+FILE_ARGUMENTS: Final = (
+    "files",
+    "output_file",
+)  # a call naming these reads the allowed roots  # longer is no id this server made
 
 
 # --- the jobs interface (helper-common.md, "The jobs interface"), as this module uses it -------
@@ -297,9 +302,11 @@ class TaskMiddleware:
         owner = _owner(services)
         links = True  # a 2025-11-25 client reads resource links
 
-        # Asked for only if the call names files; over stdio that asks the client, which is still
-        # connected: a task outlives its request, not its session.
         roots = roots_for(ctx, services)
+        if any(arguments.get(name) for name in FILE_ARGUMENTS):
+            # Asked now, while the request lasts: over stdio that is a roots/list to the client,
+            # which the SDK sends only within a request (tests/test_tasks.py).
+            roots = _answered(await roots())
 
         async def run(sink: ProgressSink) -> CallToolResult:
             return await tool.call(
@@ -311,6 +318,13 @@ class TaskMiddleware:
         view = await background.start(name, arguments, owner, run)
         logger.info("task %s started for %s", view.job_id, name)
         return {"task": _wire(view)}
+
+
+def _answered(known: FileRoots) -> Callable[[], Awaitable[FileRoots]]:
+    async def roots() -> FileRoots:
+        return known
+
+    return roots
 
 
 def _unadvertise(capabilities: dict[str, Any]) -> None:

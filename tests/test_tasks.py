@@ -10,22 +10,24 @@ task-augmented call goes through its dispatcher's raw send (`_raw`, an SDK inter
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp_types
 import pytest
 from mcp import Client
+from mcp.client.context import ClientRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND
+from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, ListRootsResult, Root
 from mcp_types.methods import CLIENT_REQUESTS, SERVER_RESULTS, serialize_server_result
-from pydantic import ValidationError
+from pydantic import FileUrl, ValidationError
 
 from naive_mcp.sandbox import RunningSandbox
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from naive_mcp.tasks import RELATED_TASK, TASKS_VERSION
-from tests.conftest import DEFAULT_MODEL
+from tests.conftest import DEFAULT_MODEL, make_settings
 from tests.helpers import usage_of
 from tests.jobs_double import ServicesWithJobs, services_with_jobs
 
@@ -241,3 +243,29 @@ def test_the_sdks_tools_call_result_surface_refuses_a_create_task_result() -> No
     assert ("tools/call", TASKS_VERSION) in SERVER_RESULTS
     with pytest.raises(ValidationError):
         serialize_server_result("tools/call", TASKS_VERSION, {"task": {"taskId": "t", "status": "working"}})
+
+
+async def test_a_task_reads_files_under_the_client_s_roots_asked_after_its_request_ended(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path
+) -> None:
+    (tmp_path / "NOTES.md").write_text("the notes\n")
+
+    async def list_roots(context: ClientRequestContext) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=FileUrl(tmp_path.as_uri()), name="project")])
+
+    settings = make_settings(sandbox, api_key)
+    async with (
+        services_with_jobs(ServicesWithJobs.create(settings, None)) as services,
+        Client(
+            create_server(settings, services=services), list_roots_callback=list_roots, mode="legacy"
+        ) as client,
+    ):
+        created = await _raw(
+            client,
+            "tools/call",
+            {"name": "naive_llm_chat", "arguments": {"prompt": "q", "files": ["NOTES.md"]}, "task": {}},
+        )
+        result = await _raw(client, "tasks/result", {"taskId": created["task"]["taskId"]})
+
+    assert result["isError"] is False, result["content"][0]["text"]
+    assert result["structuredContent"]["files"]["included"] == [{"path": "NOTES.md", "bytes": 10}]
