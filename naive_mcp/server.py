@@ -22,6 +22,7 @@ from naive_mcp.redaction import Redactor
 from naive_mcp.services import Services
 from naive_mcp.settings import Settings
 from naive_mcp.store import UsageScope
+from naive_mcp.tasks import task_methods
 from naive_mcp.threads import THREADS_URI, listing_json, not_found, thread_json, turn_text
 from naive_mcp.tools import build_tools
 from naive_mcp.usage import USAGE_URI, usage_json, usage_summary
@@ -99,12 +100,16 @@ def create_server(
         return await usage_json(await current.guard.store(), _usage_scope(current))
 
     guarded = services is not None and services.access.enabled
+    tools = build_tools(REGISTRY)
+    task_extension, task_middleware = task_methods(tools)
     server = MCPServer(
         name="naive-mcp",
         title="Naive LLM",
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=build_tools(REGISTRY),
+        tools=tools,
+        extensions=[task_extension],
+        middleware=[task_middleware],
         lifespan=lifespan,
         log_level=settings.log_level,
         token_verifier=services.access if guarded and services is not None else None,

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
@@ -27,7 +29,7 @@ from pydantic import BaseModel, Field, WithJsonSchema
 
 from naive_mcp.context_files import FileRoots, roots_from_uris, settings_roots
 from naive_mcp.errors import IncompleteAnswer, NaiveError
-from naive_mcp.progress import ProgressReporter
+from naive_mcp.progress import ProgressReporter, SendProgress
 from naive_mcp.registry import (
     CallContext,
     ContentBlock,
@@ -63,21 +65,44 @@ class RegistryTool(Tool):
         self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
     ) -> CallToolResult:
         services: Services = context.request_context.lifespan_context
-        settings = services.settings
 
         async def send(progress: float, message: str) -> None:
             await context.report_progress(progress, None, message)
 
+        return await self.call(
+            arguments,
+            services,
+            send=send,
+            progress=_progress_wanted(services, context),
+            access=get_access_token(),
+            roots=roots_for(context.request_context, services),
+            links=context.request_context.protocol_version >= RESOURCE_LINKS_SINCE,
+        )
+
+    async def call(
+        self,
+        arguments: dict[str, Any],
+        services: Services,
+        *,
+        send: SendProgress,
+        progress: bool,
+        access: AccessToken | None,
+        roots: Callable[[], Awaitable[FileRoots]],
+        links: bool,
+    ) -> CallToolResult:
+        """The call itself, with the request's parts passed in: a plain call's come from its
+        request, a task's (`naive_mcp.tasks`) outlive it, its progress going to the task."""
+        settings = services.settings
         reporter = ProgressReporter(
             send, interval=settings.progress_interval, heartbeat=settings.heartbeat_interval
         )
         failure: tuple[str, str] | None = None  # an expected error's kind and text
         with services.calls.track():
-            async with reporter.running(enabled=_progress_wanted(services, context)):
+            async with reporter.running(enabled=progress):
                 try:
                     await services.warm_up.wait()
-                    grant = services.access.grant(get_access_token())
-                    call = CallContext(services, reporter, grant, roots=_roots_for(context, services))
+                    grant = services.access.grant(access)
+                    call = CallContext(services, reporter, grant, roots=roots)
                     result = await self.invoke(call, arguments)
                 except NaiveError as error:
                     failure = (error.kind, error.describe())
@@ -90,10 +115,8 @@ class RegistryTool(Tool):
             logger.info("%s failed: %s", self.name, kind)
             # The bearer token too: in client-keys mode it is the client's own key, which no
             # setting names. (Answers are redacted where they are read, in NaiveClient.)
-            access = get_access_token()
             redact = services.redact.including(access.token if access is not None else None)
             return CallToolResult(content=[TextContent(type="text", text=redact(text))], is_error=True)
-        links = context.request_context.protocol_version >= RESOURCE_LINKS_SINCE
         return CallToolResult(
             content=[
                 _content_block(block)
@@ -131,7 +154,9 @@ def _release(error: NaiveError) -> None:
         error.partial = ""
 
 
-def _roots_for(context: Context[Any, Any], services: Services) -> Callable[[], Awaitable[FileRoots]]:
+def roots_for(
+    request: ServerRequestContext[Any, Any], services: Services
+) -> Callable[[], Awaitable[FileRoots]]:
     """Where a call's `files` and `output_file` may be. Over HTTP, NAIVE_FILE_ROOTS or none: the
     server's disk is not the client's, and a remote client's roots/list says nothing about what it
     may read here. Otherwise (stdio, in process: the user's own client) the client's MCP roots
@@ -140,7 +165,6 @@ def _roots_for(context: Context[Any, Any], services: Services) -> Callable[[], A
     configured = services.settings.file_roots
 
     async def roots() -> FileRoots:
-        request = context.request_context
         if request.request is not None:  # a transport's HTTP request: served over HTTP
             return settings_roots(configured, "http")
         session = request.session
