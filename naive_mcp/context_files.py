@@ -26,7 +26,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -54,6 +54,10 @@ class FileRoots:
     paths: tuple[Path, ...]
     source: RootsSource = "settings"
     off_because: str | None = None
+
+
+# Where a call may read and write, asked for when it first needs them (from a client: a round trip).
+AskRoots = Callable[[], Awaitable[FileRoots]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,10 @@
 """MCP tasks (protocol 2025-11-25): a long chat or compare that outlives the client's timeout.
 
 A client that sends `tools/call` with a `task` gets a task at once (`CreateTaskResult`), and the
-call runs on as a background job (`naive_mcp.background`: one mechanism for tasks and for
-`background: true`). It then asks `tasks/get` (status, and the progress so far as
-`statusMessage`), `tasks/result` (waits for the end, then the very result a plain call gives),
-`tasks/list` (its own tasks only) and `tasks/cancel` (stops the upstream call; the reservation is
-settled for what was generated).
+call runs on as a job (`naive_mcp.jobs`: one mechanism for tasks and for `background: true`).
+It then asks `tasks/get` (status, and the progress so far as `statusMessage`), `tasks/result`
+(waits for the end, then the very result a plain call gives), `tasks/list` (its own tasks only)
+and `tasks/cancel` (stops the upstream call; the reservation is settled for what was generated).
 
 The SDK (mcp 2.3) has the types but no runtime for them: `tasks/*` are not in its per-version
 method tables, so they are served as custom methods (`Server.add_request_handler`, through the
@@ -25,9 +24,9 @@ server — which this server does not speak yet, so it does not advertise the ex
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -37,7 +36,6 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
-    CallToolResult,
     CancelTaskRequestParams,
     GetTaskPayloadRequestParams,
     GetTaskRequestParams,
@@ -46,10 +44,11 @@ from mcp_types import (
 )
 from mcp_types.methods import serialize_server_result
 
+from naive_mcp.background import FILE_ARGUMENTS, dumped, job_answer, roots_now
 from naive_mcp.caller import Caller
-from naive_mcp.context_files import FileRoots
 from naive_mcp.errors import NaiveError
-from naive_mcp.progress import SendProgress
+from naive_mcp.jobs import Answered, Jobs, JobView
+from naive_mcp.progress import ProgressReporter
 from naive_mcp.services import Services
 from naive_mcp.tools import RegistryTool, roots_for
 
@@ -62,61 +61,7 @@ TASK_TOOLS: Final = frozenset({"naive_llm_chat", "naive_llm_compare"})
 TASKS_CAPABILITY: Final[dict[str, Any]] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
 TASKS_PAGE: Final = 50
 RESULT_WAIT: Final = 30.0  # seconds per wait inside one tasks/result
-MAX_TASK_ID: Final = 200
-FILE_ARGUMENTS: Final = (
-    "files",
-    "output_file",
-)  # a call naming these reads the allowed roots  # longer is no id this server made
-
-
-# --- the jobs interface (helper-common.md, "The jobs interface"), as this module uses it -------
-# `naive_mcp.background` (branch `jobs`) provides it; until that merges, `Services` has no
-# `background` and every part of tasks stays off (not advertised, methods not found).
-
-ProgressSink = SendProgress  # assumed: the reporter's own `send(progress, message)`
-TaskStatus = Literal["working", "completed", "failed", "cancelled"]
-
-
-class JobView(Protocol):
-    @property
-    def job_id(self) -> str: ...
-    @property
-    def tool(self) -> str: ...
-    @property
-    def status(self) -> TaskStatus: ...
-    @property
-    def status_message(self) -> str | None: ...
-    @property
-    def created_at(self) -> float | datetime: ...
-    @property
-    def updated_at(self) -> float | datetime: ...
-    @property
-    def expires_at(self) -> float | datetime | None: ...
-    @property
-    def poll_interval_ms(self) -> int | None: ...
-
-
-class Background(Protocol):
-    async def start(
-        self,
-        tool: str,
-        arguments: dict[str, Any],
-        caller: Caller,
-        run: Callable[[ProgressSink], Awaitable[CallToolResult]],
-    ) -> JobView: ...
-    async def get(self, job_id: str, caller: Caller) -> JobView: ...
-    async def wait(self, job_id: str, caller: Caller, seconds: float) -> JobView: ...
-    async def result(self, job_id: str, caller: Caller) -> CallToolResult: ...
-    async def cancel(self, job_id: str, caller: Caller) -> JobView: ...
-    async def list(
-        self, caller: Caller, cursor: str | None, limit: int
-    ) -> tuple[Sequence[JobView], str | None]: ...
-
-
-def background_of(services: Services) -> Background | None:
-    """The server's `BackgroundCalls`, once the jobs branch gives `Services` one."""
-    found: Background | None = getattr(services, "background", None)
-    return found
+MAX_TASK_ID: Final = 200  # longer is no id this server made
 
 
 def task_methods(tools: Sequence[Tool]) -> tuple[Extension, TaskMiddleware]:
@@ -134,27 +79,18 @@ def _task(view: JobView) -> Task:
         status_message=view.status_message or None,
         created_at=_iso(view.created_at),
         last_updated_at=_iso(view.updated_at),
-        ttl=None
-        if view.expires_at is None
-        else max(round((_epoch(view.expires_at) - _epoch(view.created_at)) * 1000), 0),
+        ttl=max(round((view.expires_at - view.created_at) * 1000), 0),
         poll_interval=view.poll_interval_ms,
     )
 
 
-def _epoch(when: float | datetime) -> float:
-    return when.timestamp() if isinstance(when, datetime) else when
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _iso(when: float | datetime) -> str:
-    return datetime.fromtimestamp(_epoch(when), UTC).isoformat().replace("+00:00", "Z")
-
-
-def _services(ctx: ServerRequestContext[Any, Any]) -> tuple[Services, Background]:
+def _services(ctx: ServerRequestContext[Any, Any]) -> tuple[Services, Jobs]:
     services: Services = ctx.lifespan_context
-    background = background_of(services)
-    if background is None:
-        raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=ctx.method)
-    return services, background
+    return services, services.jobs
 
 
 def _owner(services: Services) -> Caller:
@@ -198,9 +134,9 @@ class _TaskMethods(Extension):
 
 
 async def _get(ctx: ServerRequestContext[Any, Any], params: GetTaskRequestParams) -> HandlerResult:
-    services, background = _services(ctx)
+    services, jobs = _services(ctx)
     try:
-        view = await background.get(_task_id(params.task_id), _owner(services))
+        view = await jobs.get(_task_id(params.task_id), _owner(services))
     except NaiveError as error:
         raise _not_found(error) from None
     return _wire(view)
@@ -208,14 +144,14 @@ async def _get(ctx: ServerRequestContext[Any, Any], params: GetTaskRequestParams
 
 async def _result(ctx: ServerRequestContext[Any, Any], params: GetTaskPayloadRequestParams) -> HandlerResult:
     """Waits for the end (the spec: `tasks/result` blocks until the task is terminal)."""
-    services, background = _services(ctx)
+    services, jobs = _services(ctx)
     task_id, owner = _task_id(params.task_id), _owner(services)
     try:
-        while (await background.wait(task_id, owner, RESULT_WAIT)).status == "working":
+        while not (view := await jobs.wait(task_id, owner, RESULT_WAIT)).done:
             pass  # each wait is bounded, so a cancelled request stops waiting
-        result: CallToolResult = await background.result(task_id, owner)
     except NaiveError as error:
         raise _not_found(error) from None
+    result = job_answer(view, links=True)  # a 2025-11-25 client reads resource links
     # Shaped by the 2025-11-25 surface, as the plain call's answer is (no later revision's fields).
     dumped = serialize_server_result(
         "tools/call", TASKS_VERSION, result.model_dump(by_alias=True, mode="json")
@@ -225,9 +161,9 @@ async def _result(ctx: ServerRequestContext[Any, Any], params: GetTaskPayloadReq
 
 
 async def _list(ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams) -> HandlerResult:
-    services, background = _services(ctx)
+    services, jobs = _services(ctx)
     try:
-        views, cursor = await background.list(_owner(services), params.cursor, TASKS_PAGE)
+        views, cursor = await jobs.list(_owner(services), params.cursor, TASKS_PAGE)
     except NaiveError as error:
         raise MCPError(code=INVALID_PARAMS, message=error.describe()) from None
     listing: dict[str, Any] = {"tasks": [_wire(view) for view in views]}
@@ -237,16 +173,16 @@ async def _list(ctx: ServerRequestContext[Any, Any], params: PaginatedRequestPar
 
 
 async def _cancel(ctx: ServerRequestContext[Any, Any], params: CancelTaskRequestParams) -> HandlerResult:
-    services, background = _services(ctx)
+    services, jobs = _services(ctx)
     task_id, owner = _task_id(params.task_id), _owner(services)
     try:
-        before = await background.get(task_id, owner)
+        before = await jobs.get(task_id, owner)
         if before.status != "working":
             raise MCPError(
                 code=INVALID_PARAMS,
                 message=f"Cannot cancel task {task_id}: it is already {before.status}",
             )
-        view = await background.cancel(task_id, owner)
+        view = await jobs.cancel(task_id, owner)
     except NaiveError as error:
         raise _not_found(error) from None
     return _wire(view)
@@ -271,10 +207,10 @@ class TaskMiddleware:
             if isinstance(answer, dict):
                 capabilities = answer.setdefault("capabilities", {})
                 _unadvertise(capabilities)
-                if answer.get("protocolVersion") == TASKS_VERSION and background_of(ctx.lifespan_context):
+                if answer.get("protocolVersion") == TASKS_VERSION:
                     capabilities["tasks"] = TASKS_CAPABILITY
             return answer
-        if ctx.protocol_version != TASKS_VERSION or background_of(ctx.lifespan_context) is None:
+        if ctx.protocol_version != TASKS_VERSION:
             return await call_next(ctx)
         if method == "tools/list":
             answer = await call_next(ctx)
@@ -297,34 +233,31 @@ class TaskMiddleware:
                 message=f"{name}: this tool does not run as a task (tools/list shows execution.taskSupport "
                 f"on those that do: {', '.join(sorted(self._tools))}); call it without `task`",
             )
-        services, background = _services(ctx)
+        services, jobs = _services(ctx)
         access = get_access_token()
         owner = _owner(services)
-        links = True  # a 2025-11-25 client reads resource links
-
         roots = roots_for(ctx, services)
         if any(arguments.get(name) for name in FILE_ARGUMENTS):
-            # Asked now, while the request lasts: over stdio that is a roots/list to the client,
-            # which the SDK sends only within a request (tests/test_tasks.py).
-            roots = _answered(await roots())
+            roots = await roots_now(roots)  # tests/test_tasks.py
 
-        async def run(sink: ProgressSink) -> CallToolResult:
-            return await tool.call(
-                arguments, services, send=sink, progress=True, access=access, roots=roots, links=links
+        async def run(reporter: ProgressReporter) -> Answered:
+            result = await tool.call(
+                arguments,
+                services,
+                reporter=reporter,
+                progress=True,
+                access=access,
+                roots=roots,
+                links=True,  # a 2025-11-25 client reads resource links
+                in_job=True,
             )
+            return Answered(dumped(result), result.is_error)
 
         # The asked ttl is taken as a wish (the spec lets the receiver choose): every job keeps the
         # operator's NAIVE_JOB_TTL, which the task's own `ttl` reports.
-        view = await background.start(name, arguments, owner, run)
+        view = await jobs.start(name, owner, run)
         logger.info("task %s started for %s", view.job_id, name)
         return {"task": _wire(view)}
-
-
-def _answered(known: FileRoots) -> Callable[[], Awaitable[FileRoots]]:
-    async def roots() -> FileRoots:
-        return known
-
-    return roots
 
 
 def _unadvertise(capabilities: dict[str, Any]) -> None:

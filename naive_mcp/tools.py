@@ -27,9 +27,10 @@ from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from naive_mcp.context_files import FileRoots, roots_from_uris, settings_roots
+from naive_mcp.background import result_tool, starter
+from naive_mcp.context_files import AskRoots, FileRoots, roots_from_uris, settings_roots
 from naive_mcp.errors import IncompleteAnswer, NaiveError
-from naive_mcp.progress import ProgressReporter, SendProgress
+from naive_mcp.progress import ProgressReporter
 from naive_mcp.registry import (
     CallContext,
     ContentBlock,
@@ -69,10 +70,13 @@ class RegistryTool(Tool):
         async def send(progress: float, message: str) -> None:
             await context.report_progress(progress, None, message)
 
+        settings = services.settings
         return await self.call(
             arguments,
             services,
-            send=send,
+            reporter=ProgressReporter(
+                send, interval=settings.progress_interval, heartbeat=settings.heartbeat_interval
+            ),
             progress=_progress_wanted(services, context),
             access=get_access_token(),
             roots=roots_for(context.request_context, services),
@@ -84,25 +88,42 @@ class RegistryTool(Tool):
         arguments: dict[str, Any],
         services: Services,
         *,
-        send: SendProgress,
+        reporter: ProgressReporter,
         progress: bool,
         access: AccessToken | None,
-        roots: Callable[[], Awaitable[FileRoots]],
+        roots: AskRoots,
         links: bool,
+        in_job: bool = False,
     ) -> CallToolResult:
         """The call itself, with the request's parts passed in: a plain call's come from its
-        request, a task's (`naive_mcp.tasks`) outlive it, its progress going to the task."""
-        settings = services.settings
-        reporter = ProgressReporter(
-            send, interval=settings.progress_interval, heartbeat=settings.heartbeat_interval
-        )
+        request; a job's (`background: true`, an MCP task) outlive it, its progress going to the
+        job. `in_job`: this is the job's call, so `background` runs it here."""
         failure: tuple[str, str] | None = None  # an expected error's kind and text
+
+        async def again(reporter: ProgressReporter, roots: AskRoots) -> CallToolResult:
+            return await self.call(
+                arguments,
+                services,
+                reporter=reporter,
+                progress=True,
+                access=access,
+                roots=roots,
+                links=True,
+                in_job=True,
+            )  # links kept: a reader too old for them gets the result without (background.job_answer)
+
         with services.calls.track():
             async with reporter.running(enabled=progress):
                 try:
                     await services.warm_up.wait()
                     grant = services.access.grant(access)
-                    call = CallContext(services, reporter, grant, roots=roots)
+                    call = CallContext(
+                        services,
+                        reporter,
+                        grant,
+                        roots=roots,
+                        start_job=None if in_job else starter(services, grant, roots, again, self.name),
+                    )
                     result = await self.invoke(call, arguments)
                 except NaiveError as error:
                     failure = (error.kind, error.describe())
@@ -154,9 +175,7 @@ def _release(error: NaiveError) -> None:
         error.partial = ""
 
 
-def roots_for(
-    request: ServerRequestContext[Any, Any], services: Services
-) -> Callable[[], Awaitable[FileRoots]]:
+def roots_for(request: ServerRequestContext[Any, Any], services: Services) -> AskRoots:
     """Where a call's `files` and `output_file` may be. Over HTTP, NAIVE_FILE_ROOTS or none: the
     server's disk is not the client's, and a remote client's roots/list says nothing about what it
     may read here. Otherwise (stdio, in process: the user's own client) the client's MCP roots
@@ -214,13 +233,20 @@ def _progress_wanted(services: Services, context: Context[Any, Any]) -> bool:
 
 def build_tools(registry: Registry) -> list[Tool]:
     typed = [_method_tool(method) for method in registry.methods if method.typed_tool]
-    return [*typed, *_generic_pair(registry)]
+    return [*typed, result_tool(), *_generic_pair(registry)]
+
+
+async def _run_or_start(method: Method[Any, Any], call: CallContext, arguments: Arguments) -> MethodResult:
+    """The method run on `arguments`, or, for `background: true`, started as a job."""
+    if call.start_job is not None and method.in_background(arguments):
+        return await call.start_job(method, arguments)
+    result: MethodResult = await method.handler(call, arguments)
+    return result
 
 
 def _method_tool(method: Method[Any, Any]) -> Tool:
     async def invoke(call: CallContext, arguments: Mapping[str, Any]) -> MethodResult:
-        result: MethodResult = await method.invoke(call, arguments)
-        return result
+        return await _run_or_start(method, call, method.parse(arguments))
 
     return _tool(
         name=method.tool_name,
@@ -284,8 +310,7 @@ def _generic_pair(registry: Registry) -> list[Tool]:
     async def run(call: CallContext, raw: Mapping[str, Any]) -> MethodResult:
         arguments = parse_arguments(RunArguments, raw, tool=RUN_TOOL)
         method = registry.find(arguments.primitive, arguments.method)
-        result: MethodResult = await method.invoke(call, arguments.arguments, via=RUN_TOOL)
-        return result
+        return await _run_or_start(method, call, method.parse(arguments.arguments, via=RUN_TOOL))
 
     return [
         _tool(

@@ -1,9 +1,7 @@
 """MCP tasks (2025-11-25) through the Python SDK's client in memory: the capability, taskSupport in
 tools/list, a task-augmented chat, its status, result and cancel, and every bad value.
 
-Until the `jobs` branch merges, the background jobs are `tests/jobs_double.py` (the interface in
-memory); the TypeScript SDK's proofs over stdio and HTTP (tests/test_tasks_interop.py) need the
-real ones. The Python client validates a `tools/call` answer as a `CallToolResult`, so a
+The TypeScript SDK's proofs over stdio and HTTP are tests/test_tasks_interop.py. The Python client validates a `tools/call` answer as a `CallToolResult`, so a
 task-augmented call goes through its dispatcher's raw send (`_raw`, an SDK internal).
 """
 
@@ -29,7 +27,6 @@ from naive_mcp.settings import Settings
 from naive_mcp.tasks import RELATED_TASK, TASKS_VERSION
 from tests.conftest import DEFAULT_MODEL, make_settings
 from tests.helpers import usage_of
-from tests.jobs_double import ServicesWithJobs, services_with_jobs
 
 pytestmark = pytest.mark.anyio
 
@@ -44,10 +41,7 @@ async def _raw(client: Client, method: str, params: dict[str, Any] | None = None
 
 @pytest.fixture
 async def tasks_client(settings: Settings) -> AsyncIterator[Client]:
-    async with (
-        services_with_jobs(ServicesWithJobs.create(settings, None)) as services,
-        Client(create_server(settings, services=services), mode="legacy") as client,
-    ):
+    async with Client(create_server(settings), mode="legacy") as client:
         yield client
 
 
@@ -85,10 +79,7 @@ async def test_a_2025_11_25_client_sees_the_tasks_capability_and_task_support_on
 
 
 async def test_a_2026_07_28_client_sees_no_tasks(settings: Settings) -> None:
-    async with (
-        services_with_jobs(ServicesWithJobs.create(settings, None)) as services,
-        Client(create_server(settings, services=services)) as modern,
-    ):
+    async with Client(create_server(settings)) as modern:
         assert modern.protocol_version not in (TASKS_VERSION,)
         discovered = await modern.session.send_request(
             mcp_types.DiscoverRequest(params=mcp_types.RequestParams()), mcp_types.DiscoverResult
@@ -254,12 +245,7 @@ async def test_a_task_reads_files_under_the_client_s_roots_asked_after_its_reque
         return ListRootsResult(roots=[Root(uri=FileUrl(tmp_path.as_uri()), name="project")])
 
     settings = make_settings(sandbox, api_key)
-    async with (
-        services_with_jobs(ServicesWithJobs.create(settings, None)) as services,
-        Client(
-            create_server(settings, services=services), list_roots_callback=list_roots, mode="legacy"
-        ) as client,
-    ):
+    async with Client(create_server(settings), list_roots_callback=list_roots, mode="legacy") as client:
         created = await _raw(
             client,
             "tools/call",

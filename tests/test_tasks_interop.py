@@ -3,8 +3,7 @@ and over streamable HTTP: a chat whose model is silent for longer than the clien
 timeout times out as a plain call and completes as a task; a task cancelled mid-answer stops the
 upstream call; another tenant can neither see nor cancel a task.
 
-The server is `tests/tasks_server.py` (naive-mcp with the jobs stand-in) until the `jobs` branch
-merges; then `SERVER` becomes the `naive-mcp` console script.
+The server is naive-mcp itself (`python -m naive_mcp`).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from tests.remote import http_server
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 ROOT = Path(__file__).parent.parent
-SERVER = (sys.executable, "-m", "tests.tasks_server")
+SERVER = (sys.executable, "-m", "naive_mcp")
 TASKS_CLIENT = INTEROP / "tasks_client.mjs"
 CLIENT_TIMEOUT_MS = 2000  # the TypeScript client's own limit on each request
 THINK_SECONDS = 3.5  # the thinking model's silence: longer than that limit

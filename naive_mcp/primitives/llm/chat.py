@@ -416,6 +416,10 @@ class _Conversation(Arguments):
         _published("array", "paths/globs read as context"),
     ] = Field(default=None, min_length=1, max_length=MOST_FILE_ENTRIES)
 
+    background: bool = Field(
+        default=False, description="true: answer at once with a job_id, for naive_llm_result"
+    )
+
     @field_validator("files")
     @classmethod
     def _each_entry_once(cls, files: list[str] | None) -> list[str] | None:
@@ -513,7 +517,10 @@ class ChatArguments(GenerationArguments, _Conversation):
         if messages is None:
             system = [{"role": "system", "content": self.system}] if self.system is not None else []
             messages = [*system, *self.new_messages()]
-        own = {"messages", "prompt", "system", "thread_id", "files", "output_file", "user_id", "project_id"}
+        own = {
+            *("messages", "prompt", "system", "thread_id", "files", "output_file", "background"),
+            *("user_id", "project_id"),
+        }
         return self.body_for(default_model, own, messages=messages)
 
 
@@ -928,4 +935,5 @@ CHAT = Method(
     result=ChatResult,
     annotations=spending_annotations("Chat with a model (Naive)"),
     handler=chat,
+    started={"text": ""},
 )
