@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, WithJsonSchema
 
 from naive_mcp.access import Grant
 from naive_mcp.caller import TenantId
@@ -122,16 +122,14 @@ def dumped(result: CallToolResult) -> dict[str, Any]:
 
 
 class ResultArguments(Arguments):
-    job_id: str = matching(JOB_ID_PATTERN, "a job id from a background call's result, such as job_...")
-    wait_seconds: float = Field(
-        default=DEFAULT_WAIT_SECONDS,
-        ge=0,
-        le=MAX_WAIT_SECONDS,
-        description="wait at most this long for the end",
+    # Published as a string (its pattern checked here, and explained when it does not match).
+    job_id: Annotated[str, WithJsonSchema({"type": "string"})] = matching(
+        JOB_ID_PATTERN, "a job id from a background call's result, such as job_..."
     )
-    cancel: bool = Field(default=False, description="true: stop the job")
-    user_id: TenantId | None = Field(default=None, description="as the call's")
-    project_id: TenantId | None = Field(default=None, description="as the call's")
+    wait_seconds: float = Field(default=DEFAULT_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
+    cancel: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
+    user_id: TenantId | None = None  # the call's, if it named one
+    project_id: TenantId | None = None
 
 
 class JobResultTool(Tool):
@@ -206,8 +204,8 @@ def result_tool() -> Tool:
         name=RESULT_TOOL,
         title="Result of a background job (Naive)",
         description=(
-            "The result of a background: true chat or compare: the finished result, or its status and "
-            "answer so far after waiting at most wait_seconds. cancel=true stops it. Free."
+            "A background chat's or compare's result once done, else its status and answer so far "
+            "after waiting up to wait_seconds; cancel=true stops it. Free."
         ),
         parameters=input_schema(ResultArguments),
         fn_metadata=FuncMetadata(arg_model=ArgModelBase, output_schema=None),

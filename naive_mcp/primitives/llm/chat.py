@@ -416,9 +416,7 @@ class _Conversation(Arguments):
         _published("array", "paths/globs read as context"),
     ] = Field(default=None, min_length=1, max_length=MOST_FILE_ENTRIES)
 
-    background: bool = Field(
-        default=False, description="true: answer at once with a job_id, for naive_llm_result"
-    )
+    background: Annotated[bool | None, _published("boolean", "true: answer now with a job_id")] = None
 
     @field_validator("files")
     @classmethod
@@ -544,18 +542,7 @@ class ChatUsage(BaseModel):
 
 # Published by shape (every client reads the outputSchema; the README lists the fields).
 _OBJECT = WithJsonSchema({"type": "object"}, mode="serialization")
-
-_LOGPROBS_SCHEMA = WithJsonSchema(
-    {
-        "type": "object",
-        "properties": {
-            "content": {"type": "array", "items": {"type": "object"}},
-            "left_out": {"type": "integer"},
-        },
-    },
-    mode="serialization",
-)
-
+_ARRAY = WithJsonSchema({"type": "array"}, mode="serialization")
 
 class ChatResult(MethodResult):
     text: str = Field(description="the assistant's reply, unchanged")
@@ -564,15 +551,19 @@ class ChatResult(MethodResult):
     provider: str | None = None
     finish_reason: str | None = None
     truncated: bool = Field(default=False, description="the answer hit max_tokens")
-    tool_calls: list[ToolCallOut] = Field(default_factory=list)
+    # Nested records published by shape (every client reads the tool's outputSchema; the README
+    # lists their fields): tool_calls [{id, name, arguments}], usage {prompt_tokens,
+    # completion_tokens, total_tokens, reasoning_tokens, cached_tokens, cost}, images [{mime_type,
+    # size_bytes, url, left_out}].
+    tool_calls: Annotated[list[ToolCallOut], _ARRAY] = Field(default_factory=list)
     reasoning: str | None = None
-    usage: ChatUsage | None = None
+    usage: Annotated[ChatUsage | None, _OBJECT] = None
     credits_used: float | None = None
     credits_remaining: float | None = None
-    images: list[ImageOut] = Field(default_factory=list, description="images the model made")
-    # Published by shape (every client reads the tool's outputSchema): each entry is
-    # {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}.
-    logprobs: Annotated[Logprobs | None, _LOGPROBS_SCHEMA] = None
+    images: Annotated[list[ImageOut], _ARRAY] = Field(default_factory=list)
+    # By shape too: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}],
+    # left_out}.
+    logprobs: Annotated[Logprobs | None, _OBJECT] = None
     notes: list[str] = Field(
         default_factory=list, description="what the server changed, e.g. max_tokens under a cap"
     )
