@@ -544,6 +544,7 @@ class ChatUsage(BaseModel):
 _OBJECT = WithJsonSchema({"type": "object"}, mode="serialization")
 _ARRAY = WithJsonSchema({"type": "array"}, mode="serialization")
 
+
 class ChatResult(MethodResult):
     text: str = Field(description="the assistant's reply, unchanged")
     id: str | None = Field(default=None, description="generation id, for naive_llm_generation")
