@@ -11,10 +11,11 @@ answer so far to the store (at most about once a second), and its result when it
 
 A job belongs to exactly one caller (API key and tenant): to anyone else, and once it has expired
 (NAIVE_JOB_TTL after it ended), it does not exist, in the same words. A caller has at most
-NAIVE_JOBS_PER_CALLER at once. Every process on the store reads any job; one that runs elsewhere
-is read from the store and stopped through it (the process running it polls for cancels while it
-runs jobs). A job whose process stopped is marked failed by the next sweep (`Store.claim_orphans`)
-with the text that had arrived, and its spend is settled as any dead process's call is.
+NAIVE_JOBS_PER_CALLER at once, and a process runs at most NAIVE_MAX_JOBS. Every process on the
+store reads any job; one that runs elsewhere is read from the store and stopped through it (the
+process running it polls for cancels while it runs jobs). A job whose process stopped is marked
+failed by the next sweep (`Store.claim_orphans`) with the text that had arrived, and its spend is
+settled as any dead process's call is.
 """
 
 from __future__ import annotations
@@ -130,11 +131,17 @@ class Jobs:
 
     async def start(self, tool: str, caller: Caller, run: Run) -> JobView:
         """Start `run` as a job of `caller`'s; refused (nothing run) when `caller` has
-        NAIVE_JOBS_PER_CALLER working already."""
+        NAIVE_JOBS_PER_CALLER working already, or this process NAIVE_MAX_JOBS."""
         if self._tasks is None:
             raise ArgumentError(
                 "background: this server is not running jobs (it is stopping); call again without it.",
                 kind="jobs_off",
+            )
+        if len(self._running) >= self._settings.max_jobs:
+            raise ArgumentError(
+                f"background: this server runs {len(self._running)} jobs now, the most it runs at once "
+                "(NAIVE_MAX_JOBS). Try again when one has ended, or call without background.",
+                kind="too_many_jobs",
             )
         store = await self._store()
         now = time.time()

@@ -289,6 +289,13 @@ class Settings(BaseSettings):
         description="Most background jobs one caller (API key and tenant) has at once: starting another "
         "forgets the oldest ended one; with this many working, no more start.",
     )
+    max_jobs: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Most background jobs (and MCP tasks) this process runs at once, of all callers; "
+        "past it, a background call is refused and nothing is sent.",
+    )
     max_result_chars: int = Field(
         default=40_000,
         ge=1_000,
