@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -460,13 +461,17 @@ def _writable(entry: str, lexical: Path, allowed: tuple[Path, ...]) -> None:
         raise _refused("output_file", entry, f"has a file where a directory goes ({existing})")
 
 
+_LONE_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def write_output(target: Path, text: str) -> None:
     """Write `text` to `target` (from `output_target`): missing directories made, an existing
     regular file overwritten, a symlink put there since never followed (blocking)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
+        # A lone surrogate (an upstream's "\ud800" escape) is no UTF-8: written as U+FFFD.
+        file.write(_LONE_SURROGATES.sub("\ufffd", text))
 
 
 def roots_from_uris(uris: Sequence[str]) -> tuple[Path, ...]:

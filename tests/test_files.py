@@ -526,6 +526,35 @@ async def test_output_file_gets_the_whole_answer_and_the_result_its_path_and_beg
     assert target.read_text() != written and again["files"]["output_file"] == str(target)
 
 
+async def test_an_output_file_the_disk_refuses_leaves_the_answer_in_the_result(
+    sandbox: RunningSandbox, api_key: str, tree: Path
+) -> None:
+    # The disk refuses the write (EFBIG: past this process's file size limit, which Python's
+    # ignored SIGXFSZ turns into an OSError): the answer, paid for, comes back whole instead.
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8, before[1]))
+    try:
+        result = await chat(settings_for(sandbox, api_key, tree), output_file="big.md", max_tokens=2000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, before)
+
+    data = structured(result)
+    assert not result.is_error
+    assert (
+        "could not write output_file" in " ".join(data["notes"]) and "the answer is here" in texts(result)[-1]
+    )
+    assert data["text"].startswith("Sandbox reply") and "output_file" not in (data.get("files") or {})
+
+
+def test_an_answer_with_a_lone_surrogate_is_written_as_a_replacement_character(tmp_path: Path) -> None:
+    from naive_mcp.context_files import write_output
+
+    write_output(tmp_path / "a.md", "ok \ud800 ok")
+    assert (tmp_path / "a.md").read_text(encoding="utf-8") == "ok \ufffd ok"
+
+
 @pytest.mark.parametrize(
     ("entry", "says"),
     [
