@@ -94,8 +94,7 @@ def starter(
                 return found
 
         async def run(reporter: ProgressReporter) -> Answered:
-            result = await again(reporter, known)
-            return Answered(dumped(result), result.is_error)
+            return answered(await again(reporter, known))
 
         view = await services.jobs.start(tool, owner, run)
         return JobStarted.model_validate({**(method.started or {}), "job": job_json(view)})
@@ -114,8 +113,9 @@ async def roots_now(roots: AskRoots) -> AskRoots:
     return known
 
 
-def dumped(result: CallToolResult) -> dict[str, Any]:
-    return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+def answered(result: CallToolResult) -> Answered:
+    """A job's tool result as the job keeps it."""
+    return Answered(result.model_dump(mode="json", by_alias=True, exclude_none=True), result.is_error)
 
 
 # --- naive_llm_result ---------------------------------------------------------------------------

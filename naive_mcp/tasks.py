@@ -44,7 +44,7 @@ from mcp_types import (
 )
 from mcp_types.methods import serialize_server_result
 
-from naive_mcp.background import FILE_ARGUMENTS, dumped, job_answer, roots_now
+from naive_mcp.background import FILE_ARGUMENTS, answered, job_answer, roots_now
 from naive_mcp.caller import Caller
 from naive_mcp.errors import NaiveError
 from naive_mcp.jobs import Answered, Jobs, JobView
@@ -241,17 +241,9 @@ class TaskMiddleware:
             roots = await roots_now(roots)  # tests/test_tasks.py
 
         async def run(reporter: ProgressReporter) -> Answered:
-            result = await tool.call(
-                arguments,
-                services,
-                reporter=reporter,
-                progress=True,
-                access=access,
-                roots=roots,
-                links=True,  # a 2025-11-25 client reads resource links
-                in_job=True,
+            return answered(
+                await tool.call_as_job(arguments, services, access=access, reporter=reporter, roots=roots)
             )
-            return Answered(dumped(result), result.is_error)
 
         # The asked ttl is taken as a wish (the spec lets the receiver choose): every job keeps the
         # operator's NAIVE_JOB_TTL, which the task's own `ttl` reports.

@@ -101,16 +101,7 @@ class RegistryTool(Tool):
         failure: tuple[str, str] | None = None  # an expected error's kind and text
 
         async def again(reporter: ProgressReporter, roots: AskRoots) -> CallToolResult:
-            return await self.call(
-                arguments,
-                services,
-                reporter=reporter,
-                progress=True,
-                access=access,
-                roots=roots,
-                links=True,
-                in_job=True,
-            )  # links kept: a reader too old for them gets the result without (background.job_answer)
+            return await self.call_as_job(arguments, services, access=access, reporter=reporter, roots=roots)
 
         with services.calls.track():
             async with reporter.running(enabled=progress):
@@ -145,6 +136,29 @@ class RegistryTool(Tool):
                 if links or not isinstance(block, LinkBlock)
             ],
             structured_content=result.model_dump(mode="json", by_alias=True, exclude_none=True),
+        )
+
+    async def call_as_job(
+        self,
+        arguments: dict[str, Any],
+        services: Services,
+        *,
+        access: AccessToken | None,
+        reporter: ProgressReporter,
+        roots: AskRoots,
+    ) -> CallToolResult:
+        """The call as a job makes it (`background: true`, an MCP task): its progress to the job,
+        resource links kept (a reader too old for them gets the result without them:
+        `background.job_answer`), and a `background` in it run right here."""
+        return await self.call(
+            arguments,
+            services,
+            reporter=reporter,
+            progress=True,
+            access=access,
+            roots=roots,
+            links=True,
+            in_job=True,
         )
 
 

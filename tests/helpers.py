@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio
 from mcp import Client
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
@@ -22,3 +23,13 @@ async def usage_of(client: Client) -> dict[str, Any]:
     assert isinstance(contents, TextResourceContents)
     usage: dict[str, Any] = json.loads(contents.text)
     return usage
+
+
+async def settled_as(client: Client, outcome: str, *, wait: float = 60) -> dict[str, Any]:
+    """The ledger's figures for `outcome` once a call has been settled so (from the generation's
+    stats, which come a little after the call ends)."""
+    with anyio.fail_after(wait):
+        while outcome not in (by_outcome := (await usage_of(client))["by_outcome"]):  # noqa: ASYNC110 - the ledger has no event
+            await anyio.sleep(0.05)
+    figures: dict[str, Any] = by_outcome[outcome]
+    return figures

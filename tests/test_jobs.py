@@ -14,7 +14,7 @@ from mcp import Client
 from naive_mcp.sandbox import RunningSandbox
 from naive_mcp.server import create_server
 from tests.conftest import DEFAULT_MODEL, make_settings
-from tests.helpers import text_of, usage_of
+from tests.helpers import settled_as, text_of, usage_of
 
 pytestmark = pytest.mark.anyio
 
@@ -88,10 +88,7 @@ async def test_while_it_works_the_result_says_so_with_the_answer_so_far_and_canc
     with anyio.fail_after(WAIT):
         await anyio.to_thread.run_sync(record.stream_ended.wait)
     assert record.disconnected_at is not None, "the upstream saw the call go away"
-    with anyio.fail_after(WAIT):  # settled from the generation's stats, which come a little later
-        while "cancelled" not in (settled := (await usage_of(client))["by_outcome"]):  # noqa: ASYNC110 - the ledger has no event
-            await anyio.sleep(0.05)
-    assert settled["cancelled"]["calls"] == 1
+    assert (await settled_as(client, "cancelled"))["calls"] == 1
     again = await result(client, job_id, cancel=True)
     assert again.structured_content["job"]["status"] == "cancelled", "an ended job is answered as it is"
 

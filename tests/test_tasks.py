@@ -26,7 +26,7 @@ from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from naive_mcp.tasks import RELATED_TASK, TASKS_VERSION
 from tests.conftest import DEFAULT_MODEL, make_settings
-from tests.helpers import usage_of
+from tests.helpers import settled_as
 
 pytestmark = pytest.mark.anyio
 
@@ -141,10 +141,8 @@ async def test_status_says_the_answer_so_far_and_cancel_stops_the_upstream_call(
     with anyio.fail_after(WAIT):
         await anyio.to_thread.run_sync(record.stream_ended.wait)
     assert record.disconnected_at is not None, "the upstream saw the call go away"
-    with anyio.fail_after(WAIT):  # settled from the generation's stats, which come a little later
-        while "cancelled" not in (settled := (await usage_of(tasks_client))["by_outcome"]):  # noqa: ASYNC110 - the ledger has no event
-            await anyio.sleep(0.05)
-    assert settled["cancelled"]["calls"] == 1 and settled["cancelled"]["completion_tokens"] > 0
+    settled = await settled_as(tasks_client, "cancelled")
+    assert settled["calls"] == 1 and settled["completion_tokens"] > 0
     with pytest.raises(MCPError) as again:
         await _raw(tasks_client, "tasks/cancel", {"taskId": task_id})
     assert again.value.error.code == INVALID_PARAMS

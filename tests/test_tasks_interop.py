@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from tests.conftest import upstream_env
-from tests.outside_clients import INSPECTOR, INTEROP
+from tests.outside_clients import INTEROP, node
 from tests.remote import http_server
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -43,18 +42,8 @@ def thinking() -> Iterator[RunningSandbox]:
 
 def run_plan(home: Path, clients: dict[str, Any], steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run the TypeScript client's plan; one JSON object per step."""
-    if not INSPECTOR.exists():
-        pytest.fail("tests/interop/node_modules is missing: run `scripts/bootstrap --dev`")
     plan = {"clients": clients, "timeoutMs": CLIENT_TIMEOUT_MS, "steps": steps}
-    run = subprocess.run(
-        ["node", str(TASKS_CLIENT), json.dumps(plan)],
-        cwd=INTEROP,
-        env={"PATH": os.environ["PATH"], "HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = node(home, "node", str(TASKS_CLIENT), json.dumps(plan))
     assert run.returncode == 0, f"stdout: {run.stdout}\nstderr: {run.stderr[-4000:]}"
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == len(steps), run.stdout
