@@ -104,20 +104,30 @@ async def test_a_job_survives_a_restart_its_result_kept_or_failed_with_its_text_
     store = tmp_path / "store.sqlite3"
     # A short lease (its minimum is 1 s): a killed process's lease lapses soon, and the next
     # process sweeps every third of it.
-    env = {**upstream_env(paced, api_key), "NAIVE_STORE": str(store), "NAIVE_STORE_LEASE": "1"}
+    # A short grace: a SIGTERM lets the calls in flight (a job's too) run on that long, then stops them.
+    env = {
+        **upstream_env(paced, api_key),
+        "NAIVE_STORE": str(store),
+        "NAIVE_STORE_LEASE": "1",
+        "NAIVE_SHUTDOWN_GRACE": "1",
+    }
 
-    # Process A ends a job, and stops normally.
+    # Process A ends one job, and stops normally while another answers.
     with http_server(tmp_path, env) as a:
         async with connect(a) as client:
             kept_id = await start(client, "kept")
             finished = await result(client, kept_id, wait_seconds=50)
+            stopped_id = await start(client, "stopped", "sandbox/slow")
+            await until(client, stopped_id, lambda answer: partial_chars(answer) > 0)
         a.process.send_signal(signal.SIGTERM)
         assert await anyio.to_thread.run_sync(a.process.wait, WAIT) == 0
+    await ended(last_chat(paced, api_key))
 
-    # Process B reads it; starts a long one, and is killed while it answers.
+    # Process B reads both; starts a long one, and is killed while it answers.
     with http_server(tmp_path, env) as b:
         async with connect(b) as client:
             kept = await result(client, kept_id, wait_seconds=0)
+            stopped = await result(client, stopped_id, wait_seconds=0)
             slow_id = await start(client, "a long one", "sandbox/slow")
             seen = await until(client, slow_id, lambda answer: partial_chars(answer) > 0)
         stored = await _partial_stored(store, slow_id)
@@ -125,18 +135,24 @@ async def test_a_job_survives_a_restart_its_result_kept_or_failed_with_its_text_
         await anyio.to_thread.run_sync(b.process.wait, WAIT)
     record = last_chat(paced, api_key)
     await ended(record)
-    killed = next(g for g in paced.sandbox.ledger.generations(api_key) if g.model == "sandbox/slow")
+    interrupted, killed = [g for g in paced.sandbox.ledger.generations(api_key) if g.model == "sandbox/slow"]
 
     # Process C: the killed job fails with its text once B's lease lapsed; its spend is settled.
     with http_server(tmp_path, env) as c:
         async with connect(c) as client:
             failed = await until(client, slow_id, lambda answer: not working(answer))
             cut_off = await settled_as(client, "cut_off")
+            cancelled = await settled_as(client, "cancelled")
             usage = await usage_of(client)
 
     assert not finished.is_error and text_of(finished) == f"Sandbox reply from {DEFAULT_MODEL}: kept"
     assert kept.content == finished.content, "the result of a job that ended is kept across a restart"
     assert kept.structured_content == finished.structured_content
+    assert stopped.is_error and job_of(stopped)["status"] == "failed"
+    assert f"Job {stopped_id} failed: The server stopped before this job ended" in text_of(stopped)
+    assert so_far(stopped).startswith(SLOW_REPLY), "a job a SIGTERM stopped keeps its text"
+    assert interrupted.cancelled and cancelled["calls"] == 1, "the stopping process settled its call"
+    assert cancelled["cost_usd"] == pytest.approx(interrupted.total_cost)
     assert job_of(seen)["status"] == "working"
 
     assert failed.is_error and job_of(failed)["status"] == "failed"
@@ -149,7 +165,7 @@ async def test_a_job_survives_a_restart_its_result_kept_or_failed_with_its_text_
     assert record.disconnected_at is not None and killed.cancelled, "the kill closed the upstream call"
     assert cut_off["calls"] == 1
     assert cut_off["cost_usd"] == pytest.approx(killed.total_cost), "settled from the upstream's figures"
-    assert usage["total"]["calls"] == 2 == len(paced.sandbox.ledger.generations(api_key))
+    assert usage["total"]["calls"] == 3 == len(paced.sandbox.ledger.generations(api_key))
     assert _holds(store) == 0, "no reservation is left"
 
 
