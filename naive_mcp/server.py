@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 import httpx2
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.settings import AuthSettings
@@ -25,7 +24,7 @@ from naive_mcp.store import UsageScope
 from naive_mcp.tasks import task_methods
 from naive_mcp.threads import THREADS_URI, listing_json, not_found, thread_json, turn_text
 from naive_mcp.tools import build_tools
-from naive_mcp.usage import USAGE_URI, usage_json, usage_summary
+from naive_mcp.usage import USAGE_URI, usage_json
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +47,6 @@ def _redactor(services: Services) -> Redactor:
     (in client-keys mode, its key)."""
     access = get_access_token()
     return services.redact.including(access.token if access is not None else None)
-
-
-async def log_usage(services: Services) -> None:
-    """The usage ledger, in a line, when the server stops."""
-    try:
-        store = await services.guard.store()
-        logger.info("usage: %s", await usage_summary(store))
-    except Exception as exc:  # the store is away: stopping matters more than the line
-        logger.warning("usage: not available (%s)", type(exc).__name__)
 
 
 def create_server(
@@ -87,11 +77,7 @@ def create_server(
         running.append(own)
         try:
             async with own.running():
-                try:
-                    yield own
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await log_usage(own)
+                yield own
         finally:
             running.remove(own)
 

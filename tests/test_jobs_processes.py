@@ -121,6 +121,7 @@ async def test_a_job_survives_a_restart_its_result_kept_or_failed_with_its_text_
             await until(client, stopped_id, lambda answer: partial_chars(answer) > 0)
         a.process.send_signal(signal.SIGTERM)
         assert await anyio.to_thread.run_sync(a.process.wait, WAIT) == 0
+        stop_line = a.logs()
     await ended(last_chat(paced, api_key))
 
     # Process B reads both; starts a long one, and is killed while it answers.
@@ -153,6 +154,7 @@ async def test_a_job_survives_a_restart_its_result_kept_or_failed_with_its_text_
     assert so_far(stopped).startswith(SLOW_REPLY), "a job a SIGTERM stopped keeps its text"
     assert interrupted.cancelled and cancelled["calls"] == 1, "the stopping process settled its call"
     assert cancelled["cost_usd"] == pytest.approx(interrupted.total_cost)
+    assert "usage: 2 chat calls" in stop_line, "the stop's usage line counts the job it settled"
     assert job_of(seen)["status"] == "working"
 
     assert failed.is_error and job_of(failed)["status"] == "failed"
