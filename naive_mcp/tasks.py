@@ -15,10 +15,16 @@ adds `capabilities.tasks` to the `initialize` result (the SDK builds capabilitie
 and `execution.taskSupport` to the tools that have it in `tools/list` (`MCPServer.list_tools`
 drops a tool's `execution`).
 
-Only 2025-11-25 connections see any of it. The 2026-07-28 revision moved tasks to the
-`io.modelcontextprotocol/tasks` extension (SEP-2663) with another lifecycle — the result inline
-in `tasks/get`, `tasks/update`, no `tasks/list` or `tasks/result`, task creation decided by the
-server — which this server does not speak yet, so it does not advertise the extension.
+The 2026-07-28 revision moved tasks to the `io.modelcontextprotocol/tasks` extension (SEP-2663),
+with another lifecycle, which is spoken too, through the SDK's extension API (`Extension.settings`
+advertises it in `server/discover`; the SDK passes a claimed `resultType` through its result
+sieve): the client declares the extension in each request's `_meta` capabilities, and the server
+decides. A chat or compare from such a client that has not ended within `TASK_ANSWER_WAIT` is
+answered with `resultType: "task"`; `tasks/get` then gives its status, and at the end the result
+inline (`completed`, a tool error included; `failed` only for a job that ended without a result,
+its process or the server having stopped); `tasks/cancel` stops it; `tasks/update` is
+acknowledged (these tools never ask the client for input). There is no `tasks/list` or
+`tasks/result` in that revision.
 """
 
 from __future__ import annotations
@@ -34,15 +40,20 @@ from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
     CancelTaskRequestParams,
     GetTaskPayloadRequestParams,
     GetTaskRequestParams,
     PaginatedRequestParams,
+    RequestParams,
     Task,
+    TextContent,
 )
 from mcp_types.methods import serialize_server_result
+from pydantic import Field
 
 from naive_mcp.background import FILE_ARGUMENTS, answered, job_answer, roots_now
 from naive_mcp.caller import Caller
@@ -55,6 +66,9 @@ from naive_mcp.tools import RegistryTool, roots_for
 logger = logging.getLogger(__name__)
 
 TASKS_VERSION: Final = "2025-11-25"  # the one protocol revision with tasks in its core
+EXTENSION_VERSION: Final = "2026-07-28"  # tasks as the extension `TASKS_EXTENSION`
+TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
+TASK_ANSWER_WAIT: Final = 1.0  # seconds an extension call waits to answer inline before it is a task
 RELATED_TASK: Final = "io.modelcontextprotocol/related-task"
 # The tools a task may run: the two that spend time upstream. The rest answer at once.
 TASK_TOOLS: Final = frozenset({"naive_llm_chat", "naive_llm_compare"})
@@ -116,30 +130,73 @@ def _not_found(error: NaiveError) -> MCPError:
 
 
 class _TaskMethods(Extension):
-    """`tasks/get`, `tasks/result`, `tasks/list`, `tasks/cancel`, for 2025-11-25 connections."""
+    """`tasks/get` and `tasks/cancel` for both revisions; `tasks/result` and `tasks/list` for
+    2025-11-25, `tasks/update` for the 2026-07-28 extension."""
 
-    # The 2025-11-25 core capability is `capabilities.tasks` (added by `TaskMiddleware`), not an
-    # extension; this identifier only names the bundle, and `TaskMiddleware` removes its entry
-    # from the advertised extensions until the 2026-07-28 extension is spoken.
-    identifier = "io.modelcontextprotocol/tasks"
+    # Advertised (with no settings, as SEP-2663 has none) under `capabilities.extensions` in
+    # `server/discover`. The 2025-11-25 core capability is `capabilities.tasks` instead (added by
+    # `TaskMiddleware`, which drops this entry from an `initialize` answer).
+    identifier = TASKS_EXTENSION
 
     def methods(self) -> Sequence[MethodBinding]:
-        versions = frozenset({TASKS_VERSION})
+        legacy, extension = frozenset({TASKS_VERSION}), frozenset({EXTENSION_VERSION})
+        both = legacy | extension
         return (
-            MethodBinding("tasks/get", GetTaskRequestParams, _get, versions),
-            MethodBinding("tasks/result", GetTaskPayloadRequestParams, _result, versions),
-            MethodBinding("tasks/list", PaginatedRequestParams, _list, versions),
-            MethodBinding("tasks/cancel", CancelTaskRequestParams, _cancel, versions),
+            MethodBinding("tasks/get", GetTaskRequestParams, _get, both),
+            MethodBinding("tasks/result", GetTaskPayloadRequestParams, _result, legacy),
+            MethodBinding("tasks/list", PaginatedRequestParams, _list, legacy),
+            MethodBinding("tasks/cancel", CancelTaskRequestParams, _cancel, both),
+            MethodBinding("tasks/update", UpdateTaskRequestParams, _update, extension),
+        )
+
+
+class UpdateTaskRequestParams(RequestParams):
+    """`tasks/update` (2026-07-28): responses to a task's input requests."""
+
+    task_id: str = Field(alias="taskId")
+    input_responses: dict[str, Any] = Field(alias="inputResponses")
+
+
+def _speaks_extension(ctx: ServerRequestContext[Any, Any]) -> bool:
+    """Whether this request's client declared the tasks extension (on 2026-07-28, per request)."""
+    capabilities = ctx.session.client_capabilities
+    extensions = capabilities.extensions if capabilities is not None else None
+    return (
+        ctx.protocol_version == EXTENSION_VERSION and extensions is not None and TASKS_EXTENSION in extensions
+    )
+
+
+def _needs_extension(ctx: ServerRequestContext[Any, Any]) -> None:
+    """SEP-2663: `tasks/*` from a client that did not declare the extension is -32021."""
+    if ctx.protocol_version == EXTENSION_VERSION and not _speaks_extension(ctx):
+        raise MCPError(
+            code=MISSING_REQUIRED_CLIENT_CAPABILITY,
+            message=f"{ctx.method}: declare the {TASKS_EXTENSION} extension in this request's client "
+            "capabilities to use tasks",
+            data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
         )
 
 
 async def _get(ctx: ServerRequestContext[Any, Any], params: GetTaskRequestParams) -> HandlerResult:
+    _needs_extension(ctx)
     services, jobs = _services(ctx)
     try:
         view = await jobs.get(_task_id(params.task_id), _owner(services))
     except NaiveError as error:
         raise _not_found(error) from None
-    return _wire(view)
+    return detailed_task(view) if ctx.protocol_version == EXTENSION_VERSION else _wire(view)
+
+
+async def _update(ctx: ServerRequestContext[Any, Any], params: UpdateTaskRequestParams) -> HandlerResult:
+    """Acknowledged for a task of the caller's: these tools never ask for input, so every response
+    is to a key that is not outstanding, which SEP-2663 says to ignore."""
+    _needs_extension(ctx)
+    services, jobs = _services(ctx)
+    try:
+        await jobs.get(_task_id(params.task_id), _owner(services))
+    except NaiveError as error:
+        raise _not_found(error) from None
+    return {}
 
 
 async def _result(ctx: ServerRequestContext[Any, Any], params: GetTaskPayloadRequestParams) -> HandlerResult:
@@ -151,11 +208,8 @@ async def _result(ctx: ServerRequestContext[Any, Any], params: GetTaskPayloadReq
             pass  # each wait is bounded, so a cancelled request stops waiting
     except NaiveError as error:
         raise _not_found(error) from None
-    result = job_answer(view, links=True)  # a 2025-11-25 client reads resource links
     # Shaped by the 2025-11-25 surface, as the plain call's answer is (no later revision's fields).
-    dumped = serialize_server_result(
-        "tools/call", TASKS_VERSION, result.model_dump(by_alias=True, mode="json")
-    )
+    dumped = _call_result(view, TASKS_VERSION)
     dumped["_meta"] = {**dumped.get("_meta", {}), RELATED_TASK: {"taskId": task_id}}
     return dumped
 
@@ -173,10 +227,16 @@ async def _list(ctx: ServerRequestContext[Any, Any], params: PaginatedRequestPar
 
 
 async def _cancel(ctx: ServerRequestContext[Any, Any], params: CancelTaskRequestParams) -> HandlerResult:
+    _needs_extension(ctx)
     services, jobs = _services(ctx)
     task_id, owner = _task_id(params.task_id), _owner(services)
     try:
         before = await jobs.get(task_id, owner)
+        if ctx.protocol_version == EXTENSION_VERSION:
+            # An acknowledgement (SEP-2663); a task that ended already stays as it ended.
+            if before.status == "working":
+                await jobs.cancel(task_id, owner)
+            return {}
         if before.status != "working":
             raise MCPError(
                 code=INVALID_PARAMS,
@@ -194,6 +254,37 @@ def _wire(view: JobView) -> dict[str, Any]:
     return task.model_dump(by_alias=True, mode="json", exclude_none=True) | {"ttl": task.ttl}
 
 
+def _task_v2(view: JobView) -> dict[str, Any]:
+    """A job as SEP-2663's `Task`: `ttlMs` where 2025-11-25 has `ttl`."""
+    wire = _wire(view)
+    wire["ttlMs"] = wire.pop("ttl")
+    if (interval := wire.pop("pollInterval", None)) is not None:
+        wire["pollIntervalMs"] = interval
+    return wire
+
+
+def detailed_task(view: JobView) -> dict[str, Any]:
+    """SEP-2663's `DetailedTask`: a job that ended with a result is `completed` with it inline (a
+    tool error too: `failed` is for JSON-RPC errors only); one that ended without one (its
+    process or the server stopped) is `failed` with an internal error saying so, the answer
+    so far included."""
+    task = _task_v2(view)
+    if view.status in ("working", "cancelled"):
+        return task
+    if view.result is not None:
+        return task | {"status": "completed", "result": _call_result(view, EXTENSION_VERSION)}
+    said = job_answer(view, links=True).content[0]
+    message = said.text if isinstance(said, TextContent) else (view.status_message or "")
+    return task | {"error": {"code": INTERNAL_ERROR, "message": message}}
+
+
+def _call_result(view: JobView, version: str) -> dict[str, Any]:
+    """A job's answer as the plain call's `tools/call` result on `version` (resource links read
+    by both revisions' clients)."""
+    result = job_answer(view, links=True)
+    return serialize_server_result("tools/call", version, result.model_dump(by_alias=True, mode="json"))
+
+
 class TaskMiddleware:
     """The parts of 2025-11-25 tasks the SDK's own pipeline cannot carry (module docstring)."""
 
@@ -202,7 +293,7 @@ class TaskMiddleware:
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         method = ctx.method
-        if method in ("initialize", "server/discover"):
+        if method == "initialize":
             answer = await call_next(ctx)
             if isinstance(answer, dict):
                 capabilities = answer.setdefault("capabilities", {})
@@ -210,6 +301,17 @@ class TaskMiddleware:
                 if answer.get("protocolVersion") == TASKS_VERSION:
                     capabilities["tasks"] = TASKS_CAPABILITY
             return answer
+        params = ctx.params
+        if ctx.protocol_version == EXTENSION_VERSION:
+            if (
+                method == "tools/call"
+                and isinstance(params, Mapping)
+                and params.get("name") in self._tools
+                and isinstance(params.get("arguments", {}), dict)  # else the plain call refuses them
+                and _speaks_extension(ctx)
+            ):
+                return await self._create_v2(ctx, params)
+            return await call_next(ctx)
         if ctx.protocol_version != TASKS_VERSION:
             return await call_next(ctx)
         if method == "tools/list":
@@ -219,7 +321,6 @@ class TaskMiddleware:
                     if tool.get("name") in self._tools:
                         tool["execution"] = {"taskSupport": "optional"}
             return answer
-        params = ctx.params
         if method == "tools/call" and isinstance(params, Mapping) and params.get("task") is not None:
             return await self._create(ctx, params)
         return await call_next(ctx)
@@ -233,6 +334,25 @@ class TaskMiddleware:
                 message=f"{name}: this tool does not run as a task (tools/list shows execution.taskSupport "
                 f"on those that do: {', '.join(sorted(self._tools))}); call it without `task`",
             )
+        view = await self._start(ctx, tool, arguments)
+        return {"task": _wire(view)}
+
+    async def _create_v2(
+        self, ctx: ServerRequestContext[Any, Any], params: Mapping[str, Any]
+    ) -> HandlerResult:
+        """SEP-2663: the server decides. A call that ends within `TASK_ANSWER_WAIT` is answered as a
+        plain call is (a quick chat pays no polling); a longer one is a task from then on."""
+        view = await self._start(ctx, self._tools[params["name"]], params.get("arguments") or {})
+        services, jobs = _services(ctx)
+        view = await jobs.wait(view.job_id, _owner(services), TASK_ANSWER_WAIT)
+        if view.done and view.result is not None:
+            return _call_result(view, EXTENSION_VERSION)
+        return {"resultType": "task", **_task_v2(view)}
+
+    async def _start(
+        self, ctx: ServerRequestContext[Any, Any], tool: RegistryTool, arguments: dict[str, Any]
+    ) -> JobView:
+        name = tool.name
         services, jobs = _services(ctx)
         access = get_access_token()
         owner = _owner(services)
@@ -249,7 +369,7 @@ class TaskMiddleware:
         # operator's NAIVE_JOB_TTL, which the task's own `ttl` reports.
         view = await jobs.start(name, owner, run)
         logger.info("task %s started for %s", view.job_id, name)
-        return {"task": _wire(view)}
+        return view
 
 
 def _unadvertise(capabilities: dict[str, Any]) -> None:

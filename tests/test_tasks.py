@@ -1,5 +1,6 @@
 """MCP tasks (2025-11-25) through the Python SDK's client in memory: the capability, taskSupport in
-tools/list, a task-augmented chat, its status, result and cancel, and every bad value.
+tools/list, a task-augmented chat, its status, result and cancel, and every bad value. The
+2026-07-28 tasks extension: tests/test_tasks_extension.py.
 
 The TypeScript SDK's proofs over stdio and HTTP are tests/test_tasks_interop.py. The Python client validates a `tools/call` answer as a `CallToolResult`, so a
 task-augmented call goes through its dispatcher's raw send (`_raw`, an SDK internal).
@@ -70,26 +71,12 @@ async def test_a_2025_11_25_client_sees_the_tasks_capability_and_task_support_on
         "cancel": {},
         "requests": {"tools": {"call": {}}},
     }
-    assert capabilities.extensions is None, "the 2026-07-28 tasks extension is not spoken, so not named"
+    assert capabilities.extensions is None, "the 2026-07-28 tasks extension is not named to this client"
     listing = await _raw(tasks_client, "tools/list")
     support = {tool["name"]: tool.get("execution") for tool in listing["tools"]}
     assert support.pop("naive_llm_chat") == {"taskSupport": "optional"}
     assert support.pop("naive_llm_compare") == {"taskSupport": "optional"}
     assert set(support.values()) == {None}
-
-
-async def test_a_2026_07_28_client_sees_no_tasks(settings: Settings) -> None:
-    async with Client(create_server(settings)) as modern:
-        assert modern.protocol_version not in (TASKS_VERSION,)
-        discovered = await modern.session.send_request(
-            mcp_types.DiscoverRequest(params=mcp_types.RequestParams()), mcp_types.DiscoverResult
-        )
-        assert discovered.capabilities.tasks is None
-        assert not (discovered.capabilities.extensions or {})
-        assert all(tool.execution is None for tool in (await modern.list_tools()).tools)
-        with pytest.raises(MCPError) as refused:
-            await _raw(modern, "tasks/list")
-    assert refused.value.error.code == METHOD_NOT_FOUND
 
 
 async def test_a_task_answers_at_once_and_its_result_is_the_plain_calls(
