@@ -124,9 +124,15 @@ def _task_id(raw: str) -> str:
     return raw
 
 
-def _not_found(error: NaiveError) -> MCPError:
-    # Unknown and another caller's read the same (`BackgroundCalls`), so nothing leaks.
-    return MCPError(code=INVALID_PARAMS, message=error.describe())
+def _not_found(error: NaiveError, task_id: str) -> MCPError:
+    # Unknown and another caller's read the same (`Jobs.get`), so nothing leaks.
+    if error.kind != "job_not_found":
+        return MCPError(code=INVALID_PARAMS, message=error.describe())
+    return MCPError(
+        code=INVALID_PARAMS,
+        message=f"taskId: there is no task {task_id} of yours. A task belongs to the API key and tenant "
+        "that started it, and is deleted NAIVE_JOB_TTL after it ended; use a taskId this server gave you.",
+    )
 
 
 class _TaskMethods(Extension):
@@ -183,7 +189,7 @@ async def _get(ctx: ServerRequestContext[Any, Any], params: GetTaskRequestParams
     try:
         view = await jobs.get(_task_id(params.task_id), _owner(services))
     except NaiveError as error:
-        raise _not_found(error) from None
+        raise _not_found(error, params.task_id) from None
     return detailed_task(view) if ctx.protocol_version == EXTENSION_VERSION else _wire(view)
 
 
@@ -195,7 +201,7 @@ async def _update(ctx: ServerRequestContext[Any, Any], params: UpdateTaskRequest
     try:
         await jobs.get(_task_id(params.task_id), _owner(services))
     except NaiveError as error:
-        raise _not_found(error) from None
+        raise _not_found(error, params.task_id) from None
     return {}
 
 
@@ -207,7 +213,7 @@ async def _result(ctx: ServerRequestContext[Any, Any], params: GetTaskPayloadReq
         while not (view := await jobs.wait(task_id, owner, RESULT_WAIT)).done:
             pass  # each wait is bounded, so a cancelled request stops waiting
     except NaiveError as error:
-        raise _not_found(error) from None
+        raise _not_found(error, params.task_id) from None
     # Shaped by the 2025-11-25 surface, as the plain call's answer is (no later revision's fields).
     dumped = _call_result(view, TASKS_VERSION)
     dumped["_meta"] = {**dumped.get("_meta", {}), RELATED_TASK: {"taskId": task_id}}
@@ -244,7 +250,7 @@ async def _cancel(ctx: ServerRequestContext[Any, Any], params: CancelTaskRequest
             )
         view = await jobs.cancel(task_id, owner)
     except NaiveError as error:
-        raise _not_found(error) from None
+        raise _not_found(error, params.task_id) from None
     return _wire(view)
 
 
