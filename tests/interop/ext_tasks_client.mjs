@@ -3,7 +3,8 @@
 // streamable HTTP: the tasks extension (io.modelcontextprotocol/tasks, SEP-2663) as its authors'
 // own client drives it.
 // usage: node ext_tasks_client.mjs '<plan JSON>'
-//   plan: {"url": "<the /mcp endpoint>", "clients": {"<name>": "<bearer token>"}, "timeoutMs",
+//   plan: {"url": "<the /mcp endpoint>", "clients": {"<name>": {"bearer", "tasks": <false: the
+//          client does not declare the extension>}}, "timeoutMs",
 //          "steps": [{"client": "<name>", "do": "<action>", ...}]}
 //   actions: capabilities (the server's, and the negotiated protocol); call (session.callTool, then
 //            its settled outcome); start (session.callTool: whether it became a task, and its id;
@@ -52,8 +53,8 @@ function rawDispatchFor(bearer) {
 }
 
 const sessions = {};
-for (const [name, bearer] of Object.entries(plan.clients)) {
-  const capabilities = { extensions: { [TASKS]: {} } };
+for (const [name, { bearer, tasks = true }] of Object.entries(plan.clients)) {
+  const capabilities = tasks ? { extensions: { [TASKS]: {} } } : {};
   const clientInfo = { name: `naive-mcp-ext-tasks-${name}`, version: "1.0.0" };
   const client = new Client(clientInfo, { capabilities, versionNegotiation: { mode: { pin: VERSION } } });
   const transport = new StreamableHTTPClientTransport(new URL(plan.url), {
@@ -61,11 +62,13 @@ for (const [name, bearer] of Object.entries(plan.clients)) {
   });
   await client.connect(transport, { timeout });
   const rawDispatch = rawDispatchFor(bearer);
-  const session = createTaskSessionFromClient(client, {
-    endpointId: `naive-mcp-${name}`,
-    rawDispatch,
-    v2RequestFraming: { protocolVersion: client.getNegotiatedProtocolVersion(), clientInfo, clientCapabilities: capabilities },
-  });
+  const session = tasks
+    ? createTaskSessionFromClient(client, {
+        endpointId: `naive-mcp-${name}`,
+        rawDispatch,
+        v2RequestFraming: { protocolVersion: client.getNegotiatedProtocolVersion(), clientInfo, clientCapabilities: capabilities },
+      })
+    : null;
   sessions[name] = { client, session, rawDispatch, capabilities, clientInfo };
 }
 
@@ -138,6 +141,6 @@ for (const [index, step] of plan.steps.entries()) {
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 for (const { session, client } of Object.values(sessions)) {
-  await session.close?.();
+  await session?.close?.();
   await client.close();
 }
