@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 TASKS_VERSION: Final = "2025-11-25"  # the one protocol revision with tasks in its core
 EXTENSION_VERSION: Final = "2026-07-28"  # tasks as the extension `TASKS_EXTENSION`
 TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
+NO_ROOM_FOR_A_JOB: Final = frozenset({"too_many_jobs", "jobs_off"})
 TASK_ANSWER_WAIT: Final = 1.0  # seconds an extension call waits to answer inline before it is a task
 RELATED_TASK: Final = "io.modelcontextprotocol/related-task"
 # The tools a task may run: the two that spend time upstream. The rest answer at once.
@@ -316,7 +317,7 @@ class TaskMiddleware:
                 and isinstance(params.get("arguments", {}), dict)  # else the plain call refuses them
                 and _speaks_extension(ctx)
             ):
-                return await self._create_v2(ctx, params)
+                return await self._create_v2(ctx, params, call_next)
             return await call_next(ctx)
         if ctx.protocol_version != TASKS_VERSION:
             return await call_next(ctx)
@@ -340,15 +341,24 @@ class TaskMiddleware:
                 message=f"{name}: this tool does not run as a task (tools/list shows execution.taskSupport "
                 f"on those that do: {', '.join(sorted(self._tools))}); call it without `task`",
             )
-        view = await self._start(ctx, tool, arguments)
+        try:
+            view = await self._start(ctx, tool, arguments)
+        except NaiveError as error:  # no room for another job: refused as the request's error
+            raise MCPError(code=INVALID_PARAMS, message=error.describe()) from None
         return {"task": _wire(view)}
 
     async def _create_v2(
-        self, ctx: ServerRequestContext[Any, Any], params: Mapping[str, Any]
+        self, ctx: ServerRequestContext[Any, Any], params: Mapping[str, Any], call_next: CallNext
     ) -> HandlerResult:
         """SEP-2663: the server decides. A call that ends within `TASK_ANSWER_WAIT` is answered as a
-        plain call is (a quick chat pays no polling); a longer one is a task from then on."""
-        view = await self._start(ctx, self._tools[params["name"]], params.get("arguments") or {})
+        plain call is (a quick chat pays no polling); a longer one is a task from then on. With no
+        room for another job (`too_many_jobs`, or the server stopping), the call is served plain."""
+        try:
+            view = await self._start(ctx, self._tools[params["name"]], params.get("arguments") or {})
+        except NaiveError as error:
+            if error.kind not in NO_ROOM_FOR_A_JOB:
+                raise
+            return await call_next(ctx)
         services, jobs = _services(ctx)
         view = await jobs.wait(view.job_id, _owner(services), TASK_ANSWER_WAIT)
         if view.done and view.result is not None:

@@ -240,3 +240,16 @@ async def test_a_task_reads_files_under_the_client_s_roots_asked_after_its_reque
 
     assert result["isError"] is False, result["content"][0]["text"]
     assert result["structuredContent"]["files"]["included"] == [{"path": "NOTES.md", "bytes": 10}]
+
+
+async def test_a_task_past_the_callers_job_limit_is_refused_by_name(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    settings = make_settings(sandbox, api_key, jobs_per_caller=1)
+    async with Client(create_server(settings), mode="legacy") as client:
+        created = await _raw(client, "tools/call", chat("the one job", "sandbox/slow"))
+        with pytest.raises(MCPError) as refused:
+            await _raw(client, "tools/call", chat("no room"))
+        await _raw(client, "tasks/cancel", {"taskId": created["task"]["taskId"]})
+    assert refused.value.error.code == INVALID_PARAMS
+    assert "NAIVE_JOBS_PER_CALLER" in refused.value.error.message

@@ -228,3 +228,16 @@ def test_a_job_whose_call_ended_in_a_tool_error_is_completed_with_it() -> None:
     task = detailed_task(_view(result=error))
     assert task["status"] == "completed" and task["result"]["isError"] is True
     assert task["result"]["content"] == error["content"]
+
+
+async def test_with_no_room_for_another_job_a_call_is_served_plain(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    settings = make_settings(sandbox, api_key, jobs_per_caller=1)
+    async with Client(create_server(settings)) as modern:
+        created = await _raw(modern, "tools/call", chat("the one job", "sandbox/slow"))
+        served = await _raw(modern, "tools/call", chat("no room"))
+        await _raw(modern, "tasks/cancel", {"taskId": created["taskId"]})
+    assert created["resultType"] == "task"
+    assert served["resultType"] == "complete" and served["isError"] is False
+    assert served["content"][0]["text"] == f"Sandbox reply from {DEFAULT_MODEL}: no room"
