@@ -111,6 +111,9 @@ class Jobs:
         self._runner = runner
         self._limits = JobLimits(ttl=settings.job_ttl, per_owner=settings.jobs_per_caller)
         self._running: dict[str, _Running] = {}
+        # Jobs being written to the store, not running yet: counted against NAIVE_MAX_JOBS, so that
+        # starts arriving together cannot all find room while each waits for its write.
+        self._starting = 0
         self._any_running = anyio.Event()
         self._tasks: TaskGroup | None = None
 
@@ -137,13 +140,12 @@ class Jobs:
                 "background: this server is not running jobs (it is stopping); call again without it.",
                 kind="jobs_off",
             )
-        if len(self._running) >= self._settings.max_jobs:
+        if len(self._running) + self._starting >= self._settings.max_jobs:
             raise ArgumentError(
-                f"background: this server runs {len(self._running)} jobs now, the most it runs at once "
+                f"background: this server runs {self._settings.max_jobs} jobs now, the most it runs at once "
                 "(NAIVE_MAX_JOBS). Try again when one has ended, or call without background.",
                 kind="too_many_jobs",
             )
-        store = await self._store()
         now = time.time()
         record = JobRecord(
             id=f"job_{secrets.token_urlsafe(18)}",
@@ -161,7 +163,11 @@ class Jobs:
             runner=self._runner,
             cancel_asked_at=None,
         )
-        working = await store.add_job(record, self._limits)
+        self._starting += 1
+        try:
+            store, working = await self._add(record)
+        finally:
+            self._starting -= 1
         if working is not None:
             raise ArgumentError(
                 f"background: you have {working} jobs working, the most one caller runs at once here "
@@ -175,6 +181,10 @@ class Jobs:
         self._tasks.start_soon(self._run, job, run, store)
         logger.info("job %s started (%s)", record.id, tool)
         return job.view
+
+    async def _add(self, record: JobRecord) -> tuple[Store, int | None]:
+        store = await self._store()
+        return store, await store.add_job(record, self._limits)
 
     async def _run(self, job: _Running, run: Run, store: Store) -> None:
         settings = self._settings

@@ -5,6 +5,7 @@ the per-caller bound, expiry, and every bad value. Restarts and replicas: test_j
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -233,3 +234,30 @@ async def test_a_process_runs_at_most_its_limit_of_jobs_of_all_callers(
         assert refused.is_error and "NAIVE_MAX_JOBS" in text_of(refused)
         assert "Nothing was sent upstream" in text_of(refused)
         await result(client, first, user_id="usr_a", cancel=True)
+
+
+async def test_starts_arriving_together_cannot_all_pass_the_process_limit(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path
+) -> None:
+    # A SQLite file: each start waits for its write on a worker thread, where the others' checks
+    # would find the room it is about to take.
+    settings = make_settings(sandbox, api_key, max_jobs=2, store=str(tmp_path / "store.db"))
+    answers: dict[str, Any] = {}
+    async with Client(create_server(settings)) as client:
+
+        async def one(user: str) -> None:
+            answers[user] = await client.call_tool(
+                "naive_llm_chat",
+                {"prompt": user, "model": "sandbox/slow", "background": True, "user_id": user},
+            )
+
+        async with anyio.create_task_group() as starting:
+            for n in range(8):
+                starting.start_soon(one, f"usr_{n}")
+        started = {user: answer for user, answer in answers.items() if not answer.is_error}
+        refused = [answer for answer in answers.values() if answer.is_error]
+        for user, answer in started.items():
+            await result(client, answer.structured_content["job"]["job_id"], user_id=user, cancel=True)
+
+    assert len(started) == 2, [text_of(answer) for answer in answers.values()]
+    assert all("NAIVE_MAX_JOBS" in text_of(answer) for answer in refused)
