@@ -261,3 +261,21 @@ async def test_starts_arriving_together_cannot_all_pass_the_process_limit(
 
     assert len(started) == 2, [text_of(answer) for answer in answers.values()]
     assert all("NAIVE_MAX_JOBS" in text_of(answer) for answer in refused)
+
+
+async def test_a_job_s_own_errors_say_what_to_do_not_that_the_upstream_failed(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    settings = make_settings(sandbox, api_key, jobs_per_caller=1)
+    async with Client(create_server(settings)) as client:
+        unknown = await result(client, "job_" + "x" * 24)
+        first = await start(client, "one", "sandbox/slow")
+        too_many = await client.call_tool(
+            "naive_llm_chat", {"prompt": "two", "model": "sandbox/slow", "background": True}
+        )
+        await result(client, first, cancel=True)
+
+    assert unknown.is_error and "use the job_id a background call gave you" in text_of(unknown).lower()
+    assert too_many.is_error and "call without background" in text_of(too_many)
+    for answer in (unknown, too_many):
+        assert "upstream failed" not in text_of(answer), text_of(answer)
