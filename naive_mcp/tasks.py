@@ -247,7 +247,10 @@ class TaskMiddleware:
 
         # The asked ttl is taken as a wish (the spec lets the receiver choose): every job keeps the
         # operator's NAIVE_JOB_TTL, which the task's own `ttl` reports.
-        view = await jobs.start(name, owner, run)
+        try:
+            view = await jobs.start(name, owner, run)
+        except NaiveError as error:  # too_many_jobs, jobs_off: refused by name, nothing started
+            raise MCPError(code=INVALID_PARAMS, message=error.describe()) from None
         logger.info("task %s started for %s", view.job_id, name)
         return {"task": _wire(view)}
 
