@@ -247,7 +247,8 @@ class _Reader:
         except (OSError, RuntimeError):
             self.skip(lexical, "could not be resolved (a broken symlink?)")
             return
-        if _within(real, self.real_roots) is None:
+        real_root = _within(real, self.real_roots)
+        if real_root is None:
             self.skip(lexical, "is a symlink that leads outside the allowed roots: not read")
             return
         if real in self.seen:
@@ -256,6 +257,20 @@ class _Reader:
         if self.ignores.ignored(lexical, root, is_dir=False):
             git = ".git" in lexical.relative_to(root).parts
             self.skip(lexical, "in .git/, which is never read" if git else "ignored by .gitignore")
+            return
+        led = real.relative_to(real_root)
+        if led != lexical.relative_to(root) and (
+            self.ignores.ignored(real, real_root, is_dir=False)
+            or self.ignores.ignored_on_the_way(real, real_root) is not None
+        ):
+            # A symlink (the file, or a directory on the way) to what git ignores or to .git/: what
+            # it leads to decides, or `notes -> .env` would send the secrets .gitignore keeps out.
+            where = (
+                "into .git/, which is never read"
+                if ".git" in led.parts
+                else f"to {led.as_posix()}, which .gitignore ignores"
+            )
+            self.skip(lexical, f"leads through a symlink {where}")
             return
         if self.full:
             self.skip(lexical, f"past the {self.limits.count}-file limit (NAIVE_MAX_FILES): not read")

@@ -175,6 +175,30 @@ async def test_a_directory_is_its_whole_tree_and_git_s_own_directory_is_never_re
     ]
 
 
+async def test_a_symlink_inside_the_root_to_an_ignored_file_or_into_git_is_skipped_too(
+    sandbox: RunningSandbox, api_key: str, tree: Path
+) -> None:
+    (tree / "notes.txt").symlink_to(tree / ".env")
+    (tree / "gitdir").symlink_to(tree / ".git", target_is_directory=True)
+    (tree / "buildlink").symlink_to(tree / "build", target_is_directory=True)
+    files = ["notes.txt", "gitdir", "buildlink/out.py", "*.txt", "README.md"]
+
+    data = structured(await chat(settings_for(sandbox, api_key, tree), files=files))
+
+    assert [entry["path"] for entry in data["files"]["included"]] == ["README.md"]
+    assert data["files"]["skipped"] == [
+        {"path": "notes.txt", "reason": "leads through a symlink to .env, which .gitignore ignores"},
+        {"path": "gitdir/config", "reason": "leads through a symlink into .git/, which is never read"},
+        {
+            "path": "buildlink/out.py",
+            "reason": "leads through a symlink to build/out.py, which .gitignore ignores",
+        },
+        {"path": "latin.txt", "reason": "binary (not UTF-8 text)"},
+    ]
+    sent = sent_text(chats(sandbox, api_key)[0])
+    assert "do-not-send" not in sent and "[core]" not in sent and "OUT = 1" not in sent
+
+
 async def test_an_explicitly_named_ignored_file_is_skipped_too_and_alone_the_call_is_refused(
     sandbox: RunningSandbox, api_key: str, tree: Path
 ) -> None:
