@@ -444,13 +444,14 @@ def output_target(entry: str, roots: FileRoots) -> Path:
     exists, a regular file and not a symlink (it is overwritten)."""
     allowed = usable(roots, "output_file")
     lexical = _lexical(entry, allowed)
-    if _within(lexical, allowed) is None:
+    root = _within(lexical, allowed)
+    if root is None:
         how = "leaves the allowed roots through `..`" if ".." in Path(entry).parts else _outside(roots)
         raise _refused("output_file", entry, f"{how}: name a path inside them")
     if entry.endswith(("/", os.sep)) or lexical in allowed:
         raise _refused("output_file", entry, "names a directory: name a file in it, e.g. answer.md")
     try:
-        _writable(entry, lexical, allowed)
+        _writable(entry, lexical, root, allowed)
     except OSError as exc:  # a name too long, a symlink loop, …
         raise _refused("output_file", entry, f"cannot be used ({_reason(exc)})") from None
     return lexical
@@ -460,12 +461,24 @@ def _reason(exc: BaseException) -> str:
     return (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
 
 
-def _writable(entry: str, lexical: Path, allowed: tuple[Path, ...]) -> None:
+def _writable(entry: str, lexical: Path, root: Path, allowed: tuple[Path, ...]) -> None:
     existing = lexical.parent
     while not existing.exists():
         existing = existing.parent
-    if _within(existing.resolve(), [r.resolve() for r in allowed]) is None:
+    real = existing.resolve()
+    real_root = _within(real, [r.resolve() for r in allowed])
+    if real_root is None:
         raise _refused("output_file", entry, "leads outside the allowed roots through a symlink")
+    # Never into .git/ (lexically, or through a symlink), nor over a worktree's `.git` file: an
+    # answer written as .git/config or a hook there would run commands at the next git command.
+    written = (
+        *lexical.relative_to(root).parts,
+        *(real / lexical.relative_to(existing)).relative_to(real_root).parts,
+    )
+    if any(part.casefold() == ".git" for part in written):
+        raise _refused(
+            "output_file", entry, "is in .git/, where the server never writes: name a file outside it"
+        )
     if lexical.is_symlink():
         raise _refused(
             "output_file", entry, "is a symlink: the server writes only regular files it does not follow"

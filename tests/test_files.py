@@ -589,15 +589,24 @@ def test_an_answer_with_a_lone_surrogate_is_written_as_a_replacement_character(t
         ("src", "exists and is not a regular file"),
         ("src/", "names a directory"),
         ("README.md/answer.md", "has a file where a directory goes"),
+        (".git/config", "is in .git/"),
+        (".git/hooks/pre-commit", "is in .git/"),
+        ("src/.git", "is in .git/"),
+        ("gitdir/config", "is in .git/"),
+        ("gitdir/hooks/post-checkout", "is in .git/"),
     ],
 )
 async def test_output_file_outside_the_roots_or_through_a_symlink_is_refused_unsent(
     sandbox: RunningSandbox, api_key: str, tree: Path, entry: str, says: str
 ) -> None:
+    (tree / "gitdir").symlink_to(tree / ".git", target_is_directory=True)
     result = await chat(settings_for(sandbox, api_key, tree), output_file=entry)
 
     refused(result, f"output_file: {entry!r}", says)
     assert chats(sandbox, api_key) == []
+    assert (tree / ".git" / "config").read_text() == "[core]\n"
+    assert [path.name for path in (tree / ".git").iterdir()] == ["config"]
+    assert not (tree / "src" / ".git").exists()
     assert (tree.parent / "outside" / "secret.txt").read_text() == SECRET
     assert not (tree.parent / "outside" / "answer.md").exists()
 
