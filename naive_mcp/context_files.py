@@ -23,6 +23,7 @@ read; a glob's walk stops at the file count, or after `MAX_WALKED_ENTRIES` direc
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import re
@@ -494,9 +495,15 @@ _LONE_SURROGATES = re.compile("[\ud800-\udfff]")
 
 def write_output(target: Path, text: str) -> None:
     """Write `text` to `target` (from `output_target`): missing directories made, an existing
-    regular file overwritten, a symlink put there since never followed (blocking)."""
+    regular file overwritten, a symlink put there since never followed, and a FIFO or device put
+    there since never written (a FIFO's open would wait for a reader for ever) (blocking)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(target, flags, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(fd, True)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         # A lone surrogate (an upstream's "\ud800" escape) is no UTF-8: written as U+FFFD.
         file.write(_LONE_SURROGATES.sub("\ufffd", text))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -577,6 +578,37 @@ def test_an_answer_with_a_lone_surrogate_is_written_as_a_replacement_character(t
 
     write_output(tmp_path / "a.md", "ok \ud800 ok")
     assert (tmp_path / "a.md").read_text(encoding="utf-8") == "ok \ufffd ok"
+
+
+def test_a_fifo_put_where_the_answer_goes_is_not_written_and_nothing_waits_for_it(tmp_path: Path) -> None:
+    # Put there after output_target checked the path (the answer takes minutes to come): opening
+    # it to write would wait for a reader for ever, in the worker thread the call waits on.
+    from naive_mcp.context_files import write_output
+
+    fifo = tmp_path / "answer.md"
+    os.mkfifo(fifo)
+    failed: list[OSError] = []
+
+    def write() -> None:
+        try:
+            write_output(fifo, "the answer")
+        except OSError as exc:
+            failed.append(exc)
+
+    writing = threading.Thread(target=write, daemon=True)
+    writing.start()
+    writing.join(10)
+    waited = writing.is_alive()
+    if waited:  # it waits for a reader: one comes and goes, so that the thread ends
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writing.join(10)
+    assert not waited and failed, "the write waited for a reader"
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # with a reader it is refused as well
+    try:
+        with pytest.raises(OSError, match="not a regular file"):
+            write_output(fifo, "the answer")
+    finally:
+        os.close(reader)
 
 
 @pytest.mark.parametrize(
