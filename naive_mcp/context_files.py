@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import itertools
 import os
 import re
 import stat
@@ -228,6 +229,7 @@ class _Reader:
     seen: set[Path] = field(default_factory=set)
     total: int = 0
     stopped: bool = False  # a walk stopped at MAX_WALKED_ENTRIES
+    walked: int = 0  # the directory entries the call's walks have listed, all of them together
     real_roots: list[Path] = field(default_factory=list)  # the roots, symlinks resolved
 
     def __post_init__(self) -> None:
@@ -325,23 +327,24 @@ class _Reader:
     def walk(self, base: Path, root: Path, pattern: Sequence[str] | None) -> Iterator[Path]:
         """Files under `base` (directory symlinks not followed; ignored directories and `.git`
         pruned; no deeper than `pattern` can match) that `pattern` (its segments, relative to
-        `base`) matches, sorted; bounded in entries."""
+        `base`) matches, sorted; bounded in entries, for the call (each of its globs walking up to
+        the bound would make it many times that), and however large one directory is."""
         deepest = None if pattern is None or "**" in pattern else len(pattern) - 1
         pending = [base]
-        walked = 0
         while pending:
             directory = pending.pop()
             depth = len(directory.relative_to(base).parts)
             try:
                 with os.scandir(directory) as listing:
-                    entries = sorted(listing, key=lambda entry: entry.name)
+                    room = max(MAX_WALKED_ENTRIES - self.walked, 0) + 1  # one past: the walk stops at it
+                    entries = sorted(itertools.islice(listing, room), key=lambda entry: entry.name)
             except OSError:
                 self.skip(directory, "could not be listed")
                 continue
             subdirs: list[Path] = []
             for entry in entries:
-                walked += 1
-                if walked > MAX_WALKED_ENTRIES:
+                self.walked += 1
+                if self.walked > MAX_WALKED_ENTRIES:
                     self.stopped = True
                     self.skip(
                         base,

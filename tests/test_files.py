@@ -331,6 +331,23 @@ def test_a_walk_stops_after_a_bounded_number_of_entries_however_few_match(tmp_pa
     assert skip.path == "wide" and f"stopped after {MAX_WALKED_ENTRIES} directory entries" in skip.reason
 
 
+def test_the_walks_of_one_call_are_bounded_together_not_each(tmp_path: Path) -> None:
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for number in range(MAX_WALKED_ENTRIES // 2):
+        (wide / f"{number}.dat").touch()
+    (tmp_path / "a.md").write_text("A\n")
+    globs = [f"wide/{n}.da[t]" for n in range(8)]  # each walks all of wide/ for its one file
+
+    read = read_files(
+        ["a.md", *globs], FileRoots((tmp_path,)), FileLimits(file_bytes=100, total_bytes=1000, count=10)
+    )
+
+    assert {skip.path for skip in read.used.skipped} == {"wide"}
+    assert all(f"stopped after {MAX_WALKED_ENTRIES} directory entries" in s.reason for s in read.used.skipped)
+    assert len(read.used.skipped) == len(globs) - 2, "from the third glob on, each stops at once"
+
+
 def test_a_fifo_is_skipped_without_being_opened_for_a_blocking_read(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "a.md").write_text("A\n")
