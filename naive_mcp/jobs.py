@@ -101,6 +101,7 @@ class _Running:
     done: anyio.Event = field(default_factory=anyio.Event)
     changed: bool = False
     cancel_asked: bool = False
+    end_unwritten: bool = False  # it ended, and the store was away: kept here until it is written
 
 
 class Jobs:
@@ -227,22 +228,34 @@ class Jobs:
                 result=result,
             )
             with anyio.CancelScope(shield=True):
-                try:
-                    await store.finish_job(
-                        job.view.job_id,
-                        status,
-                        job.view.status_message,
-                        partial,
-                        None if result is None else json.dumps(result, ensure_ascii=False),
-                        self._limits.ttl,
-                    )
-                except Exception as exc:
-                    logger.warning("could not write job %s's end: %s", job.view.job_id, type(exc).__name__)
-            del self._running[job.view.job_id]
-            if not self._running:
-                self._any_running = anyio.Event()
+                await self._write_end(job, store)
             job.done.set()
             logger.info("job %s %s", job.view.job_id, status)
+
+    async def _write_end(self, job: _Running, store: Store) -> None:
+        """The job's end to the store, and the job no longer this process's to answer. If the store
+        is away, the job stays here (read as it ended) and the write is tried again with the
+        cancels' polling: in the store it would read as working for ever, this process's lease
+        being alive, and count against its caller's NAIVE_JOBS_PER_CALLER."""
+        view = job.view
+        try:
+            await store.finish_job(
+                view.job_id,
+                view.status,
+                view.status_message,
+                view.partial_text,
+                None if view.result is None else json.dumps(view.result, ensure_ascii=False),
+                self._limits.ttl,
+            )
+        except Exception as exc:
+            if not job.end_unwritten:
+                logger.warning("could not write job %s's end: %s", view.job_id, type(exc).__name__)
+            job.end_unwritten = True
+            return
+        job.end_unwritten = False
+        del self._running[view.job_id]
+        if not self._running:
+            self._any_running = anyio.Event()
 
     def _partial(self, reporter: ProgressReporter) -> str:
         """The answer so far, its beginning up to NAIVE_MAX_RESULT_CHARS."""
@@ -271,7 +284,10 @@ class Jobs:
             if not ids:
                 continue
             try:
-                asked = await (await self._store()).job_cancels(ids)
+                store = await self._store()
+                for ended in [job for job in self._running.values() if job.end_unwritten]:
+                    await self._write_end(ended, store)
+                asked = await store.job_cancels(ids)
             except Exception as exc:
                 logger.warning("could not read the jobs' cancels: %s", type(exc).__name__)
                 continue

@@ -11,9 +11,11 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
+from sqlalchemy.exc import OperationalError
 
 from naive_mcp.sandbox import RunningSandbox
 from naive_mcp.server import create_server
+from naive_mcp.store.store import Store
 from tests.conftest import DEFAULT_MODEL, make_settings
 from tests.helpers import settled_as, text_of, usage_of
 
@@ -279,3 +281,33 @@ async def test_a_job_s_own_errors_say_what_to_do_not_that_the_upstream_failed(
     assert too_many.is_error and "call without background" in text_of(too_many)
     for answer in (unknown, too_many):
         assert "upstream failed" not in text_of(answer), text_of(answer)
+
+
+async def test_a_job_whose_end_the_store_missed_reads_as_it_ended_and_is_written_later(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store is away the moment the job ends (a PostgreSQL failover): the job must not read as
+    # working for ever, which its row says while this process's lease lives.
+    finish = Store.finish_job
+    calls: list[str] = []
+
+    async def away_once(self: Store, job_id: str, *args: Any, **kwargs: Any) -> None:
+        calls.append(job_id)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE jobs", {}, Exception("the store is away"))
+        await finish(self, job_id, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "finish_job", away_once)
+    job_id = await start(client, "while the store blinks")
+
+    first = await result(client, job_id, wait_seconds=50)
+    later = await result(client, job_id, wait_seconds=0)
+
+    for answer in (first, later):
+        assert not answer.is_error, text_of(answer)
+        assert text_of(answer) == f"Sandbox reply from {DEFAULT_MODEL}: while the store blinks"
+    with anyio.fail_after(WAIT):
+        while len(calls) < 2:  # noqa: ASYNC110 - the retry has no event
+            await anyio.sleep(0.05)
+    written = await result(client, job_id, wait_seconds=0)  # from the store now
+    assert text_of(written) == text_of(first)
