@@ -101,6 +101,7 @@ class _Running:
     done: anyio.Event = field(default_factory=anyio.Event)
     changed: bool = False
     cancel_asked: bool = False
+    end_unwritten: bool = False  # it ended, and the store was away: kept here until it is written
 
 
 class Jobs:
@@ -111,6 +112,9 @@ class Jobs:
         self._runner = runner
         self._limits = JobLimits(ttl=settings.job_ttl, per_owner=settings.jobs_per_caller)
         self._running: dict[str, _Running] = {}
+        # Jobs being written to the store, not running yet: counted against NAIVE_MAX_JOBS, so that
+        # starts arriving together cannot all find room while each waits for its write.
+        self._starting = 0
         self._any_running = anyio.Event()
         self._tasks: TaskGroup | None = None
 
@@ -137,13 +141,12 @@ class Jobs:
                 "background: this server is not running jobs (it is stopping); call again without it.",
                 kind="jobs_off",
             )
-        if len(self._running) >= self._settings.max_jobs:
+        if len(self._running) + self._starting >= self._settings.max_jobs:
             raise ArgumentError(
-                f"background: this server runs {len(self._running)} jobs now, the most it runs at once "
+                f"background: this server runs {self._settings.max_jobs} jobs now, the most it runs at once "
                 "(NAIVE_MAX_JOBS). Try again when one has ended, or call without background.",
                 kind="too_many_jobs",
             )
-        store = await self._store()
         now = time.time()
         record = JobRecord(
             id=f"job_{secrets.token_urlsafe(18)}",
@@ -161,7 +164,11 @@ class Jobs:
             runner=self._runner,
             cancel_asked_at=None,
         )
-        working = await store.add_job(record, self._limits)
+        self._starting += 1
+        try:
+            store, working = await self._add(record)
+        finally:
+            self._starting -= 1
         if working is not None:
             raise ArgumentError(
                 f"background: you have {working} jobs working, the most one caller runs at once here "
@@ -175,6 +182,10 @@ class Jobs:
         self._tasks.start_soon(self._run, job, run, store)
         logger.info("job %s started (%s)", record.id, tool)
         return job.view
+
+    async def _add(self, record: JobRecord) -> tuple[Store, int | None]:
+        store = await self._store()
+        return store, await store.add_job(record, self._limits)
 
     async def _run(self, job: _Running, run: Run, store: Store) -> None:
         settings = self._settings
@@ -217,22 +228,34 @@ class Jobs:
                 result=result,
             )
             with anyio.CancelScope(shield=True):
-                try:
-                    await store.finish_job(
-                        job.view.job_id,
-                        status,
-                        job.view.status_message,
-                        partial,
-                        None if result is None else json.dumps(result, ensure_ascii=False),
-                        self._limits.ttl,
-                    )
-                except Exception as exc:
-                    logger.warning("could not write job %s's end: %s", job.view.job_id, type(exc).__name__)
-            del self._running[job.view.job_id]
-            if not self._running:
-                self._any_running = anyio.Event()
+                await self._write_end(job, store)
             job.done.set()
             logger.info("job %s %s", job.view.job_id, status)
+
+    async def _write_end(self, job: _Running, store: Store) -> None:
+        """The job's end to the store, and the job no longer this process's to answer. If the store
+        is away, the job stays here (read as it ended) and the write is tried again with the
+        cancels' polling: in the store it would read as working for ever, this process's lease
+        being alive, and count against its caller's NAIVE_JOBS_PER_CALLER."""
+        view = job.view
+        try:
+            await store.finish_job(
+                view.job_id,
+                view.status,
+                view.status_message,
+                view.partial_text,
+                None if view.result is None else json.dumps(view.result, ensure_ascii=False),
+                self._limits.ttl,
+            )
+        except Exception as exc:
+            if not job.end_unwritten:
+                logger.warning("could not write job %s's end: %s", view.job_id, type(exc).__name__)
+            job.end_unwritten = True
+            return
+        job.end_unwritten = False
+        del self._running[view.job_id]
+        if not self._running:
+            self._any_running = anyio.Event()
 
     def _partial(self, reporter: ProgressReporter) -> str:
         """The answer so far, its beginning up to NAIVE_MAX_RESULT_CHARS."""
@@ -261,7 +284,10 @@ class Jobs:
             if not ids:
                 continue
             try:
-                asked = await (await self._store()).job_cancels(ids)
+                store = await self._store()
+                for ended in [job for job in self._running.values() if job.end_unwritten]:
+                    await self._write_end(ended, store)
+                asked = await store.job_cancels(ids)
             except Exception as exc:
                 logger.warning("could not read the jobs' cancels: %s", type(exc).__name__)
                 continue

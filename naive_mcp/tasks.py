@@ -343,7 +343,7 @@ class TaskMiddleware:
             )
         try:
             view = await self._start(ctx, tool, arguments)
-        except NaiveError as error:  # no room for another job: refused as the request's error
+        except NaiveError as error:  # too_many_jobs, jobs_off: refused by name, nothing started
             raise MCPError(code=INVALID_PARAMS, message=error.describe()) from None
         return {"task": _wire(view)}
 
@@ -373,7 +373,7 @@ class TaskMiddleware:
         access = get_access_token()
         owner = _owner(services)
         roots = roots_for(ctx, services)
-        if any(arguments.get(name) for name in FILE_ARGUMENTS):
+        if any(arguments.get(argument) for argument in FILE_ARGUMENTS):
             roots = await roots_now(roots)  # tests/test_tasks.py
 
         async def run(reporter: ProgressReporter) -> Answered:
@@ -383,7 +383,7 @@ class TaskMiddleware:
 
         # The asked ttl is taken as a wish (the spec lets the receiver choose): every job keeps the
         # operator's NAIVE_JOB_TTL, which the task's own `ttl` reports.
-        view = await jobs.start(name, owner, run)
+        view = await jobs.start(name, owner, run)  # too_many_jobs, jobs_off: NaiveError, nothing started
         logger.info("task %s started for %s", view.job_id, name)
         return view
 

@@ -5,14 +5,17 @@ the per-caller bound, expiry, and every bad value. Restarts and replicas: test_j
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
+from sqlalchemy.exc import OperationalError
 
 from naive_mcp.sandbox import RunningSandbox
 from naive_mcp.server import create_server
+from naive_mcp.store.store import Store
 from tests.conftest import DEFAULT_MODEL, make_settings
 from tests.helpers import settled_as, text_of, usage_of
 
@@ -233,3 +236,78 @@ async def test_a_process_runs_at_most_its_limit_of_jobs_of_all_callers(
         assert refused.is_error and "NAIVE_MAX_JOBS" in text_of(refused)
         assert "Nothing was sent upstream" in text_of(refused)
         await result(client, first, user_id="usr_a", cancel=True)
+
+
+async def test_starts_arriving_together_cannot_all_pass_the_process_limit(
+    sandbox: RunningSandbox, api_key: str, tmp_path: Path
+) -> None:
+    # A SQLite file: each start waits for its write on a worker thread, where the others' checks
+    # would find the room it is about to take.
+    settings = make_settings(sandbox, api_key, max_jobs=2, store=str(tmp_path / "store.db"))
+    answers: dict[str, Any] = {}
+    async with Client(create_server(settings)) as client:
+
+        async def one(user: str) -> None:
+            answers[user] = await client.call_tool(
+                "naive_llm_chat",
+                {"prompt": user, "model": "sandbox/slow", "background": True, "user_id": user},
+            )
+
+        async with anyio.create_task_group() as starting:
+            for n in range(8):
+                starting.start_soon(one, f"usr_{n}")
+        started = {user: answer for user, answer in answers.items() if not answer.is_error}
+        refused = [answer for answer in answers.values() if answer.is_error]
+        for user, answer in started.items():
+            await result(client, answer.structured_content["job"]["job_id"], user_id=user, cancel=True)
+
+    assert len(started) == 2, [text_of(answer) for answer in answers.values()]
+    assert all("NAIVE_MAX_JOBS" in text_of(answer) for answer in refused)
+
+
+async def test_a_job_s_own_errors_say_what_to_do_not_that_the_upstream_failed(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    settings = make_settings(sandbox, api_key, jobs_per_caller=1)
+    async with Client(create_server(settings)) as client:
+        unknown = await result(client, "job_" + "x" * 24)
+        first = await start(client, "one", "sandbox/slow")
+        too_many = await client.call_tool(
+            "naive_llm_chat", {"prompt": "two", "model": "sandbox/slow", "background": True}
+        )
+        await result(client, first, cancel=True)
+
+    assert unknown.is_error and "use the job_id a background call gave you" in text_of(unknown).lower()
+    assert too_many.is_error and "call without background" in text_of(too_many)
+    for answer in (unknown, too_many):
+        assert "upstream failed" not in text_of(answer), text_of(answer)
+
+
+async def test_a_job_whose_end_the_store_missed_reads_as_it_ended_and_is_written_later(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store is away the moment the job ends (a PostgreSQL failover): the job must not read as
+    # working for ever, which its row says while this process's lease lives.
+    finish = Store.finish_job
+    calls: list[str] = []
+
+    async def away_once(self: Store, job_id: str, *args: Any, **kwargs: Any) -> None:
+        calls.append(job_id)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE jobs", {}, Exception("the store is away"))
+        await finish(self, job_id, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "finish_job", away_once)
+    job_id = await start(client, "while the store blinks")
+
+    first = await result(client, job_id, wait_seconds=50)
+    later = await result(client, job_id, wait_seconds=0)
+
+    for answer in (first, later):
+        assert not answer.is_error, text_of(answer)
+        assert text_of(answer) == f"Sandbox reply from {DEFAULT_MODEL}: while the store blinks"
+    with anyio.fail_after(WAIT):
+        while len(calls) < 2:  # noqa: ASYNC110 - the retry has no event
+            await anyio.sleep(0.05)
+    written = await result(client, job_id, wait_seconds=0)  # from the store now
+    assert text_of(written) == text_of(first)

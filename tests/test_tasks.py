@@ -182,6 +182,23 @@ async def test_a_bad_ttl_is_refused_by_name_and_nothing_is_sent(
     assert sandbox.sandbox.ledger.requests(api_key) == []
 
 
+async def test_a_task_past_the_callers_job_limit_is_refused_by_name_and_nothing_is_sent(
+    sandbox: RunningSandbox, api_key: str
+) -> None:
+    async with Client(
+        create_server(make_settings(sandbox, api_key, jobs_per_caller=1)), mode="legacy"
+    ) as client:
+        first = await _raw(client, "tools/call", chat("one", "sandbox/slow"))
+        with pytest.raises(MCPError) as refused:
+            await _raw(client, "tools/call", chat("two", "sandbox/slow"))
+        await _raw(client, "tasks/cancel", {"taskId": first["task"]["taskId"]})
+    assert refused.value.error.code == INVALID_PARAMS
+    assert "NAIVE_JOBS_PER_CALLER" in refused.value.error.message
+    assert "Nothing was sent upstream" in refused.value.error.message
+    prompts = [r.body["messages"][-1]["content"] for r in sandbox.sandbox.ledger.requests(api_key) if r.body]
+    assert "two" not in prompts
+
+
 async def test_a_huge_ttl_is_cut_to_the_servers_own(tasks_client: Client) -> None:
     created = await _raw(tasks_client, "tools/call", chat("kept long", ttl=10**15))
     assert 0 < created["task"]["ttl"] < 10**15
@@ -240,16 +257,3 @@ async def test_a_task_reads_files_under_the_client_s_roots_asked_after_its_reque
 
     assert result["isError"] is False, result["content"][0]["text"]
     assert result["structuredContent"]["files"]["included"] == [{"path": "NOTES.md", "bytes": 10}]
-
-
-async def test_a_task_past_the_callers_job_limit_is_refused_by_name(
-    sandbox: RunningSandbox, api_key: str
-) -> None:
-    settings = make_settings(sandbox, api_key, jobs_per_caller=1)
-    async with Client(create_server(settings), mode="legacy") as client:
-        created = await _raw(client, "tools/call", chat("the one job", "sandbox/slow"))
-        with pytest.raises(MCPError) as refused:
-            await _raw(client, "tools/call", chat("no room"))
-        await _raw(client, "tasks/cancel", {"taskId": created["task"]["taskId"]})
-    assert refused.value.error.code == INVALID_PARAMS
-    assert "NAIVE_JOBS_PER_CALLER" in refused.value.error.message
