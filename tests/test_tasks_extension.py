@@ -70,8 +70,8 @@ async def modern(settings: Settings) -> AsyncIterator[Client]:
 
 @pytest.fixture(scope="module")
 def steady() -> Iterator[RunningSandbox]:
-    """`sandbox/slow` answering for about 2 s: past the inline wait, then done."""
-    with serve_in_thread(SandboxConfig(slow_chunk_delay=0.05, slow_words=120)) as running:
+    """`sandbox/slow` answering for about 1.4 s: past the inline wait, then done."""
+    with serve_in_thread(SandboxConfig(slow_chunk_delay=0.05, slow_words=80)) as running:
         yield running
 
 
