@@ -8,6 +8,7 @@ task-augmented call goes through its dispatcher's raw send (`_raw`, an SDK inter
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from naive_mcp.tasks import RELATED_TASK, TASKS_VERSION
 from tests.conftest import DEFAULT_MODEL, make_settings
-from tests.helpers import settled_as
+from tests.helpers import raw_request, settled_as, task_until
 
 pytestmark = pytest.mark.anyio
 
@@ -35,9 +36,7 @@ WAIT = 60  # generous: a bound, never a pace
 
 
 async def _raw(client: Client, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One request as sent and answered on the wire, past the client's result validation."""
-    answer: dict[str, Any] = await client.session._dispatcher.send_raw_request(method, params, {})
-    return answer
+    return await raw_request(client, method, params)
 
 
 @pytest.fixture
@@ -52,12 +51,7 @@ def chat(prompt: str, model: str | None = None, **task: Any) -> dict[str, Any]:
 
 
 async def _until(client: Client, task_id: str, done: Any) -> dict[str, Any]:
-    with anyio.fail_after(WAIT):
-        while True:
-            task = await _raw(client, "tasks/get", {"taskId": task_id})
-            if done(task):
-                return task
-            await anyio.sleep(0.02)
+    return await task_until(functools.partial(_raw, client), task_id, done, wait=WAIT)
 
 
 async def test_a_2025_11_25_client_sees_the_tasks_capability_and_task_support_on_chat_and_compare(

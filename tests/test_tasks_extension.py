@@ -9,6 +9,7 @@ The TypeScript ext-tasks client's proof over HTTP is in tests/test_tasks_interop
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -34,7 +35,7 @@ from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
 from naive_mcp.tasks import EXTENSION_VERSION, TASKS_EXTENSION, detailed_task
 from tests.conftest import DEFAULT_MODEL, make_settings
-from tests.helpers import settled_as
+from tests.helpers import raw_request, settled_as, task_until
 
 pytestmark = pytest.mark.anyio
 
@@ -45,16 +46,13 @@ async def _raw(
     client: Client, method: str, params: dict[str, Any] | None = None, *, declared: bool = True
 ) -> dict[str, Any]:
     """One request as sent and answered on the wire, framed as a 2026-07-28 client frames it, its
-    capabilities declaring the tasks extension or not (an SDK internal: past its result
-    validation, which knows no `resultType: "task"`)."""
+    capabilities declaring the tasks extension or not."""
     meta = {
         PROTOCOL_VERSION_META_KEY: EXTENSION_VERSION,
         CLIENT_INFO_META_KEY: {"name": "test", "version": "1"},
         CLIENT_CAPABILITIES_META_KEY: {"extensions": {TASKS_EXTENSION: {}}} if declared else {},
     }
-    framed = {**(params or {}), "_meta": meta}
-    answer: dict[str, Any] = await client.session._dispatcher.send_raw_request(method, framed, {})
-    return answer
+    return await raw_request(client, method, {**(params or {}), "_meta": meta})
 
 
 def chat(prompt: str, model: str | None = None) -> dict[str, Any]:
@@ -76,12 +74,7 @@ def steady() -> Iterator[RunningSandbox]:
 
 
 async def _until(client: Client, task_id: str, done: Any) -> dict[str, Any]:
-    with anyio.fail_after(WAIT):
-        while True:
-            task = await _raw(client, "tasks/get", {"taskId": task_id})
-            if done(task):
-                return task
-            await anyio.sleep(0.05)
+    return await task_until(functools.partial(_raw, client), task_id, done, wait=WAIT)
 
 
 async def test_the_extension_is_advertised_in_discover_and_no_tool_needs_a_task(modern: Client) -> None:
