@@ -32,7 +32,7 @@ async def measure() -> list[Figure]:
     count = len(models.structured_content["models"])
     return [
         Figure(
-            "tools/list, all six tools, as JSON",
+            "tools/list, all seven tools, as JSON",
             [len(json.dumps(listing, separators=(",", ":")))],
             TOOLS_LIST_TARGET_BYTES,
             unit="bytes",

@@ -23,10 +23,13 @@ read; a glob's walk stops at the file count, or after `MAX_WALKED_ENTRIES` direc
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import itertools
 import os
+import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -54,6 +57,10 @@ class FileRoots:
     paths: tuple[Path, ...]
     source: RootsSource = "settings"
     off_because: str | None = None
+
+
+# Where a call may read and write, asked for when it first needs them (from a client: a round trip).
+AskRoots = Callable[[], Awaitable[FileRoots]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +229,7 @@ class _Reader:
     seen: set[Path] = field(default_factory=set)
     total: int = 0
     stopped: bool = False  # a walk stopped at MAX_WALKED_ENTRIES
+    walked: int = 0  # the directory entries the call's walks have listed, all of them together
     real_roots: list[Path] = field(default_factory=list)  # the roots, symlinks resolved
 
     def __post_init__(self) -> None:
@@ -242,7 +250,8 @@ class _Reader:
         except (OSError, RuntimeError):
             self.skip(lexical, "could not be resolved (a broken symlink?)")
             return
-        if _within(real, self.real_roots) is None:
+        real_root = _within(real, self.real_roots)
+        if real_root is None:
             self.skip(lexical, "is a symlink that leads outside the allowed roots: not read")
             return
         if real in self.seen:
@@ -251,6 +260,20 @@ class _Reader:
         if self.ignores.ignored(lexical, root, is_dir=False):
             git = ".git" in lexical.relative_to(root).parts
             self.skip(lexical, "in .git/, which is never read" if git else "ignored by .gitignore")
+            return
+        led = real.relative_to(real_root)
+        if led != lexical.relative_to(root) and (
+            self.ignores.ignored(real, real_root, is_dir=False)
+            or self.ignores.ignored_on_the_way(real, real_root) is not None
+        ):
+            # A symlink (the file, or a directory on the way) to what git ignores or to .git/: what
+            # it leads to decides, or `notes -> .env` would send the secrets .gitignore keeps out.
+            where = (
+                "into .git/, which is never read"
+                if ".git" in led.parts
+                else f"to {led.as_posix()}, which .gitignore ignores"
+            )
+            self.skip(lexical, f"leads through a symlink {where}")
             return
         if self.full:
             self.skip(lexical, f"past the {self.limits.count}-file limit (NAIVE_MAX_FILES): not read")
@@ -304,23 +327,24 @@ class _Reader:
     def walk(self, base: Path, root: Path, pattern: Sequence[str] | None) -> Iterator[Path]:
         """Files under `base` (directory symlinks not followed; ignored directories and `.git`
         pruned; no deeper than `pattern` can match) that `pattern` (its segments, relative to
-        `base`) matches, sorted; bounded in entries."""
+        `base`) matches, sorted; bounded in entries, for the call (each of its globs walking up to
+        the bound would make it many times that), and however large one directory is."""
         deepest = None if pattern is None or "**" in pattern else len(pattern) - 1
         pending = [base]
-        walked = 0
         while pending:
             directory = pending.pop()
             depth = len(directory.relative_to(base).parts)
             try:
                 with os.scandir(directory) as listing:
-                    entries = sorted(listing, key=lambda entry: entry.name)
+                    room = max(MAX_WALKED_ENTRIES - self.walked, 0) + 1  # one past: the walk stops at it
+                    entries = sorted(itertools.islice(listing, room), key=lambda entry: entry.name)
             except OSError:
                 self.skip(directory, "could not be listed")
                 continue
             subdirs: list[Path] = []
             for entry in entries:
-                walked += 1
-                if walked > MAX_WALKED_ENTRIES:
+                self.walked += 1
+                if self.walked > MAX_WALKED_ENTRIES:
                     self.stopped = True
                     self.skip(
                         base,
@@ -424,13 +448,14 @@ def output_target(entry: str, roots: FileRoots) -> Path:
     exists, a regular file and not a symlink (it is overwritten)."""
     allowed = usable(roots, "output_file")
     lexical = _lexical(entry, allowed)
-    if _within(lexical, allowed) is None:
+    root = _within(lexical, allowed)
+    if root is None:
         how = "leaves the allowed roots through `..`" if ".." in Path(entry).parts else _outside(roots)
         raise _refused("output_file", entry, f"{how}: name a path inside them")
     if entry.endswith(("/", os.sep)) or lexical in allowed:
         raise _refused("output_file", entry, "names a directory: name a file in it, e.g. answer.md")
     try:
-        _writable(entry, lexical, allowed)
+        _writable(entry, lexical, root, allowed)
     except OSError as exc:  # a name too long, a symlink loop, …
         raise _refused("output_file", entry, f"cannot be used ({_reason(exc)})") from None
     return lexical
@@ -440,12 +465,24 @@ def _reason(exc: BaseException) -> str:
     return (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
 
 
-def _writable(entry: str, lexical: Path, allowed: tuple[Path, ...]) -> None:
+def _writable(entry: str, lexical: Path, root: Path, allowed: tuple[Path, ...]) -> None:
     existing = lexical.parent
     while not existing.exists():
         existing = existing.parent
-    if _within(existing.resolve(), [r.resolve() for r in allowed]) is None:
+    real = existing.resolve()
+    real_root = _within(real, [r.resolve() for r in allowed])
+    if real_root is None:
         raise _refused("output_file", entry, "leads outside the allowed roots through a symlink")
+    # Never into .git/ (lexically, or through a symlink), nor over a worktree's `.git` file: an
+    # answer written as .git/config or a hook there would run commands at the next git command.
+    written = (
+        *lexical.relative_to(root).parts,
+        *(real / lexical.relative_to(existing)).relative_to(real_root).parts,
+    )
+    if any(part.casefold() == ".git" for part in written):
+        raise _refused(
+            "output_file", entry, "is in .git/, where the server never writes: name a file outside it"
+        )
     if lexical.is_symlink():
         raise _refused(
             "output_file", entry, "is a symlink: the server writes only regular files it does not follow"
@@ -456,13 +493,23 @@ def _writable(entry: str, lexical: Path, allowed: tuple[Path, ...]) -> None:
         raise _refused("output_file", entry, f"has a file where a directory goes ({existing})")
 
 
+_LONE_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def write_output(target: Path, text: str) -> None:
     """Write `text` to `target` (from `output_target`): missing directories made, an existing
-    regular file overwritten, a symlink put there since never followed (blocking)."""
+    regular file overwritten, a symlink put there since never followed, and a FIFO or device put
+    there since never written (a FIFO's open would wait for a reader for ever) (blocking)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(target, flags, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(fd, True)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
+        # A lone surrogate (an upstream's "\ud800" escape) is no UTF-8: written as U+FFFD.
+        file.write(_LONE_SURROGATES.sub("\ufffd", text))
 
 
 def roots_from_uris(uris: Sequence[str]) -> tuple[Path, ...]:

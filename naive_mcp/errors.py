@@ -133,6 +133,16 @@ _OWN_KINDS: dict[str, _Kind] = {
         "Leave out thread_id and send the whole conversation in `messages`; or ask the operator to set "
         "NAIVE_THREADS=true.",
     ),
+    "job_not_found": _Kind(
+        False,
+        "Use the job_id a background call gave you, with the same user_id and project_id it was "
+        "made with; or call again (without background to wait for the answer).",
+    ),
+    "too_many_jobs": _Kind(
+        False,
+        "Wait for a job to end (naive_llm_result), cancel one, or call without background.",
+    ),
+    "jobs_off": _Kind(False, "Call again without background (or through another replica)."),
     "files_off": _Kind(False, "Send the text in `messages` instead, or set up file roots as said above."),
     "file_refused": _Kind(
         False, "Name files and globs inside the allowed roots (relative paths start at the first root)."

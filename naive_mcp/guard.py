@@ -80,6 +80,7 @@ from naive_mcp.store import (
     StoreLocation,
     UsageScope,
 )
+from naive_mcp.usage import usage_summary
 from naive_mcp.wire import ChatCompletion
 
 if TYPE_CHECKING:
@@ -286,7 +287,8 @@ class SpendGuard:
     async def running(self) -> AsyncIterator[None]:
         """Open the store (in the background: tools can be listed meanwhile), hold this process's
         lease, settle the holds of processes that died, and, on the way out, finish the settling
-        under way and give the lease back."""
+        under way, log the usage ledger in a line (what was settled at the stop counted), and give
+        the lease back."""
         try:
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
@@ -305,8 +307,16 @@ class SpendGuard:
             self._tasks = None
             if self._store is not None:
                 with anyio.CancelScope(shield=True):
+                    await self._log_usage(self._store)
                     await self._store.drop_lease(self.owner)
                     await self._store.aclose()
+
+    @staticmethod
+    async def _log_usage(store: Store) -> None:
+        try:
+            logger.info("usage: %s", await usage_summary(store))
+        except Exception as exc:  # the store is away: stopping matters more than the line
+            logger.warning("usage: not available (%s)", type(exc).__name__)
 
     @property
     def store_is_open(self) -> bool:

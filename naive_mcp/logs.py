@@ -23,8 +23,9 @@ def configure_logging(level: str, redact: Redactor, *, process_ids: bool = False
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    # One line per upstream request at INFO would drown the server's own lines.
-    for noisy in ("httpx2", "httpcore2", "uvicorn.access"):
+    # One line per upstream request at INFO would drown the server's own lines; Alembic's dozen at
+    # every start (plugins set up, each migration) say less than the store's own line on it.
+    for noisy in ("httpx2", "httpcore2", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     for chatty in CLIENT_CAUSED:
         logging.getLogger(chatty).addFilter(RepeatFilter())

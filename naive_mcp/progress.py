@@ -30,14 +30,25 @@ class ProgressReporter:
         self._interval = interval
         self._heartbeat = heartbeat
         self._describe: Describe | None = None
+        self._answer: Describe | None = None
+        self._last_answer = ""
         self._changed = anyio.Event()
         self._sent = 0
         self._started = time.monotonic()
 
-    def update(self, describe: Describe) -> None:
-        """There is news; `describe()` says what, when it is sent."""
+    def update(self, describe: Describe, answer: Describe | None = None) -> None:
+        """There is news; `describe()` says what, when it is sent; `answer()`, the answer so far
+        (for a call run in the background: `naive_mcp.jobs`)."""
         self._describe = describe
+        if answer is not None:
+            self._answer = answer
         self._changed.set()
+
+    def answer_so_far(self) -> str:
+        """The answer as far as it has come (as `update`'s `answer` says), or "" if none was given."""
+        if self._answer is not None:
+            self._last_answer = self._answer()
+        return self._last_answer
 
     @asynccontextmanager
     async def running(self, *, enabled: bool = True) -> AsyncIterator[ProgressReporter]:
@@ -59,7 +70,8 @@ class ProgressReporter:
                 raise group.exceptions[0] from None
             raise
         finally:
-            self._describe = None  # it holds the answer (a ChatStream): not past the call
+            self.answer_so_far()  # kept as it is now: the answer's source goes with the call
+            self._describe = self._answer = None  # they hold the answer (a ChatStream): not past the call
 
     async def _loop(self) -> None:
         while True:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from naive_mcp.access import Grant
 from naive_mcp.caller import Caller
-from naive_mcp.context_files import FileLimits, FileRoots, settings_roots
+from naive_mcp.context_files import AskRoots, FileLimits, FileRoots, settings_roots
 from naive_mcp.errors import ArgumentError
 from naive_mcp.progress import ProgressReporter
 from naive_mcp.schema import input_schema, output_schema
@@ -72,7 +72,10 @@ class CallContext:
     on_chunk: Callable[[ChatStream], None] | None = None
     # Where `files` and `output_file` may be, asked for only by a call that names one (from a
     # client, that is a round trip): the MCP face's choice; without it, NAIVE_FILE_ROOTS.
-    roots: Callable[[], Awaitable[FileRoots]] | None = None
+    roots: AskRoots | None = None
+    # Starts a method's call as a background job and answers with the job (the MCP face's); None
+    # (the terminal, a call already running as a job): `background` is run in place.
+    start_job: Callable[[Method[Any, Any], Arguments], Awaitable[MethodResult]] | None = None
 
     async def file_roots(self) -> FileRoots:
         if self.roots is not None:
@@ -103,6 +106,9 @@ class Method(Generic[ArgsT, ResultT]):
     handler: Callable[[CallContext, ArgsT], Awaitable[ResultT]]
     # A typed tool of its own in tools/list; without one, the method runs through the generic pair.
     typed_tool: bool = True
+    # A method that may run as a background job (`background: true`, an MCP task): what its result
+    # holds when the job has just started (the fields its result schema requires, empty).
+    started: Mapping[str, Any] | None = None
 
     @property
     def qualified_name(self) -> str:
@@ -122,12 +128,19 @@ class Method(Generic[ArgsT, ResultT]):
 
     async def invoke(self, call: CallContext, raw: Mapping[str, Any], *, via: str | None = None) -> ResultT:
         """Validate `raw` arguments and run the method; `via` names the generic tool that asked."""
+        return await self.handler(call, self.parse(raw, via=via))
+
+    def parse(self, raw: Mapping[str, Any], *, via: str | None = None) -> ArgsT:
+        """`raw` arguments validated (an error names the field and the fix); `via` names the
+        generic tool that asked."""
         if via is None:
-            arguments = parse_arguments(self.arguments, raw, tool=self.tool_name)
-        else:
-            label = f"{via} ({self.qualified_name})"
-            arguments = parse_arguments(self.arguments, raw, tool=label, where="arguments")
-        return await self.handler(call, arguments)
+            return parse_arguments(self.arguments, raw, tool=self.tool_name)
+        label = f"{via} ({self.qualified_name})"
+        return parse_arguments(self.arguments, raw, tool=label, where="arguments")
+
+    def in_background(self, arguments: Arguments) -> bool:
+        """Whether these arguments ask for a background job (and the method may run as one)."""
+        return self.started is not None and bool(getattr(arguments, "background", False))
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from naive_mcp.exposure import check_exposure, is_loopback, is_wildcard, url_hos
 from naive_mcp.guard import SpendGuard
 from naive_mcp.keycheck import KeyCheckUnavailable, KeyRefused
 from naive_mcp.request_ids import RequestIdCheck
-from naive_mcp.server import create_server, freeze_startup_objects, log_usage
+from naive_mcp.server import create_server, freeze_startup_objects
 from naive_mcp.services import CallsInFlight, Services
 from naive_mcp.sessions import (
     RequestCounts,
@@ -127,7 +127,6 @@ async def serve_http(
             if serving is not None:
                 serving(server)
             await server.serve(sockets)
-            await log_usage(services)
     logger.info("naive-mcp stopped")
 
 

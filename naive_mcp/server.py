@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 import httpx2
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.settings import AuthSettings
@@ -22,9 +21,10 @@ from naive_mcp.redaction import Redactor
 from naive_mcp.services import Services
 from naive_mcp.settings import Settings
 from naive_mcp.store import UsageScope
+from naive_mcp.tasks import task_methods
 from naive_mcp.threads import THREADS_URI, listing_json, not_found, thread_json, turn_text
 from naive_mcp.tools import build_tools
-from naive_mcp.usage import USAGE_URI, usage_json, usage_summary
+from naive_mcp.usage import USAGE_URI, usage_json
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +47,6 @@ def _redactor(services: Services) -> Redactor:
     (in client-keys mode, its key)."""
     access = get_access_token()
     return services.redact.including(access.token if access is not None else None)
-
-
-async def log_usage(services: Services) -> None:
-    """The usage ledger, in a line, when the server stops."""
-    try:
-        store = await services.guard.store()
-        logger.info("usage: %s", await usage_summary(store))
-    except Exception as exc:  # the store is away: stopping matters more than the line
-        logger.warning("usage: not available (%s)", type(exc).__name__)
 
 
 def create_server(
@@ -86,11 +77,7 @@ def create_server(
         running.append(own)
         try:
             async with own.running():
-                try:
-                    yield own
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await log_usage(own)
+                yield own
         finally:
             running.remove(own)
 
@@ -99,12 +86,16 @@ def create_server(
         return await usage_json(await current.guard.store(), _usage_scope(current))
 
     guarded = services is not None and services.access.enabled
+    tools = build_tools(REGISTRY)
+    task_extension, task_middleware = task_methods(tools)
     server = MCPServer(
         name="naive-mcp",
         title="Naive LLM",
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=build_tools(REGISTRY),
+        tools=tools,
+        extensions=[task_extension],
+        middleware=[task_middleware],
         lifespan=lifespan,
         log_level=settings.log_level,
         token_verifier=services.access if guarded and services is not None else None,

@@ -1,5 +1,5 @@
 """What a tool handler may use: settings, the upstream client, the model catalogue, the spend guard,
-the threads."""
+the threads, the jobs."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from naive_mcp.catalog import ModelCatalog
 from naive_mcp.client import NaiveClient
 from naive_mcp.errors import ArgumentError, ConfigurationError
 from naive_mcp.guard import SpendGuard, SpendingPolicy
+from naive_mcp.jobs import Jobs
 from naive_mcp.keycheck import KeyCheck
 from naive_mcp.redaction import Redactor
 from naive_mcp.settings import Settings
@@ -89,6 +90,7 @@ class Services:
     calls: CallsInFlight
     guard: SpendGuard
     threads: Threads
+    jobs: Jobs
     # Over JSON-RPC a client that wants progress sends a token; in process a callback is unseen.
     progress_needs_token: bool = False
     # Calls wait for the warm-up `running` starts, rather than run beside it.
@@ -126,15 +128,16 @@ class Services:
             calls=CallsInFlight(),
             guard=guard,
             threads=Threads(settings, guard.store, redact),
+            jobs=Jobs(settings, guard.store, guard.owner),
             progress_needs_token=progress_needs_token,
         )
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """While the server serves: warmed up at once, the store open, this process's lease held;
-        afterwards the upstream client closed."""
+        """While the server serves: warmed up at once, the store open, this process's lease held,
+        jobs run; afterwards the upstream client closed."""
         try:
-            async with self.guard.running(), anyio.create_task_group() as tasks:
+            async with self.guard.running(), self.jobs.running(), anyio.create_task_group() as tasks:
                 tasks.start_soon(self.warm_up.run, self._warm_in_thread, self.guard.open_store)
                 yield
         finally:

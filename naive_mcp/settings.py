@@ -275,6 +275,27 @@ class Settings(BaseSettings):
         description="Most threads one caller (API key and tenant) keeps; starting another forgets the "
         "least recently used.",
     )
+    job_ttl: float = Field(
+        default=3_600.0,
+        gt=0,
+        le=30 * 86_400,
+        description="Seconds a background job (or MCP task) and its result are kept after it ended "
+        "(default 1 hour); then it is deleted.",
+    )
+    jobs_per_caller: int = Field(
+        default=20,
+        ge=1,
+        le=1_000,
+        description="Most background jobs one caller (API key and tenant) has at once: starting another "
+        "forgets the oldest ended one; with this many working, no more start.",
+    )
+    max_jobs: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Most background jobs (and MCP tasks) this process runs at once, of all callers; "
+        "past it, a background call is refused and nothing is sent.",
+    )
     max_result_chars: int = Field(
         default=40_000,
         ge=1_000,

@@ -233,6 +233,11 @@ class ChatStream:
         partial = self._redact.fragment(self.text, cut_before=False)
         return IncompleteAnswer(self._redact.exact(message), kind=kind, partial=partial)
 
+    def answer_so_far(self) -> str:
+        """The text so far, with no secret in it, whole or in part (a call run in the background
+        keeps it as its partial answer)."""
+        return self._redact.fragment(self.text, cut_before=False)
+
     def progress_message(self) -> str:
         """What a progress notification says: the newest part of the answer, with no secret in
         it, whole or in part (`Redactor.fragment`). Costs only the length of that part, however

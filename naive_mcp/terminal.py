@@ -25,7 +25,7 @@ import anyio
 
 from naive_mcp.access import Grant
 from naive_mcp.cli import read_settings, refuse_secret_flags, sandboxed
-from naive_mcp.context_files import FileRoots, settings_roots
+from naive_mcp.context_files import AskRoots, FileRoots, settings_roots
 from naive_mcp.errors import NaiveError
 from naive_mcp.logs import configure_logging
 from naive_mcp.primitives.llm import CHAT, COMPARE, GENERATION, MODELS
@@ -256,7 +256,7 @@ def _structured(result: MethodResult) -> dict[str, Any]:
     return structured
 
 
-def _terminal_roots(services: Services) -> Callable[[], Awaitable[FileRoots]]:
+def _terminal_roots(services: Services) -> AskRoots:
     """At a terminal the files are the user's own: NAIVE_FILE_ROOTS if set, else the current directory."""
 
     async def roots() -> FileRoots:

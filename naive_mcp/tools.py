@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
@@ -25,7 +27,8 @@ from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from naive_mcp.context_files import FileRoots, roots_from_uris, settings_roots
+from naive_mcp.background import result_tool, starter
+from naive_mcp.context_files import AskRoots, FileRoots, roots_from_uris, settings_roots
 from naive_mcp.errors import IncompleteAnswer, NaiveError
 from naive_mcp.progress import ProgressReporter
 from naive_mcp.registry import (
@@ -63,21 +66,55 @@ class RegistryTool(Tool):
         self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
     ) -> CallToolResult:
         services: Services = context.request_context.lifespan_context
-        settings = services.settings
 
         async def send(progress: float, message: str) -> None:
             await context.report_progress(progress, None, message)
 
-        reporter = ProgressReporter(
-            send, interval=settings.progress_interval, heartbeat=settings.heartbeat_interval
+        settings = services.settings
+        return await self.call(
+            arguments,
+            services,
+            reporter=ProgressReporter(
+                send, interval=settings.progress_interval, heartbeat=settings.heartbeat_interval
+            ),
+            progress=_progress_wanted(services, context),
+            access=get_access_token(),
+            roots=roots_for(context.request_context, services),
+            links=context.request_context.protocol_version >= RESOURCE_LINKS_SINCE,
         )
+
+    async def call(
+        self,
+        arguments: dict[str, Any],
+        services: Services,
+        *,
+        reporter: ProgressReporter,
+        progress: bool,
+        access: AccessToken | None,
+        roots: AskRoots,
+        links: bool,
+        in_job: bool = False,
+    ) -> CallToolResult:
+        """The call itself, with the request's parts passed in: a plain call's come from its
+        request; a job's (`background: true`, an MCP task) outlive it, its progress going to the
+        job. `in_job`: this is the job's call, so `background` runs it here."""
         failure: tuple[str, str] | None = None  # an expected error's kind and text
+
+        async def again(reporter: ProgressReporter, roots: AskRoots) -> CallToolResult:
+            return await self.call_as_job(arguments, services, access=access, reporter=reporter, roots=roots)
+
         with services.calls.track():
-            async with reporter.running(enabled=_progress_wanted(services, context)):
+            async with reporter.running(enabled=progress):
                 try:
                     await services.warm_up.wait()
-                    grant = services.access.grant(get_access_token())
-                    call = CallContext(services, reporter, grant, roots=_roots_for(context, services))
+                    grant = services.access.grant(access)
+                    call = CallContext(
+                        services,
+                        reporter,
+                        grant,
+                        roots=roots,
+                        start_job=None if in_job else starter(services, grant, roots, again, self.name),
+                    )
                     result = await self.invoke(call, arguments)
                 except NaiveError as error:
                     failure = (error.kind, error.describe())
@@ -90,10 +127,8 @@ class RegistryTool(Tool):
             logger.info("%s failed: %s", self.name, kind)
             # The bearer token too: in client-keys mode it is the client's own key, which no
             # setting names. (Answers are redacted where they are read, in NaiveClient.)
-            access = get_access_token()
             redact = services.redact.including(access.token if access is not None else None)
             return CallToolResult(content=[TextContent(type="text", text=redact(text))], is_error=True)
-        links = context.request_context.protocol_version >= RESOURCE_LINKS_SINCE
         return CallToolResult(
             content=[
                 _content_block(block)
@@ -101,6 +136,29 @@ class RegistryTool(Tool):
                 if links or not isinstance(block, LinkBlock)
             ],
             structured_content=result.model_dump(mode="json", by_alias=True, exclude_none=True),
+        )
+
+    async def call_as_job(
+        self,
+        arguments: dict[str, Any],
+        services: Services,
+        *,
+        access: AccessToken | None,
+        reporter: ProgressReporter,
+        roots: AskRoots,
+    ) -> CallToolResult:
+        """The call as a job makes it (`background: true`, an MCP task): its progress to the job,
+        resource links kept (a reader too old for them gets the result without them:
+        `background.job_answer`), and a `background` in it run right here."""
+        return await self.call(
+            arguments,
+            services,
+            reporter=reporter,
+            progress=True,
+            access=access,
+            roots=roots,
+            links=True,
+            in_job=True,
         )
 
 
@@ -131,7 +189,7 @@ def _release(error: NaiveError) -> None:
         error.partial = ""
 
 
-def _roots_for(context: Context[Any, Any], services: Services) -> Callable[[], Awaitable[FileRoots]]:
+def roots_for(request: ServerRequestContext[Any, Any], services: Services) -> AskRoots:
     """Where a call's `files` and `output_file` may be. Over HTTP, NAIVE_FILE_ROOTS or none: the
     server's disk is not the client's, and a remote client's roots/list says nothing about what it
     may read here. Otherwise (stdio, in process: the user's own client) the client's MCP roots
@@ -140,7 +198,6 @@ def _roots_for(context: Context[Any, Any], services: Services) -> Callable[[], A
     configured = services.settings.file_roots
 
     async def roots() -> FileRoots:
-        request = context.request_context
         if request.request is not None:  # a transport's HTTP request: served over HTTP
             return settings_roots(configured, "http")
         session = request.session
@@ -190,13 +247,20 @@ def _progress_wanted(services: Services, context: Context[Any, Any]) -> bool:
 
 def build_tools(registry: Registry) -> list[Tool]:
     typed = [_method_tool(method) for method in registry.methods if method.typed_tool]
-    return [*typed, *_generic_pair(registry)]
+    return [*typed, result_tool(), *_generic_pair(registry)]
+
+
+async def _run_or_start(method: Method[Any, Any], call: CallContext, arguments: Arguments) -> MethodResult:
+    """The method run on `arguments`, or, for `background: true`, started as a job."""
+    if call.start_job is not None and method.in_background(arguments):
+        return await call.start_job(method, arguments)
+    result: MethodResult = await method.handler(call, arguments)
+    return result
 
 
 def _method_tool(method: Method[Any, Any]) -> Tool:
     async def invoke(call: CallContext, arguments: Mapping[str, Any]) -> MethodResult:
-        result: MethodResult = await method.invoke(call, arguments)
-        return result
+        return await _run_or_start(method, call, method.parse(arguments))
 
     return _tool(
         name=method.tool_name,
@@ -260,8 +324,7 @@ def _generic_pair(registry: Registry) -> list[Tool]:
     async def run(call: CallContext, raw: Mapping[str, Any]) -> MethodResult:
         arguments = parse_arguments(RunArguments, raw, tool=RUN_TOOL)
         method = registry.find(arguments.primitive, arguments.method)
-        result: MethodResult = await method.invoke(call, arguments.arguments, via=RUN_TOOL)
-        return result
+        return await _run_or_start(method, call, method.parse(arguments.arguments, via=RUN_TOOL))
 
     return [
         _tool(

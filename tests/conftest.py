@@ -34,6 +34,7 @@ TOOL_NAMES = {
     "naive_llm_compare",
     "naive_llm_models",
     "naive_llm_generation",
+    "naive_llm_result",
     "naive_search_primitives",
     "naive_run_primitive",
 }

@@ -19,11 +19,11 @@ EXIT_TOOL_ERROR = 5  # the Inspector's exit code for a result with isError: true
 
 def run_inspector(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`mcp-inspector --cli --format json ARGS`; HOME is `home` so its own files land there."""
-    return _node(home, str(INSPECTOR), "--cli", "--format", "json", *args)
+    return node(home, str(INSPECTOR), "--cli", "--format", "json", *args)
 
 
 def run_ts_client(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return _node(home, "node", str(TS_CLIENT), *args)
+    return node(home, "node", str(TS_CLIENT), *args)
 
 
 def result_of(run: subprocess.CompletedProcess[str], *, exit_code: int = 0) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def result_of(run: subprocess.CompletedProcess[str], *, exit_code: int = 0) -> d
     return result
 
 
-def _node(home: Path, *command: str) -> subprocess.CompletedProcess[str]:
+def node(home: Path, *command: str) -> subprocess.CompletedProcess[str]:
     if not INSPECTOR.exists():
         pytest.fail(f"{INSPECTOR} is missing: run `scripts/bootstrap --dev` to install the interop clients")
     return subprocess.run(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +41,15 @@ def http_server(
     transport: str = "streamable-http",
     port: int | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    command: Sequence[str] = (str(NAIVE_MCP),),
 ) -> Iterator[HttpServer]:
     """Start `naive-mcp --transport …` on `port` (else a free loopback port) and wait until
     /health answers — from this process: tests run in parallel (pytest-xdist), and another
     worker's server may take a free port between `free_port()` and the bind, then answer /health
     in its place; a free port is then tried again. `preexec_fn` runs in the child before it
-    starts (e.g. to set an rlimit)."""
+    starts (e.g. to set an rlimit). `command`: what to run in place of `naive-mcp`."""
     for _ in range(5):
-        server = _start(tmp, env, args, transport, port or free_port(), preexec_fn)
+        server = _start(tmp, env, args, transport, port or free_port(), preexec_fn, command)
         try:
             _wait_until_healthy(server)
             if port is not None or _listens_on(server.process.pid, int(server.base.rsplit(":", 1)[1])):
@@ -72,11 +73,12 @@ def _start(
     transport: str,
     port: int,
     preexec_fn: Callable[[], None] | None,
+    command: Sequence[str],
 ) -> HttpServer:
     stderr = tmp / f"naive-mcp-{port}.stderr"
     with stderr.open("ab") as log:
         process = subprocess.Popen(
-            [str(NAIVE_MCP), "--transport", transport, "--port", str(port), *args],
+            [*command, "--transport", transport, "--port", str(port), *args],
             env={"PATH": os.environ["PATH"], "NAIVE_STORE": "memory", **env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

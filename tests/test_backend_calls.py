@@ -5,13 +5,13 @@ of the suite uses. Costs in USD, caps in USD, the balance floor from `GET /key`,
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from mcp import Client
 
-from naive_mcp.sandbox import RunningSandbox
+from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
 from tests.conftest import DEFAULT_MODEL, make_settings
 from tests.helpers import text_of, usage_of
@@ -73,6 +73,30 @@ async def test_chat_models_and_generation_go_to_the_styles_own_routes(
     assert usage["total"]["calls"] == 1
     assert usage["total"]["cost_usd"] == pytest.approx(structured["usage"]["cost"])
     assert usage["total"]["credits_unknown"] == 1  # the ledger invents no credits
+
+
+@pytest.fixture(scope="module")
+def dripping() -> Iterator[RunningSandbox]:
+    """`sandbox/slow` answering in a few short steps: streamed in several chunks, soon over."""
+    with serve_in_thread(SandboxConfig(slow_chunk_delay=0.01, slow_words=30)) as running:
+        yield running
+
+
+async def test_chat_streams_progress_with_the_text_as_it_arrives(
+    dripping: RunningSandbox, style: str, style_key: str
+) -> None:
+    heard: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        heard.append(message or "")
+
+    async for client in connected(dripping, style, style_key):
+        answer = await client.call_tool(
+            "naive_llm_chat", {"prompt": "go", "model": "sandbox/slow"}, progress_callback=on_progress
+        )
+    assert not answer.is_error, text_of(answer)
+    assert text_of(answer).startswith("Sandbox reply from sandbox/slow")
+    assert any(message.startswith("Sandbox reply from sandbox/slow") for message in heard), heard
 
 
 async def test_a_call_naming_a_tenant_is_refused_by_name_and_nothing_is_sent(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
-from naive_mcp.errors import ArgumentError, error_from_response, parse_retry_after
+import naive_mcp
+from naive_mcp.errors import ArgumentError, NaiveError, error_from_response, parse_retry_after
 
 
 def body(error: object) -> bytes:
@@ -104,3 +107,13 @@ def test_an_upstream_cannot_claim_one_of_our_own_kinds() -> None:
     mapped = error_from_response(504, {}, body({"code": "no_api_key", "message": "odd"}))
     assert mapped.kind == "provider_error"
     assert "NAIVE_API_KEY" not in mapped.describe()
+
+
+def test_every_kind_the_server_raises_has_its_own_next_step() -> None:
+    """A kind missing from the table would fall back to the upstream's generic advice ("retry
+    shortly"), wrong for a job id that is not the caller's, say."""
+    sources = Path(naive_mcp.__file__).parent.rglob("*.py")
+    kinds = {kind for path in sources for kind in re.findall(r'kind="([a-z_]+)"', path.read_text())}
+    generic = NaiveError("x", kind="upstream_error").next_step
+    assert {"job_not_found", "too_many_jobs", "jobs_off", "thread_not_found"} <= kinds
+    assert [kind for kind in sorted(kinds) if NaiveError("x", kind=kind).next_step == generic] == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -175,6 +176,30 @@ async def test_a_directory_is_its_whole_tree_and_git_s_own_directory_is_never_re
     ]
 
 
+async def test_a_symlink_inside_the_root_to_an_ignored_file_or_into_git_is_skipped_too(
+    sandbox: RunningSandbox, api_key: str, tree: Path
+) -> None:
+    (tree / "notes.txt").symlink_to(tree / ".env")
+    (tree / "gitdir").symlink_to(tree / ".git", target_is_directory=True)
+    (tree / "buildlink").symlink_to(tree / "build", target_is_directory=True)
+    files = ["notes.txt", "gitdir", "buildlink/out.py", "*.txt", "README.md"]
+
+    data = structured(await chat(settings_for(sandbox, api_key, tree), files=files))
+
+    assert [entry["path"] for entry in data["files"]["included"]] == ["README.md"]
+    assert data["files"]["skipped"] == [
+        {"path": "notes.txt", "reason": "leads through a symlink to .env, which .gitignore ignores"},
+        {"path": "gitdir/config", "reason": "leads through a symlink into .git/, which is never read"},
+        {
+            "path": "buildlink/out.py",
+            "reason": "leads through a symlink to build/out.py, which .gitignore ignores",
+        },
+        {"path": "latin.txt", "reason": "binary (not UTF-8 text)"},
+    ]
+    sent = sent_text(chats(sandbox, api_key)[0])
+    assert "do-not-send" not in sent and "[core]" not in sent and "OUT = 1" not in sent
+
+
 async def test_an_explicitly_named_ignored_file_is_skipped_too_and_alone_the_call_is_refused(
     sandbox: RunningSandbox, api_key: str, tree: Path
 ) -> None:
@@ -304,6 +329,23 @@ def test_a_walk_stops_after_a_bounded_number_of_entries_however_few_match(tmp_pa
     )
     (skip,) = read.used.skipped
     assert skip.path == "wide" and f"stopped after {MAX_WALKED_ENTRIES} directory entries" in skip.reason
+
+
+def test_the_walks_of_one_call_are_bounded_together_not_each(tmp_path: Path) -> None:
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for number in range(MAX_WALKED_ENTRIES // 2):
+        (wide / f"{number}.dat").touch()
+    (tmp_path / "a.md").write_text("A\n")
+    globs = [f"wide/{n}.da[t]" for n in range(8)]  # each walks all of wide/ for its one file
+
+    read = read_files(
+        ["a.md", *globs], FileRoots((tmp_path,)), FileLimits(file_bytes=100, total_bytes=1000, count=10)
+    )
+
+    assert {skip.path for skip in read.used.skipped} == {"wide"}
+    assert all(f"stopped after {MAX_WALKED_ENTRIES} directory entries" in s.reason for s in read.used.skipped)
+    assert len(read.used.skipped) == len(globs) - 2, "from the third glob on, each stops at once"
 
 
 def test_a_fifo_is_skipped_without_being_opened_for_a_blocking_read(tmp_path: Path) -> None:
@@ -526,6 +568,66 @@ async def test_output_file_gets_the_whole_answer_and_the_result_its_path_and_beg
     assert target.read_text() != written and again["files"]["output_file"] == str(target)
 
 
+async def test_an_output_file_the_disk_refuses_leaves_the_answer_in_the_result(
+    sandbox: RunningSandbox, api_key: str, tree: Path
+) -> None:
+    # The disk refuses the write (EFBIG: past this process's file size limit, which Python's
+    # ignored SIGXFSZ turns into an OSError): the answer, paid for, comes back whole instead.
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8, before[1]))
+    try:
+        result = await chat(settings_for(sandbox, api_key, tree), output_file="big.md", max_tokens=2000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, before)
+
+    data = structured(result)
+    assert not result.is_error
+    assert (
+        "could not write output_file" in " ".join(data["notes"]) and "the answer is here" in texts(result)[-1]
+    )
+    assert data["text"].startswith("Sandbox reply") and "output_file" not in (data.get("files") or {})
+
+
+def test_an_answer_with_a_lone_surrogate_is_written_as_a_replacement_character(tmp_path: Path) -> None:
+    from naive_mcp.context_files import write_output
+
+    write_output(tmp_path / "a.md", "ok \ud800 ok")
+    assert (tmp_path / "a.md").read_text(encoding="utf-8") == "ok \ufffd ok"
+
+
+def test_a_fifo_put_where_the_answer_goes_is_not_written_and_nothing_waits_for_it(tmp_path: Path) -> None:
+    # Put there after output_target checked the path (the answer takes minutes to come): opening
+    # it to write would wait for a reader for ever, in the worker thread the call waits on.
+    from naive_mcp.context_files import write_output
+
+    fifo = tmp_path / "answer.md"
+    os.mkfifo(fifo)
+    failed: list[OSError] = []
+
+    def write() -> None:
+        try:
+            write_output(fifo, "the answer")
+        except OSError as exc:
+            failed.append(exc)
+
+    writing = threading.Thread(target=write, daemon=True)
+    writing.start()
+    writing.join(10)
+    waited = writing.is_alive()
+    if waited:  # it waits for a reader: one comes and goes, so that the thread ends
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writing.join(10)
+    assert not waited and failed, "the write waited for a reader"
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # with a reader it is refused as well
+    try:
+        with pytest.raises(OSError, match="not a regular file"):
+            write_output(fifo, "the answer")
+    finally:
+        os.close(reader)
+
+
 @pytest.mark.parametrize(
     ("entry", "says"),
     [
@@ -536,15 +638,24 @@ async def test_output_file_gets_the_whole_answer_and_the_result_its_path_and_beg
         ("src", "exists and is not a regular file"),
         ("src/", "names a directory"),
         ("README.md/answer.md", "has a file where a directory goes"),
+        (".git/config", "is in .git/"),
+        (".git/hooks/pre-commit", "is in .git/"),
+        ("src/.git", "is in .git/"),
+        ("gitdir/config", "is in .git/"),
+        ("gitdir/hooks/post-checkout", "is in .git/"),
     ],
 )
 async def test_output_file_outside_the_roots_or_through_a_symlink_is_refused_unsent(
     sandbox: RunningSandbox, api_key: str, tree: Path, entry: str, says: str
 ) -> None:
+    (tree / "gitdir").symlink_to(tree / ".git", target_is_directory=True)
     result = await chat(settings_for(sandbox, api_key, tree), output_file=entry)
 
     refused(result, f"output_file: {entry!r}", says)
     assert chats(sandbox, api_key) == []
+    assert (tree / ".git" / "config").read_text() == "[core]\n"
+    assert [path.name for path in (tree / ".git").iterdir()] == ["config"]
+    assert not (tree / "src" / ".git").exists()
     assert (tree.parent / "outside" / "secret.txt").read_text() == SECRET
     assert not (tree.parent / "outside" / "answer.md").exists()
 

@@ -23,7 +23,7 @@ from naive_mcp.errors import ConfigurationError
 from naive_mcp.sandbox import RunningSandbox, SandboxConfig, serve_in_thread
 from naive_mcp.server import create_server
 from naive_mcp.settings import Settings
-from naive_mcp.store import CallRecord, CallResult, Figures, StoreLocation
+from naive_mcp.store import CallRecord, CallResult, Figures, JobLimits, JobRecord, StoreLocation, owned_by
 from naive_mcp.store.engine import SCHEMA_REVISION
 from naive_mcp.store.store import Store
 from tests.conftest import SESSION_TIMEOUT, TOOL_NAMES, make_settings, naive_mcp, upstream_env
@@ -105,6 +105,7 @@ async def test_a_store_of_an_earlier_revision_is_migrated_forward_keeping_its_ro
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_REVISION,)]
         assert db.execute("SELECT call_id FROM ledger").fetchall() == [("c1",)]
         assert db.execute("SELECT count(*) FROM threads").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
 
 
 @pytest.mark.slow
@@ -502,3 +503,92 @@ async def test_sets_reserved_at_once_never_overdraw_a_cap(store_location: StoreL
     finally:
         await store.aclose()
     assert admitted == [[1.0, 1.0, 1.0]] * 3
+
+
+# --- jobs, on each engine -------------------------------------------------------------------------
+
+
+def _job(runner: str, *, user: str | None = None, key: str = "key", status: str = "working") -> JobRecord:
+    now = time.time()
+    return JobRecord(
+        id=f"job_{uuid.uuid4().hex}",
+        key_digest=key,
+        user_id=user,
+        project_id=None,
+        tool="naive_llm_chat",
+        status=status,  # type: ignore[arg-type]
+        status_message=None,
+        partial_text=None,
+        result=None,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + 60,
+        runner=runner,
+        cancel_asked_at=None,
+    )
+
+
+async def test_a_caller_keeps_its_limit_of_jobs_and_only_its_own(store_location: StoreLocation) -> None:
+    store = await Store.open(store_location)
+    try:
+        limits = JobLimits(ttl=60, per_owner=2)
+        first, second = _job("me"), _job("me")
+        assert await store.add_job(first, limits) is None
+        assert await store.add_job(second, limits) is None
+        assert await store.add_job(_job("me"), limits) == 2, "two working: no third"
+        assert await store.add_job(_job("me", user="usr_other"), limits) is None, "another tenant's own"
+
+        await store.finish_job(first.id, "completed", None, "done", '{"content": []}', ttl=60)
+        third = _job("me")
+        assert await store.add_job(third, limits) is None, "the ended one is forgotten to make room"
+        mine = owned_by("key", None, None)
+        assert await store.job(first.id, mine) is None
+        assert {job.id for job in await store.jobs(mine, 10)} == {second.id, third.id}
+        assert await store.job(second.id, owned_by("key", "usr_other", None)) is None
+        assert await store.job(second.id, owned_by("other-key", None, None)) is None
+    finally:
+        await store.aclose()
+
+
+async def test_a_cancel_asked_anywhere_is_seen_and_a_dead_processs_jobs_fail_keeping_their_text(
+    store_location: StoreLocation,
+) -> None:
+    store = await Store.open(store_location)
+    try:
+        limits = JobLimits(ttl=60, per_owner=10)
+        await store.renew_lease("alive", 60)
+        alive, dead = _job("alive"), _job("dead")
+        for job in (alive, dead):
+            assert await store.add_job(job, limits) is None
+        await store.job_progress(dead.id, "Still working (3 s)", "the answer so far")
+        mine = owned_by("key", None, None)
+        asked = await store.ask_job_cancel(alive.id, mine)
+        assert asked is not None and asked.cancel_asked_at is not None
+        assert await store.ask_job_cancel(alive.id, owned_by("key", "usr_other", None)) is None
+        assert await store.job_cancels([alive.id, dead.id]) == [alive.id]
+
+        await store.claim_orphans("sweeper")
+
+        found = await store.job(dead.id, mine)
+        assert found is not None and found.status == "failed"
+        assert found.partial_text == "the answer so far" and "stopped" in (found.status_message or "")
+        still = await store.job(alive.id, mine)
+        assert still is not None and still.status == "working", "its process's lease is live"
+    finally:
+        await store.aclose()
+
+
+async def test_an_ended_job_is_deleted_by_the_sweep_once_it_expired(store_location: StoreLocation) -> None:
+    store = await Store.open(store_location)
+    try:
+        await store.renew_lease("me", 60)
+        ended, working = _job("me"), _job("me")
+        for job in (ended, working):
+            assert await store.add_job(job, JobLimits(ttl=60, per_owner=10)) is None
+        await store.finish_job(ended.id, "completed", None, "", "{}", ttl=0.0)
+        await store.claim_orphans("me")
+        mine = owned_by("key", None, None)
+        assert await store.job(ended.id, mine) is None
+        assert await store.job(working.id, mine) is not None, "a working job is kept however old"
+    finally:
+        await store.aclose()

@@ -1,5 +1,5 @@
 """The state that outlives a process and is shared by every process on one store: caps and their
-reservations, the ledger, the learned credits-per-USD rate, balances, leases, cancels, threads.
+reservations, the ledger, the learned credits-per-USD rate, balances, leases, cancels, threads, jobs.
 
 `NAIVE_STORE` chooses it (`location.py`); `store.Store` is its one interface, opened through
 `engine.py`; the values it takes and gives are in `records.py`. Nothing here knows MCP or the
@@ -16,6 +16,9 @@ from naive_mcp.store.records import (
     CapRow,
     Exactly,
     Figures,
+    JobLimits,
+    JobRecord,
+    JobStatus,
     OpenHold,
     Outcome,
     Tally,
@@ -35,6 +38,9 @@ __all__ = [
     "CapRow",
     "Exactly",
     "Figures",
+    "JobLimits",
+    "JobRecord",
+    "JobStatus",
     "OpenHold",
     "Outcome",
     "StoreLocation",

@@ -24,7 +24,7 @@ from naive_mcp.store.location import StoreLocation
 logger = logging.getLogger(__name__)
 
 # The schema this code reads and writes: the newest revision under migrations/versions.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # A process waits this long for another's write transaction before giving up (seconds).
 _SQLITE_BUSY_SECONDS = 30

@@ -159,3 +159,36 @@ class UsageRow:
     model: str
     outcome: Outcome
     tally: Tally = field(default_factory=Tally)
+
+
+JobStatus = Literal["working", "completed", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A call run in the background: whose it is, how far it got, and its result once it ended
+    (the tool result as JSON, as a plain call would have answered)."""
+
+    id: str
+    key_digest: str
+    user_id: str | None
+    project_id: str | None
+    tool: str
+    status: JobStatus
+    status_message: str | None
+    partial_text: str | None
+    result: str | None
+    created_at: float
+    updated_at: float
+    expires_at: float
+    runner: str  # the lease of the process running it
+    cancel_asked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """How long a job is kept after it ended (seconds), and how many one caller has at once (the
+    oldest ended ones go first; with that many working, no more start)."""
+
+    ttl: float
+    per_owner: int

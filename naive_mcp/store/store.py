@@ -1,4 +1,5 @@
-"""The state store: caps, holds, leases, the ledger, balances, the learned rate, cancels, threads.
+"""The state store: caps, holds, leases, the ledger, balances, the learned rate, cancels, threads,
+jobs.
 
 One set of SQLAlchemy Core queries serves SQLite and PostgreSQL. Each operation is one
 transaction, run on a worker thread (one thread hop per transaction, not per statement: the
@@ -27,6 +28,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
+from naive_mcp.store import jobs as jb
 from naive_mcp.store import tables as t
 from naive_mcp.store import threads as th
 from naive_mcp.store.engine import create_store_engine, migrate
@@ -36,6 +38,9 @@ from naive_mcp.store.records import (
     CallResult,
     CapRow,
     Figures,
+    JobLimits,
+    JobRecord,
+    JobStatus,
     OpenHold,
     Outcome,
     Tally,
@@ -318,8 +323,9 @@ class Store:
 
     async def claim_orphans(self, owner: str) -> list[OpenHold]:
         """Take over the holds of processes whose lease expired (or that never had one), so that
-        exactly one live process settles each; drop those leases. Also forgets old, empty day and
-        month rows, old cancels and expired threads, so the store does not grow without bound."""
+        exactly one live process settles each; drop those leases, and mark those processes' jobs
+        failed. Also forgets old, empty day and
+        month rows, old cancels, expired threads and jobs, so the store does not grow without bound."""
         return await self._run(self._claim_orphans, owner, time.time())
 
     def _claim_orphans(self, owner: str, now: float) -> list[OpenHold]:
@@ -336,6 +342,7 @@ class Store:
                     update(t.holds).where(t.holds.c.id.in_([row.id for row in orphans])).values(owner=owner)
                 )
             db.execute(delete(t.leases).where(t.leases.c.expires_at < now))
+            jb.fail_stopped(db, select(t.leases.c.owner).where(t.leases.c.expires_at >= now), now)
             _forget_old(db, now)
         return [
             OpenHold(
@@ -517,6 +524,55 @@ class Store:
                 copied_from=copied_from,
             )
 
+    # --- jobs -----------------------------------------------------------------------------------
+
+    async def add_job(self, record: JobRecord, limits: JobLimits) -> int | None:
+        """Write a new job (see `jobs.add`): None, or how many of its owner's are working when
+        that is its limit already, and nothing was written."""
+        return await self._run(self._in_transaction, jb.add, record, limits)
+
+    async def job(self, job_id: str, scope: UsageScope) -> JobRecord | None:
+        return await self._run(self._read, jb.find, job_id, scope, time.time())
+
+    async def jobs(
+        self, scope: UsageScope, limit: int, after: tuple[float, str] | None = None
+    ) -> list[JobRecord]:
+        """The jobs `scope` may see, the newest first, from after `after` (created_at, id)."""
+        return await self._run(self._read, jb.listed, scope, time.time(), limit, after)
+
+    async def job_progress(self, job_id: str, message: str | None, partial: str | None) -> None:
+        await self._run(self._in_transaction, jb.progress, job_id, message, partial, time.time())
+
+    async def finish_job(
+        self,
+        job_id: str,
+        status: JobStatus,
+        message: str | None,
+        partial: str | None,
+        result: str | None,
+        ttl: float,
+    ) -> None:
+        await self._run(
+            self._in_transaction, jb.finish, job_id, status, message, partial, result, time.time(), ttl
+        )
+
+    async def ask_job_cancel(self, job_id: str, scope: UsageScope) -> JobRecord | None:
+        return await self._run(self._in_transaction, jb.ask_cancel, job_id, scope, time.time())
+
+    async def job_cancels(self, job_ids: Sequence[str]) -> list[str]:
+        """Which of `job_ids` some process asked to stop."""
+        if not job_ids:
+            return []
+        return await self._run(self._read, jb.cancels_asked, list(job_ids))
+
+    def _in_transaction(self, fn: Callable[..., _T], *args: Any) -> _T:
+        with self._engine.begin() as db:
+            return fn(db, *args)
+
+    def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        with self._engine.connect() as db:
+            return fn(db, *args)
+
     # --- cancels across replicas ---------------------------------------------------------------
 
     async def publish_cancel(self, key: str, at: float) -> None:
@@ -596,3 +652,4 @@ def _forget_old(db: Connection, now: float) -> None:
     )
     db.execute(delete(t.cancels).where(t.cancels.c.created_at < now - CANCEL_KEEP_SECONDS))
     th.forget_expired(db, now)
+    jb.forget_expired(db, now)

@@ -17,6 +17,10 @@
   prompt, a title (the start of its first message), its size, and when it expires (a time after
   its last turn). Only with NAIVE_THREADS on: then, and only then, prompts and answers are stored.
 - `turns`: a thread's messages in order (`number` from 1): each as the upstream was sent it, JSON.
+- `jobs`: one row per call run in the background (a `background: true` call, an MCP task): whose
+  it is, its tool, its status, the progress message and the answer so far, its result once it
+  ended (the tool result, JSON), the process running it (its lease), and a cancel asked for it
+  from any process. Kept until it expires (a time after it ended).
 """
 
 from __future__ import annotations
@@ -132,4 +136,25 @@ turns = Table(
     Column("model", String(200)),  # the model that wrote it (assistant turns)
     Column("chars", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_digest", String(64), nullable=False),
+    Column("user_id", String(128)),
+    Column("project_id", String(128)),
+    Column("tool", String(60), nullable=False),
+    Column("status", String(20), nullable=False),  # working, completed, failed, cancelled
+    Column("status_message", Text),
+    Column("partial_text", Text),
+    Column("result", Text),  # JSON: the tool result, once it ended
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("runner", String(40), nullable=False),  # the lease of the process running it
+    Column("cancel_asked_at", Float),
+    Index("ix_jobs_owner", "key_digest", "created_at"),
+    Index("ix_jobs_expires_at", "expires_at"),
 )

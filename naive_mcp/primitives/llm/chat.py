@@ -416,6 +416,8 @@ class _Conversation(Arguments):
         _published("array", "paths/globs read as context"),
     ] = Field(default=None, min_length=1, max_length=MOST_FILE_ENTRIES)
 
+    background: Annotated[bool | None, _published("boolean", "true: answer now with a job_id")] = None
+
     @field_validator("files")
     @classmethod
     def _each_entry_once(cls, files: list[str] | None) -> list[str] | None:
@@ -513,7 +515,10 @@ class ChatArguments(GenerationArguments, _Conversation):
         if messages is None:
             system = [{"role": "system", "content": self.system}] if self.system is not None else []
             messages = [*system, *self.new_messages()]
-        own = {"messages", "prompt", "system", "thread_id", "files", "output_file", "user_id", "project_id"}
+        own = {
+            *("messages", "prompt", "system", "thread_id", "files", "output_file", "background"),
+            *("user_id", "project_id"),
+        }
         return self.body_for(default_model, own, messages=messages)
 
 
@@ -537,17 +542,7 @@ class ChatUsage(BaseModel):
 
 # Published by shape (every client reads the outputSchema; the README lists the fields).
 _OBJECT = WithJsonSchema({"type": "object"}, mode="serialization")
-
-_LOGPROBS_SCHEMA = WithJsonSchema(
-    {
-        "type": "object",
-        "properties": {
-            "content": {"type": "array", "items": {"type": "object"}},
-            "left_out": {"type": "integer"},
-        },
-    },
-    mode="serialization",
-)
+_ARRAY = WithJsonSchema({"type": "array"}, mode="serialization")
 
 
 class ChatResult(MethodResult):
@@ -557,15 +552,19 @@ class ChatResult(MethodResult):
     provider: str | None = None
     finish_reason: str | None = None
     truncated: bool = Field(default=False, description="the answer hit max_tokens")
-    tool_calls: list[ToolCallOut] = Field(default_factory=list)
+    # Nested records published by shape (every client reads the tool's outputSchema; the README
+    # lists their fields): tool_calls [{id, name, arguments}], usage {prompt_tokens,
+    # completion_tokens, total_tokens, reasoning_tokens, cached_tokens, cost}, images [{mime_type,
+    # size_bytes, url, left_out}].
+    tool_calls: Annotated[list[ToolCallOut], _ARRAY] = Field(default_factory=list)
     reasoning: str | None = None
-    usage: ChatUsage | None = None
+    usage: Annotated[ChatUsage | None, _OBJECT] = None
     credits_used: float | None = None
     credits_remaining: float | None = None
-    images: list[ImageOut] = Field(default_factory=list, description="images the model made")
-    # Published by shape (every client reads the tool's outputSchema): each entry is
-    # {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}.
-    logprobs: Annotated[Logprobs | None, _LOGPROBS_SCHEMA] = None
+    images: Annotated[list[ImageOut], _ARRAY] = Field(default_factory=list)
+    # By shape too: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}],
+    # left_out}.
+    logprobs: Annotated[Logprobs | None, _OBJECT] = None
     notes: list[str] = Field(
         default_factory=list, description="what the server changed, e.g. max_tokens under a cap"
     )
@@ -882,7 +881,7 @@ async def generate(
     async with services.guard.spending(caller, body) as spend:
 
         def on_chunk(stream: ChatStream) -> None:
-            call.progress.update(stream.progress_message)  # first: the client is waiting for it
+            call.progress.update(stream.progress_message, stream.answer_so_far)  # first: the client waits
             if call.on_chunk is not None:
                 call.on_chunk(stream)
             spend.saw(stream)  # may stop the call: its output passed what was reserved
@@ -928,4 +927,5 @@ CHAT = Method(
     result=ChatResult,
     annotations=spending_annotations("Chat with a model (Naive)"),
     handler=chat,
+    started={"text": ""},
 )

@@ -70,6 +70,10 @@ _LEAST_JUDGED_CHARS = 200
 _SHARED = ("max_tokens", "temperature", "top_p", "seed", "reasoning", "provider", "extra")
 
 
+# Read once for the whole set (files), or the call's own, not its members' (background).
+_NOT_SHARED = frozenset({"files", "background"})
+
+
 class CompareArguments(_Conversation):
     # The conversation (as llm.chat's), the models, the judge, and the generation fields that make
     # sense for every model alike. (No docstring: it would be published as the schema's description.)
@@ -116,7 +120,9 @@ class CompareArguments(_Conversation):
     def member(self, model: str) -> ChatArguments:
         """The chat that asks `model` this conversation: what llm.chat would be called with."""
         # The files are read once, for the whole set, and sent in each member's messages.
-        conversation = {name: getattr(self, name) for name in _Conversation.model_fields if name != "files"}
+        conversation = {
+            name: getattr(self, name) for name in _Conversation.model_fields if name not in _NOT_SHARED
+        }
         shared = {name: getattr(self, name) for name in _SHARED}
         given = {name: value for name, value in {**conversation, **shared}.items() if value is not None}
         return ChatArguments.model_validate(
@@ -605,4 +611,5 @@ COMPARE = Method(
     result=CompareResult,
     annotations=spending_annotations("Compare models (Naive)"),
     handler=compare,
+    started={"answers": [], "totals": {"answered": 0, "failed": 0}},
 )

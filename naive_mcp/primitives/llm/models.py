@@ -8,10 +8,10 @@ listing hides them: the spend guard prices calls from the whole catalogue, test 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from naive_mcp.caller import TenantId
 from naive_mcp.errors import NaiveError
@@ -116,7 +116,9 @@ class ModelsResult(MethodResult):
     total: int = Field(description="models upstream")
     matched: int = Field(description="models that pass the filters")
     offset: int
-    models: list[ModelSummary]
+    # Published by shape (the README lists the fields: id, name, context_length, prompt_price,
+    # completion_price, input_modalities, output_modalities).
+    models: Annotated[list[ModelSummary], WithJsonSchema({"type": "array"}, mode="serialization")]
     next_offset: int | None = Field(default=None, description="offset of the next page, if any")
     hidden: int | None = Field(
         default=None, description="sandbox test models that pass but are left out (author=sandbox)"
