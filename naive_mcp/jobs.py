@@ -403,7 +403,7 @@ def _after(cursor: str) -> tuple[float, str]:
 
 
 def _duration(seconds: float) -> str:
-    for unit, size in (("days", 86_400), ("hours", 3_600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds / size:g} {unit} (NAIVE_JOB_TTL)"
-    return f"{seconds:g} seconds (NAIVE_JOB_TTL)"
+    units = (("day", 86_400), ("hour", 3_600), ("minute", 60))
+    unit, size = next(((unit, size) for unit, size in units if seconds >= size), ("second", 1))
+    count = seconds / size
+    return f"{count:g} {unit}{'' if count == 1 else 's'} (NAIVE_JOB_TTL)"

@@ -179,7 +179,7 @@ async def test_an_ended_job_expires_after_its_ttl(sandbox: RunningSandbox, api_k
         job_id = await start(client, "brief")
         assert not (await result(client, job_id, wait_seconds=50)).is_error
         gone = await until(client, job_id, lambda answer: answer.is_error)
-    assert "there is no job" in text_of(gone) and "NAIVE_JOB_TTL" in text_of(gone)
+    assert "there is no job" in text_of(gone) and "0.2 seconds (NAIVE_JOB_TTL)" in text_of(gone)
 
 
 @pytest.mark.parametrize(
