@@ -29,7 +29,7 @@ import itertools
 import os
 import re
 import stat
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -168,6 +168,12 @@ def _label(path: Path, roots: Sequence[Path]) -> str:
     return path.relative_to(roots[0]).as_posix() if path.is_relative_to(roots[0]) else str(path)
 
 
+def in_git_dir(parts: Iterable[str]) -> bool:
+    """Whether a path of these parts is git's own directory or in it: `.git` in any case, since on
+    a case-insensitive disk (macOS, Windows) `.GIT/config` is `.git/config`."""
+    return any(part.casefold() == ".git" for part in parts)
+
+
 class _Ignores:
     """The `.gitignore` files from a root down, read once each; `.git/` is always ignored."""
 
@@ -190,7 +196,7 @@ class _Ignores:
         """Whether git would ignore `path` (in `root`), by the .gitignore files of its directories
         from `root` down: the deepest that has a say decides. Its directories are not checked
         here: a walk prunes ignored ones, and `ignored_on_the_way` checks a named file's."""
-        if ".git" in path.relative_to(root).parts:
+        if in_git_dir(path.relative_to(root).parts):
             return True
         decided: bool | None = None
         directory = path.parent
@@ -258,7 +264,7 @@ class _Reader:
             return
         self.seen.add(real)
         if self.ignores.ignored(lexical, root, is_dir=False):
-            git = ".git" in lexical.relative_to(root).parts
+            git = in_git_dir(lexical.relative_to(root).parts)
             self.skip(lexical, "in .git/, which is never read" if git else "ignored by .gitignore")
             return
         led = real.relative_to(real_root)
@@ -270,7 +276,7 @@ class _Reader:
             # it leads to decides, or `notes -> .env` would send the secrets .gitignore keeps out.
             where = (
                 "into .git/, which is never read"
-                if ".git" in led.parts
+                if in_git_dir(led.parts)
                 else f"to {led.as_posix()}, which .gitignore ignores"
             )
             self.skip(lexical, f"leads through a symlink {where}")
@@ -408,7 +414,7 @@ def _one_entry(reader: _Reader, entry: str, roots: tuple[Path, ...]) -> None:
         raise _refused("files", entry, "leads outside the allowed roots through a symlink: not read")
     ignored_dir = reader.ignores.ignored_on_the_way(lexical, root)
     if ignored_dir is not None:
-        git = ignored_dir.split("/")[-2] == ".git"
+        git = in_git_dir(ignored_dir.split("/")[-2:-1])
         reader.skip(
             lexical, "in .git/, which is never read" if git else f"in {ignored_dir}, which .gitignore ignores"
         )
@@ -479,7 +485,7 @@ def _writable(entry: str, lexical: Path, root: Path, allowed: tuple[Path, ...]) 
         *lexical.relative_to(root).parts,
         *(real / lexical.relative_to(existing)).relative_to(real_root).parts,
     )
-    if any(part.casefold() == ".git" for part in written):
+    if in_git_dir(written):
         raise _refused(
             "output_file", entry, "is in .git/, where the server never writes: name a file outside it"
         )

@@ -177,6 +177,24 @@ async def test_a_directory_is_its_whole_tree_and_git_s_own_directory_is_never_re
     ]
 
 
+def test_git_s_directory_in_any_case_is_never_read(tmp_path: Path) -> None:
+    """On a case-insensitive disk (macOS, Windows) `.GIT/config` is `.git/config`."""
+    (tmp_path / ".GIT").mkdir()
+    (tmp_path / ".GIT" / "config").write_text("[core]\n")
+    (tmp_path / "a.md").write_text("A\n")
+
+    read = read_files(
+        [".GIT/config", "**/*"],
+        FileRoots((tmp_path,)),
+        FileLimits(file_bytes=100, total_bytes=1000, count=10),
+    )
+
+    assert [(s.path, s.reason) for s in read.used.skipped] == [
+        (".GIT/config", "in .git/, which is never read")
+    ]
+    assert [f.path for f in read.used.included] == ["a.md"]
+
+
 async def test_a_symlink_inside_the_root_to_an_ignored_file_or_into_git_is_skipped_too(
     sandbox: RunningSandbox, api_key: str, tree: Path
 ) -> None:
