@@ -448,7 +448,7 @@ def glob_matches(pattern: Sequence[str], parts: Sequence[str]) -> bool:
     return bool(parts) and fnmatch.fnmatchcase(parts[0], head) and glob_matches(rest, parts[1:])
 
 
-def output_target(entry: str, roots: FileRoots) -> Path:
+def output_target(entry: str, roots: FileRoots) -> OutputTarget:
     """Where `output_file` writes, checked before the call is sent: inside the roots (its
     nearest existing directory resolved, so no symlink leads out), not a directory, and, if it
     exists, a regular file and not a symlink (it is overwritten)."""
@@ -461,17 +461,18 @@ def output_target(entry: str, roots: FileRoots) -> Path:
     if entry.endswith(("/", os.sep)) or lexical in allowed:
         raise _refused("output_file", entry, "names a directory: name a file in it, e.g. answer.md")
     try:
-        _writable(entry, lexical, root, allowed)
+        real = _writable(entry, lexical, root, allowed)
     except OSError as exc:  # a name too long, a symlink loop, …
         raise _refused("output_file", entry, f"cannot be used ({_reason(exc)})") from None
-    return lexical
+    return OutputTarget(lexical, real)
 
 
 def _reason(exc: BaseException) -> str:
     return (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
 
 
-def _writable(entry: str, lexical: Path, root: Path, allowed: tuple[Path, ...]) -> None:
+def _writable(entry: str, lexical: Path, root: Path, allowed: tuple[Path, ...]) -> Path:
+    """Where `lexical` is on disk (see `OutputTarget.real`), once it is found fit to write."""
     existing = lexical.parent
     while not existing.exists():
         existing = existing.parent
@@ -497,18 +498,41 @@ def _writable(entry: str, lexical: Path, root: Path, allowed: tuple[Path, ...]) 
         raise _refused("output_file", entry, "exists and is not a regular file")
     if not existing.is_dir():
         raise _refused("output_file", entry, f"has a file where a directory goes ({existing})")
+    return real / lexical.relative_to(existing)
 
 
 _LONE_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def write_output(target: Path, text: str) -> None:
-    """Write `text` to `target` (from `output_target`): missing directories made, an existing
-    regular file overwritten, a symlink put there since never followed, and a FIFO or device put
-    there since never written (a FIFO's open would wait for a reader for ever) (blocking)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(target, flags, 0o644)
+@dataclass(frozen=True)
+class OutputTarget:
+    """Where `output_file` writes: `path` as named (inside the roots), and `real`, where that is on
+    disk as checked: its nearest existing directory resolved, the rest as named, so a path with
+    no symlink in it, which the write walks again without following any."""
+
+    path: Path
+    real: Path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def write_output(target: OutputTarget, text: str) -> None:
+    """Write `text` where `target` says (from `output_target`): missing directories made, an
+    existing regular file overwritten. What was swapped in since the check (the answer takes
+    minutes) is never followed nor written: a directory on the way become a symlink (the walk
+    refuses it), a symlink at the file, or a FIFO or device there (a FIFO's open would wait for
+    a reader for ever) (blocking)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | _NO_FOLLOW
+    if os.open in os.supports_dir_fd:
+        directory = _walk_to(target.real.parent)
+        try:
+            fd = os.open(target.real.name, flags, 0o644, dir_fd=directory)
+        finally:
+            os.close(directory)
+    else:  # no openat (Windows): the path checked, opened as it is now
+        target.real.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target.real, flags, 0o644)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file")
@@ -516,6 +540,30 @@ def write_output(target: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         # A lone surrogate (an upstream's "\ud800" escape) is no UTF-8: written as U+FFFD.
         file.write(_LONE_SURROGATES.sub("\ufffd", text))
+
+
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _walk_to(directory: Path) -> int:
+    """`directory` (absolute, with no symlink in it) opened, each part from the top opened in the
+    one before without following a symlink, and made where missing: a part that has become a
+    symlink fails the open (ELOOP, or ENOTDIR), so the walk never leaves the checked path."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NO_FOLLOW
+    fd = os.open(directory.anchor, flags)
+    try:
+        for part in directory.parts[1:]:
+            try:
+                step = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(part, dir_fd=fd)
+                step = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = step
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def roots_from_uris(uris: Sequence[str]) -> tuple[Path, ...]:

@@ -25,7 +25,7 @@ from mcp.types import CallToolResult, ListRootsResult, Root, TextContent
 from pydantic import FileUrl
 
 from naive_mcp import context_files
-from naive_mcp.context_files import FileLimits, FileRoots, read_files
+from naive_mcp.context_files import FileLimits, FileRoots, output_target, read_files, write_output
 from naive_mcp.errors import ArgumentError
 from naive_mcp.sandbox import RunningSandbox
 from naive_mcp.server import create_server
@@ -622,24 +622,41 @@ async def test_an_output_file_the_disk_refuses_leaves_the_answer_in_the_result(
 
 
 def test_an_answer_with_a_lone_surrogate_is_written_as_a_replacement_character(tmp_path: Path) -> None:
-    from naive_mcp.context_files import write_output
-
-    write_output(tmp_path / "a.md", "ok \ud800 ok")
+    write_output(output_target("a.md", FileRoots((tmp_path,))), "ok \ud800 ok")
     assert (tmp_path / "a.md").read_text(encoding="utf-8") == "ok \ufffd ok"
+
+
+def test_missing_directories_are_made_and_one_swapped_for_a_symlink_since_the_check_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "notes").mkdir(parents=True)
+    outside.mkdir()
+    made = output_target("new/deeper/answer.md", FileRoots((root,)))
+    swapped = output_target("notes/answer.md", FileRoots((root,)))
+    # Put there after the check (the answer takes minutes to come): notes/ now leads outside.
+    (root / "notes").rmdir()
+    (root / "notes").symlink_to(outside, target_is_directory=True)
+
+    write_output(made, "the answer")
+    with pytest.raises(OSError, match=r"symbolic links|Not a directory"):
+        write_output(swapped, "the answer")
+
+    assert (root / "new" / "deeper" / "answer.md").read_text() == "the answer"
+    assert list(outside.iterdir()) == [], "nothing was written through the symlink"
 
 
 def test_a_fifo_put_where_the_answer_goes_is_not_written_and_nothing_waits_for_it(tmp_path: Path) -> None:
     # Put there after output_target checked the path (the answer takes minutes to come): opening
     # it to write would wait for a reader for ever, in the worker thread the call waits on.
-    from naive_mcp.context_files import write_output
-
+    target = output_target("answer.md", FileRoots((tmp_path,)))
     fifo = tmp_path / "answer.md"
     os.mkfifo(fifo)
     failed: list[OSError] = []
 
     def write() -> None:
         try:
-            write_output(fifo, "the answer")
+            write_output(target, "the answer")
         except OSError as exc:
             failed.append(exc)
 
@@ -654,7 +671,7 @@ def test_a_fifo_put_where_the_answer_goes_is_not_written_and_nothing_waits_for_i
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # with a reader it is refused as well
     try:
         with pytest.raises(OSError, match="not a regular file"):
-            write_output(fifo, "the answer")
+            write_output(target, "the answer")
     finally:
         os.close(reader)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import anyio
@@ -20,7 +19,14 @@ from pydantic import (
 
 from naive_mcp.backend import Route
 from naive_mcp.caller import Caller, TenantId
-from naive_mcp.context_files import FilesUsed, ReadFiles, output_target, read_files, write_output
+from naive_mcp.context_files import (
+    FilesUsed,
+    OutputTarget,
+    ReadFiles,
+    output_target,
+    read_files,
+    write_output,
+)
 from naive_mcp.errors import ConfigurationError, NaiveError, UpstreamError
 from naive_mcp.estimate import context_length, model_chain
 from naive_mcp.guard import Spend
@@ -788,14 +794,14 @@ def with_files(messages: list[dict[str, Any]], read: ReadFiles | None) -> list[d
     return [*messages[:lead], read.message(), *messages[lead:]]
 
 
-async def _output_target(call: CallContext, output_file: str | None) -> Path | None:
+async def _output_target(call: CallContext, output_file: str | None) -> OutputTarget | None:
     if output_file is None:
         return None
     roots = await call.file_roots()
     return await anyio.to_thread.run_sync(output_target, output_file, roots)
 
 
-async def _write_answer(call: CallContext, result: ChatResult, target: Path | None) -> None:
+async def _write_answer(call: CallContext, result: ChatResult, target: OutputTarget | None) -> None:
     """The whole answer written to `target`; if that fails, the answer (paid for) comes back here."""
     if target is None:
         return
