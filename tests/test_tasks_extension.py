@@ -103,6 +103,7 @@ async def test_a_quick_chat_is_answered_inline_as_a_plain_call(modern: Client, c
     assert answer["structuredContent"]["text"] == plain["structuredContent"]["text"]
 
 
+@pytest.mark.slow  # over a second: a paced model answering
 async def test_a_long_chat_is_a_task_whose_result_comes_inline_in_tasks_get(
     steady: RunningSandbox, api_key: str
 ) -> None:
@@ -129,6 +130,7 @@ async def test_a_long_chat_is_a_task_whose_result_comes_inline_in_tasks_get(
     assert acknowledged["resultType"] == "complete" and again["status"] == "completed"
 
 
+@pytest.mark.slow  # over a second: a paced model answering
 async def test_status_says_the_answer_so_far_and_cancel_stops_the_upstream_call(
     modern: Client, sandbox: RunningSandbox, api_key: str
 ) -> None:
@@ -160,6 +162,7 @@ async def test_a_tool_error_is_completed_with_the_plain_calls_error(modern: Clie
     assert answer["content"][0]["text"] == plain.model_dump(mode="json")["content"][0]["text"]
 
 
+@pytest.mark.slow  # over a second: a paced model answering
 async def test_a_client_that_does_not_declare_the_extension_gets_no_task(
     steady: RunningSandbox, api_key: str
 ) -> None:
@@ -223,6 +226,7 @@ def test_a_job_whose_call_ended_in_a_tool_error_is_completed_with_it() -> None:
     assert task["result"]["content"] == error["content"]
 
 
+@pytest.mark.slow  # over a second: a paced model answering
 async def test_with_no_room_for_another_job_a_call_is_served_plain(
     sandbox: RunningSandbox, api_key: str
 ) -> None:
