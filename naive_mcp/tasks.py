@@ -1,4 +1,5 @@
-"""MCP tasks (protocol 2025-11-25): a long chat or compare that outlives the client's timeout.
+"""MCP tasks (protocol 2025-11-25, and the 2026-07-28 tasks extension): a long chat or compare that
+outlives the client's timeout.
 
 A client that sends `tools/call` with a `task` gets a task at once (`CreateTaskResult`), and the
 call runs on as a job (`naive_mcp.jobs`: one mechanism for tasks and for `background: true`).
