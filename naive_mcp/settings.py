@@ -296,6 +296,13 @@ class Settings(BaseSettings):
         description="Most background jobs (and MCP tasks) this process runs at once, of all callers; "
         "past it, a background call is refused and nothing is sent.",
     )
+    task_answer_wait: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="Seconds a chat or compare from a client that speaks the 2026-07-28 tasks extension "
+        "may take to be answered inline; one not ended by then becomes a task (0: every one does).",
+    )
     max_result_chars: int = Field(
         default=40_000,
         ge=1_000,

@@ -20,7 +20,7 @@ The 2026-07-28 revision moved tasks to the `io.modelcontextprotocol/tasks` exten
 with another lifecycle, which is spoken too, through the SDK's extension API (`Extension.settings`
 advertises it in `server/discover`; the SDK passes a claimed `resultType` through its result
 sieve): the client declares the extension in each request's `_meta` capabilities, and the server
-decides. A chat or compare from such a client that has not ended within `TASK_ANSWER_WAIT` is
+decides. A chat or compare from such a client that has not ended within NAIVE_TASK_ANSWER_WAIT is
 answered with `resultType: "task"`; `tasks/get` then gives its status, and at the end the result
 inline (`completed`, a tool error included; `failed` only for a job that ended without a result,
 its process or the server having stopped); `tasks/cancel` stops it; `tasks/update` is
@@ -70,7 +70,6 @@ TASKS_VERSION: Final = "2025-11-25"  # the one protocol revision with tasks in i
 EXTENSION_VERSION: Final = "2026-07-28"  # tasks as the extension `TASKS_EXTENSION`
 TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
 NO_ROOM_FOR_A_JOB: Final = frozenset({"too_many_jobs", "jobs_off"})
-TASK_ANSWER_WAIT: Final = 1.0  # seconds an extension call waits to answer inline before it is a task
 RELATED_TASK: Final = "io.modelcontextprotocol/related-task"
 # The tools a task may run: the two that spend time upstream. The rest answer at once.
 TASK_TOOLS: Final = frozenset({"naive_llm_chat", "naive_llm_compare"})
@@ -351,7 +350,7 @@ class TaskMiddleware:
     async def _create_v2(
         self, ctx: ServerRequestContext[Any, Any], params: Mapping[str, Any], call_next: CallNext
     ) -> HandlerResult:
-        """SEP-2663: the server decides. A call that ends within `TASK_ANSWER_WAIT` is answered as a
+        """SEP-2663: the server decides. A call that ends within NAIVE_TASK_ANSWER_WAIT is answered as a
         plain call is (a quick chat pays no polling); a longer one is a task from then on. With no
         room for another job (`too_many_jobs`, or the server stopping), the call is served plain."""
         try:
@@ -361,7 +360,7 @@ class TaskMiddleware:
                 raise
             return await call_next(ctx)
         services, jobs = _services(ctx)
-        view = await jobs.wait(view.job_id, _owner(services), TASK_ANSWER_WAIT)
+        view = await jobs.wait(view.job_id, _owner(services), services.settings.task_answer_wait)
         if view.done and view.result is not None:
             return _call_result(view, EXTENSION_VERSION)
         return {"resultType": "task", **_task_v2(view)}

@@ -99,6 +99,10 @@ def test_auth_tokens_are_a_comma_list_or_json(
             "NAIVE_MAX_CALL_CREDITS: should be a valid number",
         ),
         (
+            {"NAIVE_TASK_ANSWER_WAIT": "61"},
+            "NAIVE_TASK_ANSWER_WAIT: should be less than or equal to 60; e.g. NAIVE_TASK_ANSWER_WAIT=1",
+        ),
+        (
             {"NAIVE_DEFAULT_PROJECT_ID": "my project"},
             "NAIVE_DEFAULT_PROJECT_ID: should be a Naive id such as usr_123: letters, digits and _ . : @ -, "
             "no spaces; e.g. NAIVE_DEFAULT_PROJECT_ID=prj_123",

@@ -1,6 +1,6 @@
 """The 2026-07-28 tasks extension (`io.modelcontextprotocol/tasks`, SEP-2663) through the Python
 SDK's client in memory: the client declares the extension in each request's capabilities (the
-SDK's `advertise`), the server decides. A chat that ends within `TASK_ANSWER_WAIT` is answered
+SDK's `advertise`), the server decides. A chat that ends within NAIVE_TASK_ANSWER_WAIT is answered
 inline; a longer one is a task, read with `tasks/get` (the result inline at the end), stopped with
 `tasks/cancel`; `tasks/update` is acknowledged. A client that does not declare it gets no task.
 
@@ -66,9 +66,18 @@ async def modern(settings: Settings) -> AsyncIterator[Client]:
         yield client
 
 
+@pytest.fixture
+async def patient(sandbox: RunningSandbox, api_key: str) -> AsyncIterator[Client]:
+    """`modern`, on a server that waits a minute before a call becomes a task: a quick one is
+    answered inline however busy the machine is."""
+    settings = make_settings(sandbox, api_key, task_answer_wait=60)
+    async with Client(create_server(settings), extensions=[advertise(TASKS_EXTENSION)]) as client:
+        yield client
+
+
 @pytest.fixture(scope="module")
 def steady() -> Iterator[RunningSandbox]:
-    """`sandbox/slow` answering for about 1.4 s: past the inline wait, then done."""
+    """`sandbox/slow` answering in 1.33 s of pauses or more: past the inline wait (1 s), then done."""
     with serve_in_thread(SandboxConfig(slow_chunk_delay=0.05, slow_words=80)) as running:
         yield running
 
@@ -86,8 +95,8 @@ async def test_the_extension_is_advertised_in_discover_and_no_tool_needs_a_task(
     assert all(tool.execution is None for tool in (await modern.list_tools()).tools)
 
 
-async def test_a_quick_chat_is_answered_inline_as_a_plain_call(modern: Client, client: Client) -> None:
-    answer = await _raw(modern, "tools/call", chat("quick"))
+async def test_a_quick_chat_is_answered_inline_as_a_plain_call(patient: Client, client: Client) -> None:
+    answer = await _raw(patient, "tools/call", chat("quick"))
     plain = (await client.call_tool("naive_llm_chat", {"prompt": "quick"})).model_dump(
         mode="json", by_alias=True, exclude_none=True
     )
@@ -154,9 +163,9 @@ async def test_status_says_the_answer_so_far_and_cancel_stops_the_upstream_call(
     assert settled["calls"] == 1 and settled["completion_tokens"] > 0
 
 
-async def test_a_tool_error_is_completed_with_the_plain_calls_error(modern: Client, client: Client) -> None:
+async def test_a_tool_error_is_completed_with_the_plain_calls_error(patient: Client, client: Client) -> None:
     arguments = {"prompt": "x", "model": "sandbox/fail-insufficient-credits"}
-    answer = await _raw(modern, "tools/call", {"name": "naive_llm_chat", "arguments": arguments})
+    answer = await _raw(patient, "tools/call", {"name": "naive_llm_chat", "arguments": arguments})
     plain = await client.call_tool("naive_llm_chat", arguments)
     assert answer["resultType"] == "complete" and answer["isError"] is True
     assert answer["content"][0]["text"] == plain.model_dump(mode="json")["content"][0]["text"]
