@@ -166,7 +166,8 @@ class Jobs:
         )
         self._starting += 1
         try:
-            store, working = await self._add(record)
+            store = await self._store()
+            working = await store.add_job(record, self._limits)
         finally:
             self._starting -= 1
         if working is not None:
@@ -182,10 +183,6 @@ class Jobs:
         self._tasks.start_soon(self._run, job, run, store)
         logger.info("job %s started (%s)", record.id, tool)
         return job.view
-
-    async def _add(self, record: JobRecord) -> tuple[Store, int | None]:
-        store = await self._store()
-        return store, await store.add_job(record, self._limits)
 
     async def _run(self, job: _Running, run: Run, store: Store) -> None:
         settings = self._settings

@@ -293,7 +293,8 @@ def _call_result(view: JobView, version: str) -> dict[str, Any]:
 
 
 class TaskMiddleware:
-    """The parts of 2025-11-25 tasks the SDK's own pipeline cannot carry (module docstring)."""
+    """What the SDK's own pipeline cannot carry (module docstring): 2025-11-25's capability,
+    `taskSupport` and task-augmented calls, and the 2026-07-28 extension's calls that become tasks."""
 
     def __init__(self, tools: Mapping[str, RegistryTool]) -> None:
         self._tools = tools
